@@ -1,0 +1,173 @@
+//! The command line: subcommands and flags, grouped like makemore's (data, model,
+//! optimization, evaluation, sampling, output, device). Parsing only; `commands.rs` acts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Preset;
+use crate::device::{DeviceArg, Precision};
+
+/// microGPT on Burn: a complete GPT trained from scratch on names, then sampling new ones.
+///
+/// With no subcommand, runs the reference: 1,000 steps on data/names.txt at seed 42, then 20
+/// samples. Every `train` flag works there too.
+#[derive(Parser, Debug)]
+#[command(name = "microgpt", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a model (optionally saving checkpoints), then sample from it.
+    Train(TrainArgs),
+    /// Sample from a saved checkpoint.
+    Sample(SampleArgs),
+    /// Print the mean loss per token of a saved checkpoint on a data file.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    // ---- data ----
+    /// Text file with one document per line [default: data/names.txt, downloaded when absent]
+    #[arg(long, value_name = "PATH", help_heading = "Data")]
+    pub data: Option<PathBuf>,
+    /// Where to download data/names.txt from when it is absent
+    #[arg(long, value_name = "URL", env = "MICROGPT_DATA_URL", default_value = crate::data::NAMES_URL, help_heading = "Data")]
+    pub data_url: String,
+
+    // ---- model ----
+    /// Named model size; the flags below override its values
+    #[arg(long, value_enum, default_value = "reference", help_heading = "Model")]
+    pub preset: Preset,
+    /// Number of transformer blocks [reference: 1]
+    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Model")]
+    pub n_layer: Option<usize>,
+    /// Embedding width, channels per position [reference: 16]
+    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Model")]
+    pub n_embd: Option<usize>,
+    /// Attention heads; must divide --n-embd [reference: 4]
+    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Model")]
+    pub n_head: Option<usize>,
+    /// Longest context in tokens; longer documents are cut [reference: 16]
+    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Model")]
+    pub block_size: Option<usize>,
+
+    // ---- optimization ----
+    /// Training steps; the learning rate decays linearly to zero over them [default: 1000]
+    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Optimization")]
+    pub steps: Option<usize>,
+    /// Initial learning rate of Adam [default: 0.01]
+    #[arg(long, value_name = "LR", value_parser = positive_number, help_heading = "Optimization")]
+    pub lr: Option<f64>,
+    /// Documents per step, padded to the longest; 1 is the reference [default: 1]
+    #[arg(long, value_name = "B", value_parser = at_least_one, help_heading = "Optimization")]
+    pub batch_size: Option<usize>,
+    /// Seed of the Python-compatible generator: shuffle, initial weights, samples [default: 42]
+    #[arg(long, value_name = "N", help_heading = "Optimization")]
+    pub seed: Option<u64>,
+    /// Stop after this step (saving a checkpoint), keeping the schedule of --steps
+    #[arg(long, value_name = "STEP", value_parser = at_least_one, help_heading = "Optimization")]
+    pub stop_at: Option<usize>,
+
+    // ---- evaluation ----
+    /// Evaluate on the held-out documents every N steps (always once at the end)
+    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Evaluation")]
+    pub eval_every: Option<usize>,
+
+    // ---- sampling ----
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    // ---- output ----
+    /// Save a checkpoint directory here at the end (and every --save-every steps)
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub out: Option<PathBuf>,
+    /// Also save every N steps (needs --out or --resume)
+    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Output")]
+    pub save_every: Option<usize>,
+    /// Continue the run saved in DIR exactly (its model, optimizer, step and settings)
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub resume: Option<PathBuf>,
+    /// Read the loss back every N steps (fewer device syncs on a GPU)
+    #[arg(long, value_name = "N", default_value = "1", value_parser = at_least_one, help_heading = "Output")]
+    pub log_every: usize,
+    /// Print only the results: no progress bar or step lines
+    #[arg(long, short, help_heading = "Output")]
+    pub quiet: bool,
+
+    // ---- device ----
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Number of samples to draw
+    #[arg(long, value_name = "N", default_value = "20", help_heading = "Sampling")]
+    pub num_samples: usize,
+    /// Softmax temperature: lower is safer, higher is more inventive
+    #[arg(long, value_name = "T", default_value = "0.5", value_parser = positive_number, help_heading = "Sampling")]
+    pub temperature: f64,
+    /// Draw only among the K most likely characters
+    #[arg(long, value_name = "K", value_parser = at_least_one, help_heading = "Sampling")]
+    pub top_k: Option<usize>,
+    /// Start every sample with this text
+    #[arg(long, value_name = "TEXT", default_value = "", help_heading = "Sampling")]
+    pub prefix: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Where to compute [default: gpu in builds with the gpu feature, else cpu]
+    #[arg(long, value_enum, help_heading = "Device")]
+    pub device: Option<DeviceArg>,
+    /// Float precision [default: f64 on cpu, f32 on gpu]
+    #[arg(long, value_enum, help_heading = "Device")]
+    pub dtype: Option<Precision>,
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// Checkpoint directory written by `train --out`
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// Seed of the Python-compatible generator used for the draws
+    #[arg(long, value_name = "N", default_value = "42")]
+    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Checkpoint directory written by `train --out`
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// Evaluate on every document of this file [default: the checkpoint's held-out documents]
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number of at least 1".into()),
+    }
+}
+
+fn positive_number(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err("must be a finite number above 0".into()),
+    }
+}

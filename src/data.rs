@@ -1,0 +1,331 @@
+//! Documents, the character tokenizer, the train/held-out split and the batches.
+//!
+//! A data file is UTF-8 text with one document per line (names.txt by default, downloaded when
+//! absent as the reference does). The data set owns the vocabulary: the sorted characters of
+//! all documents, plus BOS. Token tables are built once and kept on the device; a step only
+//! slices them. Deliberately left out: sub-word tokenizers, streaming of files larger than
+//! memory.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::rng::PyRandom;
+
+/// Where the reference downloads names.txt from.
+pub const NAMES_URL: &str = "https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt";
+/// The data file used when `--data` is not given.
+pub const DEFAULT_DATA: &str = "data/names.txt";
+/// The reference holds out this many of the last shuffled documents.
+pub const VAL_DOCS: usize = 2000;
+
+/// Read documents: one per line, surrounding whitespace stripped, blank lines skipped.
+pub fn read_documents(path: &Path) -> Result<Vec<String>> {
+    if path.is_dir() {
+        bail!("data file {} is a directory: pass a text file with one document per line", path.display());
+    }
+    let bytes = std::fs::read(path).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "data file {} not found: pass --data PATH to a text file with one document per line",
+            path.display()
+        ),
+        _ => anyhow::anyhow!("cannot read data file {}: {err}", path.display()),
+    })?;
+    parse_documents(&bytes).with_context(|| format!("data file {}", path.display()))
+}
+
+/// Split UTF-8 text into documents; refuses text that is not UTF-8 or holds no document.
+pub fn parse_documents(bytes: &[u8]) -> Result<Vec<String>> {
+    let text = std::str::from_utf8(bytes).map_err(|err| {
+        anyhow::anyhow!(
+            "is not UTF-8 text (invalid byte at offset {}): convert it to UTF-8",
+            err.valid_up_to()
+        )
+    })?;
+    let docs: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(String::from)
+        .collect();
+    if docs.is_empty() {
+        bail!("holds no documents (it is empty or every line is blank): put one document per line");
+    }
+    Ok(docs)
+}
+
+/// Make sure the default data file exists, downloading it from `url` when it does not.
+pub fn ensure_default_data(path: &Path, url: &str) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    eprintln!("downloading {url} to {}", path.display());
+    download(url, path).map_err(|err| {
+        anyhow::anyhow!(
+            "{} is missing and downloading it failed ({err:#}): put names.txt at {} or pass --data PATH",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
+fn download(url: &str, path: &Path) -> Result<()> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut body = Vec::new();
+    agent
+        .get(url)
+        .call()?
+        .into_body()
+        .into_reader()
+        .read_to_end(&mut body)?;
+    parse_documents(&body).context("the downloaded file")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::checkpoint::write_atomic(path, &body)
+}
+
+/// Characters to token ids and back. Ids `0..n` are the sorted characters; BOS is `n`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tokenizer {
+    pub chars: Vec<char>,
+}
+
+impl Tokenizer {
+    pub fn from_documents(docs: &[String]) -> Self {
+        let set: BTreeSet<char> = docs.iter().flat_map(|d| d.chars()).collect();
+        Self {
+            chars: set.into_iter().collect(),
+        }
+    }
+
+    /// Id of the begin/end-of-sequence token.
+    pub fn bos(&self) -> usize {
+        self.chars.len()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.chars.len() + 1
+    }
+
+    /// Ids of a text's characters; names the first character outside the vocabulary.
+    pub fn encode(&self, text: &str) -> Result<Vec<usize>> {
+        text.chars()
+            .map(|ch| {
+                self.chars
+                    .binary_search(&ch)
+                    .map_err(|_| anyhow::anyhow!("character {ch:?} is not in the vocabulary of the training data"))
+            })
+            .collect()
+    }
+
+    /// Text of token ids; BOS decodes to nothing.
+    pub fn decode(&self, ids: &[usize]) -> String {
+        ids.iter().filter_map(|&id| self.chars.get(id)).collect()
+    }
+}
+
+/// The shuffled documents, their tokenizer and the train/held-out split.
+pub struct Dataset {
+    /// Documents in shuffled order.
+    pub docs: Vec<String>,
+    pub tokenizer: Tokenizer,
+    /// The first `n_train` documents train; the rest are held out.
+    pub n_train: usize,
+}
+
+impl Dataset {
+    /// Shuffle `docs` with `rng` (the reference's first draw) and hold out the last ones:
+    /// 2,000 as the reference does, or a tenth of a smaller file.
+    pub fn new(mut docs: Vec<String>, rng: &mut PyRandom) -> Result<Self> {
+        if docs.len() < 2 {
+            bail!(
+                "the data holds {} document; training needs at least 2 (one to train on, one held out)",
+                docs.len()
+            );
+        }
+        rng.shuffle(&mut docs);
+        let n_val = VAL_DOCS.min(docs.len() / 10).max(1);
+        let tokenizer = Tokenizer::from_documents(&docs);
+        Ok(Self {
+            n_train: docs.len() - n_val,
+            docs,
+            tokenizer,
+        })
+    }
+
+    pub fn train_docs(&self) -> &[String] {
+        &self.docs[..self.n_train]
+    }
+
+    pub fn val_docs(&self) -> &[String] {
+        &self.docs[self.n_train..]
+    }
+}
+
+/// `[BOS] + ids + [BOS]`, cut to `block_size + 1` tokens as the reference does.
+pub fn doc_tokens(tokenizer: &Tokenizer, doc: &str, block_size: usize) -> Vec<usize> {
+    let bos = tokenizer.bos();
+    let mut tokens = Vec::with_capacity(doc.len() + 2);
+    tokens.push(bos);
+    tokens.extend(tokenizer.encode(doc).expect("documents only hold vocabulary characters"));
+    tokens.push(bos);
+    tokens.truncate(block_size + 1);
+    tokens
+}
+
+/// Number of documents whose tokens exceed `block_size + 1`, for the one warning.
+pub fn count_cut(docs: &[String], block_size: usize) -> usize {
+    docs.iter().filter(|d| d.chars().count() + 1 > block_size).count()
+}
+
+/// One step's worth of documents on the device.
+pub struct Batch {
+    /// [B, T] input ids.
+    pub inputs: Tensor<2, Int>,
+    /// [B, T] target ids (0 under padding).
+    pub targets: Tensor<2, Int>,
+    /// [B, T] 1 for real targets, 0 for padding; `None` when nothing is padded.
+    pub mask: Option<Tensor<2>>,
+    /// Number of real target tokens.
+    pub n_targets: usize,
+}
+
+/// Documents as padded token tables on the device, built once.
+pub struct Batcher {
+    /// [N, block_size] input ids, right-padded with 0.
+    inputs: Tensor<2, Int>,
+    /// [N, block_size] target ids, right-padded with 0.
+    targets: Tensor<2, Int>,
+    /// [N, block_size] 1.0 where a target is real.
+    mask: Tensor<2>,
+    /// Number of predicted positions per document (`n` in SPEC).
+    lens: Vec<usize>,
+    device: Device,
+}
+
+impl Batcher {
+    pub fn new(tokenizer: &Tokenizer, docs: &[String], block_size: usize, device: &Device) -> Self {
+        let n = docs.len();
+        let mut inputs = vec![0i64; n * block_size];
+        let mut targets = vec![0i64; n * block_size];
+        let mut mask = vec![0f32; n * block_size];
+        let mut lens = Vec::with_capacity(n);
+        for (row, doc) in docs.iter().enumerate() {
+            let tokens = doc_tokens(tokenizer, doc, block_size);
+            let len = tokens.len() - 1;
+            for pos in 0..len {
+                let at = row * block_size + pos;
+                inputs[at] = tokens[pos] as i64;
+                targets[at] = tokens[pos + 1] as i64;
+                mask[at] = 1.0;
+            }
+            lens.push(len);
+        }
+        let shape = [n, block_size];
+        Self {
+            inputs: Tensor::from_data(TensorData::new(inputs, shape), device),
+            targets: Tensor::from_data(TensorData::new(targets, shape), device),
+            mask: Tensor::from_data(TensorData::new(mask, shape), device),
+            lens,
+            device: device.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// Documents `start .. start + size` (wrapping around), padded to the longest of them.
+    /// A single document is not padded at all: that is exactly the reference's step.
+    pub fn batch(&self, start: usize, size: usize) -> Batch {
+        let n = self.len();
+        let rows: Vec<usize> = (start..start + size).map(|i| i % n).collect();
+        let t = rows.iter().map(|&r| self.lens[r]).max().expect("a batch holds at least one document");
+        let n_targets = rows.iter().map(|&r| self.lens[r]).sum();
+        // contiguous rows are a slice; wrapped-around ones a gather by row id
+        let ids = (rows[0] + size > n).then(|| {
+            let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [size]), &self.device)
+        });
+        let (first, last) = (rows[0], rows[0] + size);
+        let inputs = match &ids {
+            None => self.inputs.clone().slice([first..last, 0..t]),
+            Some(ids) => self.inputs.clone().select(0, ids.clone()).slice([0..size, 0..t]),
+        };
+        let targets = match &ids {
+            None => self.targets.clone().slice([first..last, 0..t]),
+            Some(ids) => self.targets.clone().select(0, ids.clone()).slice([0..size, 0..t]),
+        };
+        let mask = (n_targets < size * t).then(|| match &ids {
+            None => self.mask.clone().slice([first..last, 0..t]),
+            Some(ids) => self.mask.clone().select(0, ids.clone()).slice([0..size, 0..t]),
+        });
+        Batch {
+            inputs,
+            targets,
+            mask,
+            n_targets,
+        }
+    }
+}
+
+/// Resolve the data path: `--data` when given, else the default file (downloaded if absent).
+pub fn resolve_data_path(data: Option<&Path>, url: &str) -> Result<PathBuf> {
+    match data {
+        Some(path) => Ok(path.to_path_buf()),
+        None => {
+            let path = PathBuf::from(DEFAULT_DATA);
+            ensure_default_data(&path, url)?;
+            Ok(path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_stripped_and_blank_lines_skipped() {
+        let docs = parse_documents(b"  anna \n\n\tbob\r\n   \nzoe").unwrap();
+        assert_eq!(docs, ["anna", "bob", "zoe"]);
+    }
+
+    #[test]
+    fn empty_blank_and_non_utf8_files_are_refused() {
+        assert!(parse_documents(b"").unwrap_err().to_string().contains("no documents"));
+        assert!(parse_documents(b" \n\n \n").unwrap_err().to_string().contains("no documents"));
+        let err = parse_documents(b"ok\n\xff\xfe").unwrap_err().to_string();
+        assert!(err.contains("not UTF-8") && err.contains("offset 3"), "{err}");
+    }
+
+    #[test]
+    fn tokenizer_sorts_characters_and_puts_bos_last() {
+        let docs = vec!["héllo".to_string(), "a-b".to_string()];
+        let tok = Tokenizer::from_documents(&docs);
+        assert_eq!(tok.chars, ['-', 'a', 'b', 'h', 'l', 'o', 'é']);
+        assert_eq!(tok.bos(), 7);
+        let ids = tok.encode("hé").unwrap();
+        assert_eq!(tok.decode(&ids), "hé");
+        assert!(tok.encode("x").unwrap_err().to_string().contains("'x'"));
+    }
+
+    #[test]
+    fn long_documents_are_cut_to_block_size() {
+        let tok = Tokenizer::from_documents(&["abcdef".to_string()]);
+        assert_eq!(doc_tokens(&tok, "abcdef", 4), [6, 0, 1, 2, 3]);
+        assert_eq!(doc_tokens(&tok, "ab", 4), [6, 0, 1, 6]);
+    }
+}

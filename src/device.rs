@@ -1,0 +1,154 @@
+//! The one place that knows about backends: which devices this build has (cargo features),
+//! which one a run uses (`--device`), and in which precision (`--dtype`).
+//!
+//! `cpu` is Burn's flex backend (pure Rust), `gpu` is wgpu (Vulkan, Metal, DX12), and the
+//! optional `ndarray` is Burn's older CPU backend. Model and training code never see a feature:
+//! they get a `burn::tensor::Device`. Deliberately left out: multi-GPU, CUDA-native backends.
+
+use anyhow::{Result, bail};
+use burn::tensor::{Device, FloatDType};
+
+/// Where to run, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// Burn's flex CPU backend (feature `cpu`).
+    Cpu,
+    /// A GPU through wgpu (feature `gpu`).
+    Gpu,
+    /// Burn's ndarray CPU backend (feature `ndarray`).
+    Ndarray,
+}
+
+/// Floating-point precision of weights and activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+impl Precision {
+    fn float_dtype(self) -> FloatDType {
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::F64 => FloatDType::F64,
+        }
+    }
+}
+
+/// A device ready for tensors, with what it is.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    /// The device without autodiff; training calls `.autodiff()` on it.
+    pub device: Device,
+    pub kind: DeviceArg,
+    pub precision: Precision,
+}
+
+impl Runtime {
+    pub fn describe(&self) -> String {
+        let name = match self.kind {
+            DeviceArg::Cpu => "cpu (flex)",
+            DeviceArg::Gpu => "gpu (wgpu)",
+            DeviceArg::Ndarray => "cpu (ndarray)",
+        };
+        format!("{name}, {:?}", self.precision).to_lowercase()
+    }
+}
+
+/// The device used when `--device` is not given: the GPU when the build has one.
+pub fn default_device() -> DeviceArg {
+    if cfg!(feature = "gpu") {
+        DeviceArg::Gpu
+    } else if cfg!(feature = "cpu") {
+        DeviceArg::Cpu
+    } else {
+        DeviceArg::Ndarray
+    }
+}
+
+/// The default precision on a device: f64 on CPUs (to follow the f64 reference), f32 on GPUs.
+pub fn default_precision(kind: DeviceArg) -> Precision {
+    match kind {
+        DeviceArg::Gpu => Precision::F32,
+        DeviceArg::Cpu | DeviceArg::Ndarray => Precision::F64,
+    }
+}
+
+/// Open the requested device in the requested precision, or say in one line why not.
+pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Runtime> {
+    let kind = kind.unwrap_or_else(default_device);
+    let precision = precision.unwrap_or_else(|| default_precision(kind));
+    let device = match kind {
+        DeviceArg::Cpu => cpu_device()?,
+        DeviceArg::Gpu => {
+            if precision == Precision::F64 {
+                bail!("the GPU computes in f32 only: drop --dtype f64, or use --device cpu");
+            }
+            gpu_device()?
+        }
+        DeviceArg::Ndarray => ndarray_device()?,
+    };
+    let mut device = device;
+    set_precision(&mut device, precision)?;
+    Ok(Runtime {
+        device,
+        kind,
+        precision,
+    })
+}
+
+/// Set the default float type of `device`, once per process; a second call must agree.
+fn set_precision(device: &mut Device, precision: Precision) -> Result<()> {
+    let wanted = precision.float_dtype();
+    if device.configure(wanted).is_err() {
+        let current = device.settings().float_dtype;
+        if current != wanted {
+            bail!("this process already uses the device in {current:?}; it cannot switch to {precision:?}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "cpu")]
+fn cpu_device() -> Result<Device> {
+    Ok(Device::flex())
+}
+
+#[cfg(not(feature = "cpu"))]
+fn cpu_device() -> Result<Device> {
+    bail!("this build has no flex CPU backend: rebuild with `--features cpu`")
+}
+
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)] // ndarray is deprecated in Burn 0.22; it stays here for comparison
+fn ndarray_device() -> Result<Device> {
+    Ok(Device::ndarray())
+}
+
+#[cfg(not(feature = "ndarray"))]
+fn ndarray_device() -> Result<Device> {
+    bail!("this build has no ndarray backend: rebuild with `--features ndarray`")
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_device() -> Result<Device> {
+    Device::wgpu_options().init().map_err(|err| {
+        anyhow::anyhow!(
+            "no GPU adapter found ({}): install Vulkan drivers (Debian: libvulkan1 mesa-vulkan-drivers), or run on the CPU with --device cpu / a `--features cpu` build",
+            err.to_string().lines().next().unwrap_or("unknown error")
+        )
+    })
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_device() -> Result<Device> {
+    bail!("this build has no GPU support: rebuild with `cargo run --release --features gpu`, or use --device cpu")
+}
+
+/// The flex CPU device in f64, for tests.
+#[cfg(feature = "cpu")]
+pub fn cpu_f64() -> Device {
+    open(Some(DeviceArg::Cpu), Some(Precision::F64))
+        .expect("the flex CPU device opens in f64 whenever the cpu feature is on")
+        .device
+}

@@ -1,0 +1,165 @@
+//! Sampling new documents from a trained model, the reference's way: start from BOS, divide the
+//! logits by the temperature, softmax, draw with Python's `choices`, stop at BOS or after
+//! `block_size` positions. Each new token runs the model on one position against a key/value
+//! cache. Also: makemore's cheap quality check (how many samples are training documents,
+//! held-out documents, or new). Deliberately left out: beam search, nucleus sampling.
+
+use std::collections::HashSet;
+
+use anyhow::{Result, bail};
+use burn::module::Module;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::data::Tokenizer;
+use crate::model::{GPT, KvCache};
+use crate::rng::PyRandom;
+
+/// How to sample.
+#[derive(Clone, Debug)]
+pub struct SampleOptions {
+    pub num_samples: usize,
+    pub temperature: f64,
+    /// Keep only the `k` most likely tokens at each draw (`None`: all, as the reference).
+    pub top_k: Option<usize>,
+    /// Text every sample starts with (after BOS).
+    pub prefix: String,
+}
+
+impl SampleOptions {
+    pub fn reference() -> Self {
+        Self {
+            num_samples: 20,
+            temperature: 0.5,
+            top_k: None,
+            prefix: String::new(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            bail!("--temperature must be a finite number above 0 (got {})", self.temperature);
+        }
+        if self.top_k == Some(0) {
+            bail!("--top-k must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// `softmax(logits / temperature)` in f64 on the host, as the reference computes it.
+fn probabilities(logits: &[f64], temperature: f64, top_k: Option<usize>) -> Vec<f64> {
+    let mut scaled: Vec<f64> = logits.iter().map(|l| l / temperature).collect();
+    if let Some(k) = top_k.filter(|&k| k < scaled.len()) {
+        let mut sorted = scaled.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let kth = sorted[k - 1];
+        for v in scaled.iter_mut().filter(|v| **v < kth) {
+            *v = f64::NEG_INFINITY;
+        }
+    }
+    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = scaled.iter().map(|v| (v - max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.iter().map(|e| e / total).collect()
+}
+
+/// Draw one document: token ids after BOS (and after the prefix), without the final BOS.
+pub fn sample_one(model: &GPT, tokenizer: &Tokenizer, prefix: &[usize], options: &SampleOptions, rng: &mut PyRandom) -> Vec<usize> {
+    let device = model.devices()[0].clone();
+    let block_size = model.block_size();
+    let bos = tokenizer.bos();
+    let mut cache = KvCache::new(model.n_layer());
+    let mut seq: Vec<usize> = std::iter::once(bos).chain(prefix.iter().copied()).collect();
+    seq.truncate(block_size);
+    // feed the prompt (BOS and the prefix) at once, then one token at a time
+    let mut fed = 0;
+    let mut out = seq[1..].to_vec();
+    while seq.len() <= block_size {
+        let new: Vec<i64> = seq[fed..].iter().map(|&t| t as i64).collect();
+        let t = new.len();
+        let idx = Tensor::<2, Int>::from_data(TensorData::new(new, [1, t]), &device);
+        let logits = model.forward_at(idx, fed, Some(&mut cache)); // [1, t, V]
+        fed = seq.len();
+        let last: Vec<f64> = logits
+            .slice([0..1, t - 1..t])
+            .into_data()
+            .iter::<f64>()
+            .collect();
+        let probs = probabilities(&last, options.temperature, options.top_k);
+        let token = rng.choices(&probs);
+        if token == bos || seq.len() == block_size {
+            if token != bos {
+                out.push(token);
+            }
+            break;
+        }
+        seq.push(token);
+        out.push(token);
+    }
+    out
+}
+
+/// Draw `options.num_samples` documents.
+pub fn sample(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng: &mut PyRandom) -> Result<Vec<String>> {
+    let prefix = tokenizer
+        .encode(&options.prefix)
+        .map_err(|err| anyhow::anyhow!("--prefix {:?}: {err}", options.prefix))?;
+    if prefix.len() >= model.block_size() {
+        bail!(
+            "--prefix is {} characters long; the model's block_size {} leaves no room to continue it",
+            prefix.len(),
+            model.block_size()
+        );
+    }
+    Ok((0..options.num_samples)
+        .map(|_| tokenizer.decode(&sample_one(model, tokenizer, &prefix, options, rng)))
+        .collect())
+}
+
+/// How many samples are training documents, held-out documents, or new (makemore's check).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Novelty {
+    pub in_train: usize,
+    pub in_val: usize,
+    pub new: usize,
+}
+
+impl Novelty {
+    pub fn of(samples: &[String], train: &[String], val: &[String]) -> Self {
+        let train: HashSet<&str> = train.iter().map(String::as_str).collect();
+        let val: HashSet<&str> = val.iter().map(String::as_str).collect();
+        let mut novelty = Novelty { in_train: 0, in_val: 0, new: 0 };
+        for s in samples {
+            if train.contains(s.as_str()) {
+                novelty.in_train += 1;
+            } else if val.contains(s.as_str()) {
+                novelty.in_val += 1;
+            } else {
+                novelty.new += 1;
+            }
+        }
+        novelty
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_sum_to_one_and_top_k_cuts() {
+        let p = probabilities(&[1.0, 2.0, 3.0], 0.5, None);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(p[2] > p[1] && p[1] > p[0]);
+        let p = probabilities(&[1.0, 2.0, 3.0], 1.0, Some(2));
+        assert_eq!(p[0], 0.0);
+        assert!((p[1] + p[2] - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn novelty_counts_train_val_and_new() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let n = Novelty::of(&s(&["ann", "bob", "zed", "ann"]), &s(&["ann"]), &s(&["bob"]));
+        assert_eq!(n, Novelty { in_train: 2, in_val: 1, new: 1 });
+    }
+}

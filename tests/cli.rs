@@ -1,0 +1,206 @@
+//! The program seen from outside: the reference run's lines, f32 learning, batches, the
+//! download, and the train -> save -> sample / eval / resume workflow with its files.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+use common::{microgpt, ok, samples, step_losses, stderr, stdout, val_loss};
+
+#[test]
+fn bare_run_prints_the_reference_lines() {
+    let dir = common::scratch_with_names();
+    let out = ok(dir.path(), &["--steps", "20"]);
+    let reference = common::read_reference("seed42_steps20.txt");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["num docs: 32033", "vocab size: 27", "num params: 4192"]);
+    for (i, loss) in reference.losses.iter().enumerate() {
+        assert_eq!(lines[3 + i], format!("step {:4} / {:4} | loss {loss:.4}", i + 1, 20));
+    }
+    assert!(lines[23].starts_with("val loss: "), "{}", lines[23]);
+    assert!(lines[24].starts_with("train time: ") && lines[24].contains("steps/s") && lines[24].contains("tokens/s"));
+    assert_eq!(lines[25], "--- inference (new, hallucinated names) ---");
+    assert_eq!(samples(&out)[..10], reference.samples[..]);
+    assert_eq!(lines.len(), 26 + 20, "nothing else is printed");
+}
+
+#[test]
+fn f32_on_cpu_learns_as_well_as_f64() {
+    let dir = common::scratch_with_names();
+    let out = ok(dir.path(), &["--dtype", "f32", "--quiet"]);
+    assert!(step_losses(&out).is_empty(), "--quiet prints no step lines");
+    let val = val_loss(&out);
+    let reference = common::read_reference("seed42_steps1000.txt").eval.unwrap();
+    assert!((val - reference).abs() < 0.02, "f32 val loss {val} vs f64 reference {reference}");
+}
+
+#[test]
+fn batch_32_for_938_steps_reaches_val_loss_2_20() {
+    // 938 x 32 = 30,016 training documents: all of them once, none of the held-out 2,000
+    let dir = common::scratch_with_names();
+    let out = ok(dir.path(), &["train", "--batch-size", "32", "--steps", "938", "--quiet", "--dtype", "f32"]);
+    let val = val_loss(&out);
+    assert!(val <= 2.20, "val loss {val}");
+}
+
+#[test]
+fn eval_every_prints_the_held_out_loss_with_the_training_loss() {
+    let dir = common::scratch_with_names();
+    let out = ok(dir.path(), &["train", "--steps", "30", "--eval-every", "10", "--preset", "small"]);
+    let evals: Vec<&str> = out.lines().filter(|l| l.contains("| val loss ")).collect();
+    assert_eq!(evals.len(), 3, "{out}");
+    assert!(evals[0].starts_with("step   10 /   30 | loss "), "{}", evals[0]);
+    assert!(out.contains("num params: "));
+}
+
+/// Serve `body` once over HTTP on 127.0.0.1, returning the URL.
+fn serve_once(body: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/names.txt", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request);
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+    });
+    url
+}
+
+#[test]
+fn missing_default_data_is_downloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = serve_once(b"emma\nolivia\nava\nisabella\nsophia\nmia\ncharlotte\namelia\nharper\nevelyn\nabigail\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_microgpt"))
+        .args(["--steps", "5", "--num-samples", "2"])
+        .current_dir(dir.path())
+        .env("MICROGPT_DATA_URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("num docs: 11\n"), "{}", stdout(&out));
+    let saved = std::fs::read_to_string(dir.path().join("data/names.txt")).unwrap();
+    assert!(saved.starts_with("emma\nolivia\n"));
+}
+
+#[test]
+fn a_failed_download_says_how_to_fix_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = microgpt(dir.path(), &["--steps", "5"]); // the helper points the URL at a closed port
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("put names.txt at data/names.txt or pass --data PATH"), "{err}");
+    assert!(!dir.path().join("data/names.txt").exists());
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Names of the tensors in a safetensors file (its JSON header).
+fn safetensors_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    let mut names: Vec<String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").cloned().collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn train_save_sample_and_eval() {
+    let dir = common::scratch_with_names();
+    let out = ok(dir.path(), &["train", "--steps", "40", "--eval-every", "20", "--out", "ck"]);
+    let ck = dir.path().join("ck");
+    let meta = read_json(&ck.join("checkpoint.json"));
+    assert_eq!(meta["step"], 40);
+    assert_eq!(meta["format_version"], 1);
+    assert_eq!(meta["config"]["n_embd"], 16);
+    assert_eq!(meta["vocab"]["chars"].as_array().unwrap().len(), 26);
+    let weights = ck.join(meta["weights"].as_str().unwrap());
+    for file in ["model.bpk", "model.safetensors", "optimizer.bpk"] {
+        assert!(weights.join(file).is_file(), "{file}");
+    }
+    let mut expected = vec!["lm_head", "wpe", "wte"];
+    expected.extend(["layer0.attn_wk", "layer0.attn_wo", "layer0.attn_wq", "layer0.attn_wv", "layer0.mlp_fc1", "layer0.mlp_fc2"]);
+    expected.sort();
+    assert_eq!(safetensors_names(&weights.join("model.safetensors")), expected);
+
+    // novelty report after the samples
+    assert!(out.lines().last().unwrap().starts_with("samples: "), "{out}");
+
+    let sampled = ok(dir.path(), &["sample", "--checkpoint", "ck", "--num-samples", "7", "--seed", "3"]);
+    assert_eq!(samples(&sampled).len(), 7);
+    let again = ok(dir.path(), &["sample", "--checkpoint", "ck", "--num-samples", "7", "--seed", "3"]);
+    assert_eq!(sampled, again, "the same seed draws the same samples");
+    let prefixed = ok(dir.path(), &["sample", "--checkpoint", "ck", "--prefix", "ma", "--top-k", "3", "--num-samples", "5"]);
+    assert!(samples(&prefixed).iter().all(|s| s.starts_with("ma")), "{prefixed}");
+
+    // eval on the checkpoint's held-out documents reproduces the val loss of the run
+    let evaluated = ok(dir.path(), &["eval", "--checkpoint", "ck"]);
+    let loss: f64 = evaluated.strip_prefix("loss: ").unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(loss, val_loss(&out));
+    std::fs::write(dir.path().join("few.txt"), "anna\nbob\n").unwrap();
+    let few = ok(dir.path(), &["eval", "--checkpoint", "ck", "--data", "few.txt"]);
+    assert!(few.contains("(2 documents"), "{few}");
+}
+
+#[test]
+fn metrics_csv_and_loss_png_are_written() {
+    let dir = common::scratch_with_names();
+    ok(dir.path(), &["train", "--steps", "30", "--eval-every", "10", "--out", "ck", "--quiet"]);
+    let csv = std::fs::read_to_string(dir.path().join("ck/metrics.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next().unwrap(), "step,train_loss,val_loss,lr,tokens_per_s,elapsed_s");
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 30);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], (i + 1).to_string());
+        assert!(row[1].parse::<f64>().unwrap() > 0.0);
+        assert_eq!(row[2].is_empty(), (i + 1) % 10 != 0, "val loss only on evaluated steps");
+    }
+    let png = std::fs::read(dir.path().join("ck/loss.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (900, 540));
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let dir = common::scratch_with_names();
+    let whole = ok(dir.path(), &["train", "--steps", "60", "--out", "whole"]);
+    let first = ok(dir.path(), &["train", "--steps", "60", "--stop-at", "30", "--out", "half"]);
+    assert_eq!(step_losses(&first).len(), 30);
+    assert_eq!(read_json(&dir.path().join("half/checkpoint.json"))["step"], 30);
+    let second = ok(dir.path(), &["train", "--resume", "half"]);
+    let whole_losses = step_losses(&whole);
+    let mut joined = step_losses(&first);
+    joined.extend(step_losses(&second));
+    assert_eq!(joined, whole_losses);
+    assert_eq!(samples(&second), samples(&whole));
+    assert_eq!(val_loss(&second), val_loss(&whole));
+    // the final weights are bit for bit the same
+    let weights = |name: &str| std::fs::read(dir.path().join(name).join("step-000060/model.safetensors")).unwrap();
+    assert!(weights("whole") == weights("half"), "resumed weights differ");
+    let csv = std::fs::read_to_string(dir.path().join("half/metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 61, "metrics.csv continues, without duplicate rows");
+}
+
+#[test]
+fn any_utf8_data_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = "héllo, wörld!\nça va?\nnaïve café\n日本語\n[brackets] & ampersands\nsnake_case-words\nü-umlaut\nmore, text.\n";
+    std::fs::write(dir.path().join("words.txt"), words.repeat(3)).unwrap();
+    let out = ok(dir.path(), &["train", "--data", "words.txt", "--steps", "30", "--num-samples", "5", "--out", "ck"]);
+    let vocab: std::collections::BTreeSet<char> = words.chars().filter(|c| *c != '\n').collect();
+    assert!(out.contains(&format!("vocab size: {}\n", vocab.len() + 1)), "{out}");
+    let drawn = samples(&out);
+    assert_eq!(drawn.len(), 5);
+    assert!(drawn.iter().flat_map(|s| s.chars()).all(|c| vocab.contains(&c)));
+    let sampled = ok(dir.path(), &["sample", "--checkpoint", "ck", "--prefix", "日本", "--num-samples", "2"]);
+    assert!(samples(&sampled).iter().all(|s| s.starts_with("日本")));
+}

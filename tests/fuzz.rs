@@ -1,0 +1,133 @@
+//! Property tests: random and mutated bytes fed to the data loader and the checkpoint reader
+//! must give documents or an error, never a panic. The case count is bounded for CI
+//! (PROPTEST_CASES overrides it).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use microgpt_burn::adam::Adam;
+use microgpt_burn::checkpoint::{self, Meta, RunSettings};
+use microgpt_burn::config::GPTConfig;
+use microgpt_burn::data::{self, Tokenizer};
+use microgpt_burn::device::{self, Precision};
+use microgpt_burn::model::GPT;
+use microgpt_burn::rng::PyRandom;
+use proptest::prelude::*;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn the_data_loader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(docs) = data::parse_documents(&bytes) {
+            prop_assert!(!docs.is_empty());
+            prop_assert!(docs.iter().all(|d| !d.is_empty() && d.trim() == d));
+            let tokenizer = Tokenizer::from_documents(&docs);
+            for doc in &docs {
+                let tokens = data::doc_tokens(&tokenizer, doc, 16);
+                prop_assert!(tokens.len() <= 17 && tokens[0] == tokenizer.bos());
+            }
+        }
+    }
+
+    #[test]
+    fn mostly_valid_text_loads(lines in proptest::collection::vec("[a-zé日 ,.!-]{0,20}", 0..20)) {
+        let text = lines.join("\n");
+        match data::parse_documents(text.as_bytes()) {
+            Ok(docs) => prop_assert_eq!(docs.len(), lines.iter().filter(|l| !l.trim().is_empty()).count()),
+            Err(err) => prop_assert!(err.to_string().contains("no documents")),
+        }
+    }
+}
+
+/// The bytes of a small valid checkpoint: (checkpoint.json, model.bpk, optimizer.bpk).
+fn valid_checkpoint() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
+    static FILES: OnceLock<(Vec<u8>, Vec<u8>, Vec<u8>)> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let device = device::cpu_f64();
+        let vocab = Tokenizer::from_documents(&["abc".to_string()]);
+        let config = GPTConfig::new(vocab.vocab_size()).with_n_embd(8).with_n_head(2).with_block_size(4);
+        let model = GPT::init(&config, &mut PyRandom::new(1), &device.autodiff());
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta {
+            format_version: checkpoint::FORMAT_VERSION,
+            step: 1,
+            config,
+            vocab,
+            run: RunSettings { seed: 1, num_steps: 2, lr: 0.01, batch_size: 1, precision: Precision::F64 },
+            weights: String::new(),
+            val_loss: None,
+            data: None,
+        };
+        checkpoint::save(dir.path(), &model, &Adam::reference().init(), meta).unwrap();
+        let read = |p: &str| std::fs::read(dir.path().join(p)).unwrap();
+        (read("checkpoint.json"), read("step-000001/model.bpk"), read("step-000001/optimizer.bpk"))
+    })
+}
+
+/// Write a checkpoint from (possibly mutated) files and load it fully.
+fn load(dir: &Path, meta: &[u8], model: &[u8], optimizer: &[u8]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("step-000001"))?;
+    std::fs::write(dir.join("checkpoint.json"), meta)?;
+    std::fs::write(dir.join("step-000001/model.bpk"), model)?;
+    std::fs::write(dir.join("step-000001/optimizer.bpk"), optimizer)?;
+    let loaded = checkpoint::load(dir, &device::cpu_f64())?;
+    loaded.optimizer()?;
+    Ok(())
+}
+
+/// Flip, cut or splice bytes at proptest-chosen places.
+fn mutate(bytes: &[u8], edits: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    for &(at, value) in edits {
+        if !out.is_empty() {
+            let i = at % out.len();
+            out[i] ^= value | 1;
+        }
+    }
+    if let Some(cut) = cut {
+        out.truncate(cut % (bytes.len() + 1));
+    }
+    out
+}
+
+#[test]
+fn the_valid_checkpoint_loads() {
+    let (meta, model, optim) = valid_checkpoint();
+    let dir = tempfile::tempdir().unwrap();
+    load(dir.path(), meta, model, optim).unwrap();
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn mutated_weights_never_panic(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in proptest::option::of(any::<usize>())) {
+        let (meta, model, optim) = valid_checkpoint();
+        let dir = tempfile::tempdir().unwrap();
+        let _ = load(dir.path(), meta, &mutate(model, &edits, cut), optim);
+    }
+
+    #[test]
+    fn mutated_optimizer_state_never_panics(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in proptest::option::of(any::<usize>())) {
+        let (meta, model, optim) = valid_checkpoint();
+        let dir = tempfile::tempdir().unwrap();
+        let _ = load(dir.path(), meta, model, &mutate(optim, &edits, cut));
+    }
+
+    #[test]
+    fn mutated_or_random_metadata_never_panics(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4), cut in proptest::option::of(any::<usize>()), random in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let (meta, model, optim) = valid_checkpoint();
+        let dir = tempfile::tempdir().unwrap();
+        let _ = load(dir.path(), &mutate(meta, &edits, cut), model, optim);
+        let _ = load(dir.path(), &random, model, optim);
+    }
+}
