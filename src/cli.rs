@@ -46,38 +46,38 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "reference", help_heading = "Model")]
     pub preset: Preset,
     /// Number of transformer blocks [reference: 1]
-    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Model")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub n_layer: Option<usize>,
     /// Embedding width, channels per position [reference: 16]
-    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Model")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub n_embd: Option<usize>,
     /// Attention heads; must divide --n-embd [reference: 4]
-    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Model")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub n_head: Option<usize>,
     /// Longest context in tokens; longer documents are cut [reference: 16]
-    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Model")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub block_size: Option<usize>,
 
     // ---- optimization ----
     /// Training steps; the learning rate decays linearly to zero over them [default: 1000]
-    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Optimization")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub steps: Option<usize>,
     /// Initial learning rate of Adam [default: 0.01]
-    #[arg(long, value_name = "LR", value_parser = positive_number, help_heading = "Optimization")]
+    #[arg(long, value_name = "LR", value_parser = positive_number, allow_negative_numbers = true, help_heading = "Optimization")]
     pub lr: Option<f64>,
     /// Documents per step, padded to the longest; 1 is the reference [default: 1]
-    #[arg(long, value_name = "B", value_parser = at_least_one, help_heading = "Optimization")]
+    #[arg(long, value_name = "B", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub batch_size: Option<usize>,
     /// Seed of the Python-compatible generator: shuffle, initial weights, samples [default: 42]
     #[arg(long, value_name = "N", help_heading = "Optimization")]
     pub seed: Option<u64>,
     /// Stop after this step (saving a checkpoint), keeping the schedule of --steps
-    #[arg(long, value_name = "STEP", value_parser = at_least_one, help_heading = "Optimization")]
+    #[arg(long, value_name = "STEP", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub stop_at: Option<usize>,
 
     // ---- evaluation ----
     /// Evaluate on the held-out documents every N steps (always once at the end)
-    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Evaluation")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Evaluation")]
     pub eval_every: Option<usize>,
 
     // ---- sampling ----
@@ -89,13 +89,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR", help_heading = "Output")]
     pub out: Option<PathBuf>,
     /// Also save every N steps (needs --out or --resume)
-    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Output")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Output")]
     pub save_every: Option<usize>,
     /// Continue the run saved in DIR exactly (its model, optimizer, step and settings)
     #[arg(long, value_name = "DIR", help_heading = "Output")]
     pub resume: Option<PathBuf>,
     /// Read the loss back every N steps (fewer device syncs on a GPU)
-    #[arg(long, value_name = "N", default_value = "1", value_parser = at_least_one, help_heading = "Output")]
+    #[arg(long, value_name = "N", default_value = "1", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Output")]
     pub log_every: usize,
     /// Print only the results: no progress bar or step lines
     #[arg(long, short, help_heading = "Output")]
@@ -112,10 +112,10 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "N", default_value = "20", help_heading = "Sampling")]
     pub num_samples: usize,
     /// Softmax temperature: lower is safer, higher is more inventive
-    #[arg(long, value_name = "T", default_value = "0.5", value_parser = positive_number, help_heading = "Sampling")]
+    #[arg(long, value_name = "T", default_value = "0.5", value_parser = positive_number, allow_negative_numbers = true, help_heading = "Sampling")]
     pub temperature: f64,
     /// Draw only among the K most likely characters
-    #[arg(long, value_name = "K", value_parser = at_least_one, help_heading = "Sampling")]
+    #[arg(long, value_name = "K", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Sampling")]
     pub top_k: Option<usize>,
     /// Start every sample with this text
     #[arg(long, value_name = "TEXT", default_value = "", help_heading = "Sampling")]
@@ -125,7 +125,7 @@ pub struct SamplingArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
     /// Where to compute [default: gpu in builds with the gpu feature, else cpu]
-    #[arg(long, value_enum, help_heading = "Device")]
+    #[arg(long, value_enum, env = "MICROGPT_DEVICE", help_heading = "Device")]
     pub device: Option<DeviceArg>,
     /// Float precision [default: f64 on cpu, f32 on gpu]
     #[arg(long, value_enum, help_heading = "Device")]

@@ -76,6 +76,7 @@ pub fn default_precision(kind: DeviceArg) -> Precision {
 
 /// Open the requested device in the requested precision, or say in one line why not.
 pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Runtime> {
+    quiet_vulkan_loader();
     let kind = kind.unwrap_or_else(default_device);
     let precision = precision.unwrap_or_else(|| default_precision(kind));
     let device = match kind {
@@ -90,11 +91,48 @@ pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Run
     };
     let mut device = device;
     set_precision(&mut device, precision)?;
+    make_default(kind);
     Ok(Runtime {
         device,
         kind,
         precision,
     })
+}
+
+/// In builds with wgpu, opening any device probes Vulkan, and Mesa prints
+/// "XDG_RUNTIME_DIR is invalid or not set" four times on headless machines. The directory is
+/// not used for computing; point it at the temp dir when it is unset.
+fn quiet_vulkan_loader() {
+    #[cfg(feature = "gpu")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+                // SAFETY: called once, before any device exists and before other threads start.
+                unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+            }
+        });
+    }
+}
+
+/// Make `kind` Burn's default device too. Burn materializes loaded optimizer state on
+/// `Device::default()` (burn-optim 0.22, `ModuleOptimizer::load_record`), which in a build with
+/// several backends would be the GPU, in f32, even for a CPU run in f64. `BURN_DEVICE` is
+/// Burn's own switch for that default; it is set once, before any computation.
+fn make_default(kind: DeviceArg) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let name = match kind {
+        DeviceArg::Cpu => "flex",
+        DeviceArg::Gpu => "wgpu",
+        DeviceArg::Ndarray => "ndarray",
+    };
+    ONCE.call_once(|| {
+        if std::env::var("BURN_DEVICE").as_deref() != Ok(name) {
+            // SAFETY: called once, from the thread that opens the device, before the training
+            // and sampling code reads the environment.
+            unsafe { std::env::set_var("BURN_DEVICE", name) };
+        }
+    });
 }
 
 /// Set the default float type of `device`, once per process; a second call must agree.

@@ -35,7 +35,9 @@ fn bad_data_files() {
     data_file(d, "blank.txt", b"\n  \n\t\n");
     data_file(d, "latin1.txt", b"caf\xe9\nna\xefve\n");
     data_file(d, "one.txt", b"alone\n");
-    let train = |file: &str| vec!["train", "--data", file, "--steps", "3", "--out", "out"];
+    fn train(file: &str) -> Vec<&str> {
+        vec!["train", "--data", file, "--steps", "3", "--out", "out"]
+    }
     fails_with(d, &train("missing.txt"), "data file missing.txt not found: pass --data PATH");
     fails_with(d, &train("adir"), "is a directory");
     fails_with(d, &train("empty.txt"), "holds no documents");
@@ -122,7 +124,9 @@ fn bad_checkpoints() {
     let dir = common::scratch_with_names();
     let d = dir.path();
     std::fs::create_dir(d.join("emptydir")).unwrap();
-    let sample = |ck: &str| vec!["sample", "--checkpoint", ck];
+    fn sample(ck: &str) -> Vec<&str> {
+        vec!["sample", "--checkpoint", ck]
+    }
     fails_with(d, &sample("nowhere"), "checkpoint directory nowhere does not exist");
     fails_with(d, &sample("emptydir"), "holds no checkpoint (checkpoint.json is missing)");
 
@@ -157,9 +161,8 @@ fn bad_checkpoints() {
 }
 
 fn spawn(dir: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_microgpt"))
+    common::command(dir)
         .args(args)
-        .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -55,14 +55,18 @@ pub fn scratch_with_names() -> tempfile::TempDir {
     dir
 }
 
+/// `microgpt` in `dir`, on the CPU unless `--device` says otherwise, never downloading.
+pub fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_microgpt"));
+    cmd.current_dir(dir)
+        .env("MICROGPT_DEVICE", "cpu")
+        .env("MICROGPT_DATA_URL", "http://127.0.0.1:9/unreachable");
+    cmd
+}
+
 /// Run `microgpt args...` in `dir`; stdout is a pipe, so progress comes as plain lines.
 pub fn microgpt(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_microgpt"))
-        .args(args)
-        .current_dir(dir)
-        .env("MICROGPT_DATA_URL", "http://127.0.0.1:9/unreachable")
-        .output()
-        .expect("the microgpt binary runs")
+    command(dir).args(args).output().expect("the microgpt binary runs")
 }
 
 pub fn stdout(out: &Output) -> String {
