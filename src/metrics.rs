@@ -111,14 +111,29 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
         chart
             .configure_mesh()
             .x_desc("step")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("loss (nats per token)")
             .label_style(("sans-serif", 16))
             .draw()
             .map_err(plot_err)?;
         chart
-            .draw_series(LineSeries::new(train, BLUE.mix(0.6).stroke_width(1)))
+            .draw_series(LineSeries::new(train.clone(), BLUE.mix(0.3).stroke_width(1)))
             .map_err(plot_err)?
             .label("train loss")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.mix(0.3).stroke_width(2)));
+        // the per-step loss of one document is noisy: a moving mean shows the trend
+        let window = (train.len() / 20).clamp(1, 100);
+        let smooth: Vec<(f64, f64)> = (0..train.len())
+            .map(|i| {
+                let from = i.saturating_sub(window - 1);
+                let mean = train[from..=i].iter().map(|p| p.1).sum::<f64>() / (i - from + 1) as f64;
+                (train[i].0, mean)
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(smooth, BLUE.stroke_width(2)))
+            .map_err(plot_err)?
+            .label(format!("train loss, mean of {window} logged steps"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
         if !val.is_empty() {
             chart

@@ -208,8 +208,8 @@ impl Session<'_> {
                     if val_loss.is_some() {
                         bar.println(&line);
                     }
-                    bar.set_position(self.step as u64);
                     bar.set_message(format!("loss {loss:.4} | lr {lr:.2e} | {tokens_per_s:.0} tok/s"));
+                    bar.set_position(self.step as u64);
                 }
                 (None, Progress::Lines) => println!("{line}"),
                 _ => {}
