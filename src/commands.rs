@@ -170,7 +170,7 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
     // results: held-out loss, speed, samples
     let model = model.valid();
     let val = Batcher::new(&dataset.tokenizer, dataset.val_docs(), config.block_size, &runtime.device);
-    println!("val loss: {:.4}", train::evaluate(&model, &val));
+    println!("val loss: {:.4}", train::evaluate(&model, &val)?);
     if report.steps_run > 0 {
         let secs = report.train_time.as_secs_f64();
         println!(
@@ -257,7 +257,7 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
             .map_err(|err| anyhow::anyhow!("document {doc:?}: {err}; evaluate on data with the checkpoint's characters"))?;
     }
     let batcher = Batcher::new(&meta.vocab, &docs, meta.config.block_size, &runtime.device);
-    let loss = train::evaluate(&loaded.model, &batcher);
+    let loss = train::evaluate(&loaded.model, &batcher)?;
     println!("loss: {loss:.4} ({} documents: {what})", docs.len());
     Ok(Outcome::Done)
 }

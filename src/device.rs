@@ -170,9 +170,13 @@ fn ndarray_device() -> Result<Device> {
 
 #[cfg(feature = "gpu")]
 fn gpu_device() -> Result<Device> {
-    Device::wgpu_options().init().map_err(|err| {
+    use burn::tensor::wgpu::WgpuBackend;
+    // On Linux only Vulkan: wgpu's OpenGL fallback lacks the float atomics Burn's reductions
+    // need, and would fail mid-run instead of saying up front that there is no usable GPU.
+    let api = if cfg!(target_os = "linux") { WgpuBackend::Vulkan } else { WgpuBackend::Auto };
+    Device::wgpu_options().graphics_api(api).init().map_err(|err| {
         anyhow::anyhow!(
-            "no GPU adapter found ({}): install Vulkan drivers (Debian: libvulkan1 mesa-vulkan-drivers), or run on the CPU with --device cpu / a `--features cpu` build",
+            "no GPU adapter found ({}): install Vulkan drivers (Debian: libvulkan1 mesa-vulkan-drivers), or run on the CPU with --device cpu",
             err.to_string().lines().next().unwrap_or("unknown error")
         )
     })

@@ -7,7 +7,31 @@ use clap::Parser;
 use microgpt_burn::cli::{Cli, Command};
 use microgpt_burn::commands::{self, Outcome};
 
+/// Panics are bugs (here or in a backend): say so in one line, without a backtrace unless
+/// RUST_BACKTRACE asks for one. Panics of Burn's worker threads are caught and returned by
+/// Burn as errors, which `main` then reports; they print nothing here.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            return default(info);
+        }
+        if std::thread::current().name() != Some("main") {
+            return;
+        }
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error{at}: {}", message.lines().next().unwrap_or(""));
+    }));
+}
+
 fn main() -> ExitCode {
+    install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {

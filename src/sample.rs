@@ -64,7 +64,7 @@ fn probabilities(logits: &[f64], temperature: f64, top_k: Option<usize>) -> Vec<
 }
 
 /// Draw one document: token ids after BOS (and after the prefix), without the final BOS.
-pub fn sample_one(model: &GPT, tokenizer: &Tokenizer, prefix: &[usize], options: &SampleOptions, rng: &mut PyRandom) -> Vec<usize> {
+pub fn sample_one(model: &GPT, tokenizer: &Tokenizer, prefix: &[usize], options: &SampleOptions, rng: &mut PyRandom) -> Result<Vec<usize>> {
     let device = model.devices()[0].clone();
     let block_size = model.block_size();
     let bos = tokenizer.bos();
@@ -82,7 +82,8 @@ pub fn sample_one(model: &GPT, tokenizer: &Tokenizer, prefix: &[usize], options:
         fed = seq.len();
         let last: Vec<f64> = logits
             .slice([0..1, t - 1..t])
-            .into_data()
+            .try_into_data()
+            .map_err(|err| anyhow::anyhow!("the device failed to compute: {err}"))?
             .iter::<f64>()
             .collect();
         let probs = probabilities(&last, options.temperature, options.top_k);
@@ -96,7 +97,7 @@ pub fn sample_one(model: &GPT, tokenizer: &Tokenizer, prefix: &[usize], options:
         seq.push(token);
         out.push(token);
     }
-    out
+    Ok(out)
 }
 
 /// Draw `options.num_samples` documents.
@@ -111,9 +112,9 @@ pub fn sample(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng: 
             model.block_size()
         );
     }
-    Ok((0..options.num_samples)
-        .map(|_| tokenizer.decode(&sample_one(model, tokenizer, &prefix, options, rng)))
-        .collect())
+    (0..options.num_samples)
+        .map(|_| Ok(tokenizer.decode(&sample_one(model, tokenizer, &prefix, options, rng)?)))
+        .collect()
 }
 
 /// How many samples are training documents, held-out documents, or new (makemore's check).

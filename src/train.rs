@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, Meta, RunSettings};
@@ -91,8 +92,19 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
     flag
 }
 
+/// Read a scalar back from the device; a failed computation on the device becomes an error.
+pub fn read_scalar(tensor: Tensor<1>) -> Result<f64> {
+    tensor
+        .try_into_scalar::<f64>()
+        .map_err(|err| anyhow::anyhow!("the device failed to compute: {}", first_line(&err.to_string())))
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ")
+}
+
 /// Mean loss per target token over every document of `batcher` (no gradients).
-pub fn evaluate(model: &GPT, batcher: &Batcher) -> f64 {
+pub fn evaluate(model: &GPT, batcher: &Batcher) -> Result<f64> {
     const CHUNK: usize = 512;
     let mut total = 0.0;
     let mut count = 0;
@@ -102,11 +114,11 @@ pub fn evaluate(model: &GPT, batcher: &Batcher) -> f64 {
         let batch = batcher.batch(start, size);
         let logits = model.forward(batch.inputs);
         let mean = GPT::loss(logits, batch.targets, batch.mask.map(|m| (m, batch.n_targets)));
-        total += mean.into_scalar::<f64>() * batch.n_targets as f64;
+        total += read_scalar(mean)? * batch.n_targets as f64;
         count += batch.n_targets;
         start += size;
     }
-    total / count as f64
+    Ok(total / count as f64)
 }
 
 /// Everything a training session works on.
@@ -182,7 +194,7 @@ impl Session<'_> {
             if self.step % opts.log_every != 0 && !last {
                 continue;
             }
-            let loss = loss.into_scalar::<f64>();
+            let loss = read_scalar(loss)?;
             report.train_time += clock.elapsed();
             if !loss.is_finite() {
                 bar.inspect(|b| b.abandon());
@@ -193,7 +205,7 @@ impl Session<'_> {
 
             // evaluation and checkpoint
             let eval_now = opts.eval_every.is_some_and(|n| self.step % n == 0);
-            let val_loss = eval_now.then(|| evaluate(&self.model.valid(), &val));
+            let val_loss = if eval_now { Some(evaluate(&self.model.valid(), &val)?) } else { None };
             if val_loss.is_some() {
                 last_val = val_loss;
             }

@@ -90,12 +90,17 @@ fn devices_the_build_lacks_or_the_machine_lacks() {
     let dir = common::scratch_with_names();
     let args = ["train", "--steps", "2", "--device", "gpu"];
     if cfg!(feature = "gpu") {
-        // with the feature: either a GPU runs it, or one line says that none was found
-        let out = microgpt(dir.path(), &args);
-        if !out.status.success() {
-            fails_with(dir.path(), &args, "no GPU adapter found");
-            assert!(stderr(&out).contains("--device cpu"));
-        }
+        // with the feature, on a machine whose Vulkan loader finds no driver: one line
+        let out = common::command(dir.path())
+            .args(args)
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("no GPU adapter found") && err.contains("install Vulkan drivers") && err.contains("--device cpu"), "{err}");
         fails_with(dir.path(), &["train", "--device", "gpu", "--dtype", "f64"], "the GPU computes in f32 only");
     } else {
         fails_with(dir.path(), &args, "this build has no GPU support: rebuild with `cargo run --release --features gpu`");

@@ -51,7 +51,7 @@ fn run(seed: u64, steps: usize) -> Run {
     let (model, _, report) = session.run().unwrap();
     let model = model.valid();
     let val = Batcher::new(&dataset.tokenizer, dataset.val_docs(), config.block_size, &runtime.device);
-    let val_loss = train::evaluate(&model, &val);
+    let val_loss = train::evaluate(&model, &val).unwrap();
     let samples = sample::sample(&model, &dataset.tokenizer, &SampleOptions::reference(), &mut rng).unwrap();
     Run { losses: report.losses.iter().map(|&(_, l)| l).collect(), val_loss, samples }
 }
