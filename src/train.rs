@@ -284,9 +284,15 @@ fn divergence_message(step: usize, loss: f64, lr: f64, opts: &TrainOptions, save
         _ => String::new(),
     };
     format!(
-        "training diverged: loss is {loss} at step {step}; lower the learning rate (--lr {lr} now, try {}){kept}",
-        lr / 10.0
+        "training diverged: loss is {loss} at step {step}; lower the learning rate (--lr {} now, try {}){kept}",
+        short(lr),
+        short(lr / 10.0)
     )
+}
+
+/// A number as a person would type it: `0.01`, `1e300`.
+fn short(x: f64) -> String {
+    if (1e-4..1e5).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
 }
 
 #[cfg(test)]
