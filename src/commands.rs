@@ -80,7 +80,7 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
         },
     };
     let dtype = match &resume {
-        Some(meta) => Some(check_same_dtype(args.device.dtype, meta.run.precision)?),
+        Some(meta) => Some(check_same("dtype", args.device.dtype, meta.run.precision)?),
         None => args.device.dtype,
     };
     let runtime = device::open(args.device.device, dtype)?;
@@ -188,13 +188,6 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
         print_novelty(&samples, &dataset);
     }
     Ok(Outcome::Done)
-}
-
-fn check_same_dtype(given: Option<device::Precision>, saved: device::Precision) -> Result<device::Precision> {
-    match given {
-        Some(p) if p != saved => bail!("--dtype {p:?} differs from the checkpoint's {saved:?}: a resume continues the saved run as it was"),
-        _ => Ok(saved),
-    }
 }
 
 fn print_novelty(samples: &[String], dataset: &Dataset) {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::kind::Basic;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::rng::PyRandom;
@@ -259,24 +260,22 @@ impl Batcher {
             let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
             Tensor::<1, Int>::from_data(TensorData::new(ids, [size]), &self.device)
         });
-        let (first, last) = (rows[0], rows[0] + size);
-        let inputs = match &ids {
-            None => self.inputs.clone().slice([first..last, 0..t]),
-            Some(ids) => self.inputs.clone().select(0, ids.clone()).slice([0..size, 0..t]),
-        };
-        let targets = match &ids {
-            None => self.targets.clone().slice([first..last, 0..t]),
-            Some(ids) => self.targets.clone().select(0, ids.clone()).slice([0..size, 0..t]),
-        };
-        let mask = (n_targets < size * t).then(|| match &ids {
-            None => self.mask.clone().slice([first..last, 0..t]),
-            Some(ids) => self.mask.clone().select(0, ids.clone()).slice([0..size, 0..t]),
-        });
+        let rows_of = |table: &Tensor<2, Int>| Self::rows(table, ids.as_ref(), rows[0], size, t);
+        let (inputs, targets) = (rows_of(&self.inputs), rows_of(&self.targets));
+        let mask = (n_targets < size * t).then(|| Self::rows(&self.mask, ids.as_ref(), rows[0], size, t));
         Batch {
             inputs,
             targets,
             mask,
             n_targets,
+        }
+    }
+
+    /// Rows `first..first + size` of `table` (or the rows `ids`, when given), first `t` columns.
+    fn rows<K: Basic>(table: &Tensor<2, K>, ids: Option<&Tensor<1, Int>>, first: usize, size: usize, t: usize) -> Tensor<2, K> {
+        match ids {
+            None => table.clone().slice([first..first + size, 0..t]),
+            Some(ids) => table.clone().select(0, ids.clone()).slice([0..size, 0..t]),
         }
     }
 }

@@ -26,6 +26,15 @@ pub enum Precision {
     F64,
 }
 
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F64 => "f64",
+        })
+    }
+}
+
 impl Precision {
     fn float_dtype(self) -> FloatDType {
         match self {

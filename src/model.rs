@@ -328,4 +328,30 @@ mod tests {
         }
         assert!(worst > 0.0, "the check compared something");
     }
+
+    /// A padded batch's loss is the token-weighted mean of its documents' own losses: the
+    /// padding changes nothing, whether the rows are sliced or gathered around the end.
+    #[test]
+    fn padding_is_masked_out_of_the_loss() {
+        use crate::data::{Batcher, Tokenizer};
+        let device = device::cpu_f64();
+        let docs: Vec<String> = ["anna", "bo", "christopher", "eve"].iter().map(|d| d.to_string()).collect();
+        let tokenizer = Tokenizer::from_documents(&docs);
+        let config = GPTConfig::new(tokenizer.vocab_size()).with_block_size(8);
+        let model = GPT::init(&config, &mut PyRandom::new(11), &device);
+        let batcher = Batcher::new(&tokenizer, &docs, config.block_size, &device);
+        let loss = |start: usize, size: usize| {
+            let b = batcher.batch(start, size);
+            let n = b.n_targets;
+            (GPT::loss(model.forward(b.inputs), b.targets, b.mask.map(|m| (m, n))).into_scalar::<f64>(), n)
+        };
+        let singles: Vec<(f64, usize)> = (0..docs.len()).map(|i| loss(i, 1)).collect();
+        assert_eq!(singles.iter().map(|s| s.1).collect::<Vec<_>>(), [5, 3, 8, 4], "christopher is cut to block_size");
+        for (start, size) in [(0, 4), (1, 2), (3, 3)] {
+            let (batched, n) = loss(start, size);
+            let rows: Vec<usize> = (start..start + size).map(|i| i % docs.len()).collect();
+            let expected = rows.iter().map(|&r| singles[r].0 * singles[r].1 as f64).sum::<f64>() / n as f64;
+            assert!((batched - expected).abs() < 1e-12, "rows {rows:?}: {batched} vs {expected}");
+        }
+    }
 }
