@@ -156,6 +156,16 @@ fn set_precision(device: &mut Device, precision: Precision) -> Result<()> {
     Ok(())
 }
 
+/// The error for a device whose cargo feature this build lacks.
+#[cfg_attr(all(feature = "cpu", feature = "gpu", feature = "ndarray"), allow(dead_code))]
+fn not_built(kind: DeviceArg) -> anyhow::Error {
+    anyhow::anyhow!(match kind {
+        DeviceArg::Cpu => "this build has no CPU backend: rebuild with `cargo run --release --features cpu`",
+        DeviceArg::Gpu => "this build has no GPU support: rebuild with `cargo run --release --features gpu`, or use --device cpu",
+        DeviceArg::Ndarray => "this build has no ndarray backend: rebuild with `cargo run --release --features ndarray`",
+    })
+}
+
 #[cfg(feature = "cpu")]
 fn cpu_device() -> Result<Device> {
     Ok(Device::flex())
@@ -163,7 +173,7 @@ fn cpu_device() -> Result<Device> {
 
 #[cfg(not(feature = "cpu"))]
 fn cpu_device() -> Result<Device> {
-    bail!("this build has no flex CPU backend: rebuild with `--features cpu`")
+    Err(not_built(DeviceArg::Cpu))
 }
 
 #[cfg(feature = "ndarray")]
@@ -174,7 +184,7 @@ fn ndarray_device() -> Result<Device> {
 
 #[cfg(not(feature = "ndarray"))]
 fn ndarray_device() -> Result<Device> {
-    bail!("this build has no ndarray backend: rebuild with `--features ndarray`")
+    Err(not_built(DeviceArg::Ndarray))
 }
 
 #[cfg(feature = "gpu")]
@@ -193,7 +203,7 @@ fn gpu_device() -> Result<Device> {
 
 #[cfg(not(feature = "gpu"))]
 fn gpu_device() -> Result<Device> {
-    bail!("this build has no GPU support: rebuild with `cargo run --release --features gpu`, or use --device cpu")
+    Err(not_built(DeviceArg::Gpu))
 }
 
 /// The flex CPU device in f64, for tests.
@@ -202,4 +212,19 @@ pub fn cpu_f64() -> Device {
     open(Some(DeviceArg::Cpu), Some(Precision::F64))
         .expect("the flex CPU device opens in f64 whenever the cpu feature is on")
         .device
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `--device gpu` says in a build without the `gpu` feature (CI builds every feature,
+    /// so the message is checked here rather than through the binary).
+    #[test]
+    fn a_missing_feature_names_the_rebuild() {
+        let gpu = not_built(DeviceArg::Gpu).to_string();
+        assert!(gpu.contains("no GPU support") && gpu.contains("--features gpu") && gpu.contains("--device cpu"));
+        assert!(not_built(DeviceArg::Ndarray).to_string().contains("--features ndarray"));
+        assert!(not_built(DeviceArg::Cpu).to_string().contains("--features cpu"));
+    }
 }

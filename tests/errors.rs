@@ -106,7 +106,7 @@ fn devices_the_build_lacks_or_the_machine_lacks() {
         fails_with(dir.path(), &args, "this build has no GPU support: rebuild with `cargo run --release --features gpu`");
     }
     if !cfg!(feature = "ndarray") {
-        fails_with(dir.path(), &["train", "--device", "ndarray"], "rebuild with `--features ndarray`");
+        fails_with(dir.path(), &["train", "--device", "ndarray"], "--features ndarray`");
     }
 }
 
