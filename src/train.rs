@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
@@ -145,7 +145,8 @@ impl Session<'_> {
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
         let mut metrics_log = match &opts.out {
             Some(dir) => {
-                std::fs::create_dir_all(dir)?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
                 Some(MetricsLog::open(&dir.join("metrics.csv"), self.step)?)
             }
             None => None,
