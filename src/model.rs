@@ -159,6 +159,10 @@ impl GPT {
     }
 
     /// Token ids [B, T] -> logits [B, T, V], attending causally within the sequence.
+    ///
+    /// Batches are right-padded: under the causal mask a real position attends only to
+    /// earlier positions, all of them real, so padding never reaches a real position; the
+    /// loss mask ([`GPT::loss`]) takes the padded positions out of the mean.
     pub fn forward(&self, idx: Tensor<2, Int>) -> Tensor<3> {
         self.forward_at(idx, 0, None)
     }
