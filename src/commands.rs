@@ -169,8 +169,7 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
 
     // results: held-out loss, speed, samples
     let model = model.valid();
-    let val = Batcher::new(&dataset.tokenizer, dataset.val_docs(), config.block_size, &runtime.device);
-    println!("val loss: {:.4}", train::evaluate(&model, &val)?);
+    println!("val loss: {:.4}", report.val_loss.expect("a finished session evaluates the held-out documents"));
     if report.steps_run > 0 {
         let secs = report.train_time.as_secs_f64();
         println!(

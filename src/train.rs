@@ -81,6 +81,8 @@ pub struct TrainReport {
     pub tokens: usize,
     /// Stopped by Ctrl-C or SIGTERM.
     pub interrupted: bool,
+    /// Held-out loss after the last step (not evaluated when interrupted).
+    pub val_loss: Option<f64>,
 }
 
 /// A Ctrl-C / SIGTERM flag, set by the handler and polled by the loop between steps.
@@ -167,6 +169,7 @@ impl Session<'_> {
             steps_run: 0,
             tokens: 0,
             interrupted: false,
+            val_loss: None,
         };
         let mut last_val = None;
         let mut clock = Instant::now();
@@ -190,9 +193,12 @@ impl Session<'_> {
             report.steps_run += 1;
             report.tokens += batch.n_targets;
 
-            // log: reading the loss waits for the device, so only on logged steps
+            // log: reading the loss waits for the device, so only on steps that log, evaluate
+            // or save (evaluating and saving wait for it anyway)
             let last = self.step == end;
-            if self.step % opts.log_every != 0 && !last {
+            let eval_now = opts.eval_every.is_some_and(|n| self.step % n == 0);
+            let save_now = opts.save_every.is_some_and(|n| self.step % n == 0) && !last;
+            if self.step % opts.log_every != 0 && !last && !eval_now && !save_now {
                 continue;
             }
             let loss = read_scalar(loss)?;
@@ -205,7 +211,6 @@ impl Session<'_> {
             let tokens_per_s = report.tokens as f64 / report.train_time.as_secs_f64();
 
             // evaluation and checkpoint
-            let eval_now = opts.eval_every.is_some_and(|n| self.step % n == 0);
             let val_loss = if eval_now { Some(evaluate(&self.model.valid(), &val)?) } else { None };
             if val_loss.is_some() {
                 last_val = val_loss;
@@ -237,13 +242,20 @@ impl Session<'_> {
                     elapsed_s: report.train_time.as_secs_f64(),
                 })?;
             }
-            if opts.save_every.is_some_and(|n| self.step % n == 0) && !last {
+            if save_now {
                 self.save(last_val)?;
             }
             clock = Instant::now();
         }
         bar.inspect(|b| b.finish_and_clear());
         report.step = self.step;
+        if !report.interrupted {
+            let evaluated_now = opts.eval_every.is_some_and(|n| self.step % n == 0) && report.steps_run > 0;
+            if !evaluated_now {
+                last_val = Some(evaluate(&self.model.valid(), &val)?);
+            }
+            report.val_loss = last_val;
+        }
         if opts.out.is_some() && (report.steps_run > 0 || report.interrupted) {
             self.save(last_val)?;
         }

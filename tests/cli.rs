@@ -46,6 +46,17 @@ fn batch_32_for_938_steps_reaches_val_loss_2_20() {
 }
 
 #[test]
+fn log_every_reads_the_loss_less_often_without_skipping_evaluations() {
+    let dir = common::scratch_with_names();
+    let out = ok(dir.path(), &["train", "--steps", "40", "--log-every", "15", "--eval-every", "10", "--out", "ck"]);
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step ")).map(|l| &l[5..9]).collect();
+    assert_eq!(steps, ["  10", "  15", "  20", "  30", "  40"], "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("| val loss ")).count(), 4);
+    let csv = std::fs::read_to_string(dir.path().join("ck/metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 5);
+}
+
+#[test]
 fn eval_every_prints_the_held_out_loss_with_the_training_loss() {
     let dir = common::scratch_with_names();
     let out = ok(dir.path(), &["train", "--steps", "30", "--eval-every", "10", "--preset", "small"]);

@@ -7,12 +7,12 @@ use burn::module::Module;
 use microgpt_burn::adam::Adam;
 use microgpt_burn::checkpoint::RunSettings;
 use microgpt_burn::config::GPTConfig;
-use microgpt_burn::data::{self, Batcher, Dataset};
+use microgpt_burn::data::{self, Dataset};
 use microgpt_burn::device::{self, DeviceArg, Precision};
 use microgpt_burn::model::GPT;
 use microgpt_burn::rng::PyRandom;
 use microgpt_burn::sample::{self, SampleOptions};
-use microgpt_burn::train::{self, Progress, Session, TrainOptions};
+use microgpt_burn::train::{Progress, Session, TrainOptions};
 
 /// What a reference-style run produced.
 struct Run {
@@ -50,8 +50,7 @@ fn run(seed: u64, steps: usize) -> Run {
     };
     let (model, _, report) = session.run().unwrap();
     let model = model.valid();
-    let val = Batcher::new(&dataset.tokenizer, dataset.val_docs(), config.block_size, &runtime.device);
-    let val_loss = train::evaluate(&model, &val).unwrap();
+    let val_loss = report.val_loss.unwrap();
     let samples = sample::sample(&model, &dataset.tokenizer, &SampleOptions::reference(), &mut rng).unwrap();
     Run { losses: report.losses.iter().map(|&(_, l)| l).collect(), val_loss, samples }
 }
