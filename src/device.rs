@@ -6,7 +6,7 @@
 //! they get a `burn::tensor::Device`. Deliberately left out: multi-GPU, CUDA-native backends.
 
 use anyhow::{Result, bail};
-use burn::tensor::{Device, FloatDType};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 /// Where to run, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -85,7 +85,6 @@ pub fn default_precision(kind: DeviceArg) -> Precision {
 
 /// Open the requested device in the requested precision, or say in one line why not.
 pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Runtime> {
-    quiet_vulkan_loader();
     let kind = kind.unwrap_or_else(default_device);
     let precision = precision.unwrap_or_else(|| default_precision(kind));
     let device = match kind {
@@ -106,22 +105,6 @@ pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Run
         kind,
         precision,
     })
-}
-
-/// In builds with wgpu, opening any device probes Vulkan, and Mesa prints
-/// "XDG_RUNTIME_DIR is invalid or not set" four times on headless machines. The directory is
-/// not used for computing; point it at the temp dir when it is unset.
-fn quiet_vulkan_loader() {
-    #[cfg(feature = "gpu")]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-                // SAFETY: called once, before any device exists and before other threads start.
-                unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
-            }
-        });
-    }
 }
 
 /// Make `kind` Burn's default device too. Burn materializes loaded optimizer state on
@@ -187,9 +170,24 @@ fn ndarray_device() -> Result<Device> {
     Err(not_built(DeviceArg::Ndarray))
 }
 
+/// Opening the GPU probes Vulkan, and Mesa prints "XDG_RUNTIME_DIR is invalid or not set"
+/// four times on headless machines. The directory is not used for computing; point it at the
+/// temp dir when it is unset.
+#[cfg(feature = "gpu")]
+fn quiet_vulkan_loader() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            // SAFETY: called once, before the GPU exists and before its threads start.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+        }
+    });
+}
+
 #[cfg(feature = "gpu")]
 fn gpu_device() -> Result<Device> {
     use burn::tensor::wgpu::WgpuBackend;
+    quiet_vulkan_loader();
     // On Linux only Vulkan: wgpu's OpenGL fallback lacks the float atomics Burn's reductions
     // need, and would fail mid-run instead of saying up front that there is no usable GPU.
     let api = if cfg!(target_os = "linux") { WgpuBackend::Vulkan } else { WgpuBackend::Auto };
@@ -204,6 +202,22 @@ fn gpu_device() -> Result<Device> {
 #[cfg(not(feature = "gpu"))]
 fn gpu_device() -> Result<Device> {
     Err(not_built(DeviceArg::Gpu))
+}
+
+/// Read a tensor's values back to the host as f64. Reading waits for the device; a computation
+/// that failed there becomes a one-line error instead of a panic.
+pub fn read_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f64>> {
+    let data = tensor.try_into_data().map_err(|err| {
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        anyhow::anyhow!("the device failed to compute: {}", lines.join(": "))
+    })?;
+    Ok(data.iter::<f64>().collect())
+}
+
+/// Read a one-element tensor (a loss) back to the host.
+pub fn read_scalar(tensor: Tensor<1>) -> Result<f64> {
+    Ok(read_values(tensor)?[0])
 }
 
 /// The flex CPU device in f64, for tests.

@@ -11,6 +11,7 @@ use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::data::Tokenizer;
+use crate::device;
 use crate::model::{GPT, KvCache};
 use crate::rng::PyRandom;
 
@@ -80,12 +81,7 @@ pub fn sample_one(model: &GPT, tokenizer: &Tokenizer, prefix: &[usize], options:
         let idx = Tensor::<2, Int>::from_data(TensorData::new(new, [1, t]), &device);
         let logits = model.forward_at(idx, fed, Some(&mut cache)); // [1, t, V]
         fed = seq.len();
-        let last: Vec<f64> = logits
-            .slice([0..1, t - 1..t])
-            .try_into_data()
-            .map_err(|err| anyhow::anyhow!("the device failed to compute: {err}"))?
-            .iter::<f64>()
-            .collect();
+        let last = device::read_values(logits.slice([0..1, t - 1..t]))?; // [V]
         let probs = probabilities(&last, options.temperature, options.top_k);
         let token = rng.choices(&probs);
         if token == bos || seq.len() == block_size {

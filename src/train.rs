@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, Meta, RunSettings};
 use crate::config::GPTConfig;
 use crate::data::{Batcher, Dataset};
+use crate::device::read_scalar;
 use crate::metrics::{self, MetricsLog, Row};
 use crate::model::GPT;
 
@@ -92,17 +92,6 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
     // a second installation (tests, library use) keeps the first handler; the loop still runs
     let _ = ctrlc::set_handler(move || handler_flag.store(true, Ordering::SeqCst));
     flag
-}
-
-/// Read a scalar back from the device; a failed computation on the device becomes an error.
-pub fn read_scalar(tensor: Tensor<1>) -> Result<f64> {
-    tensor
-        .try_into_scalar::<f64>()
-        .map_err(|err| anyhow::anyhow!("the device failed to compute: {}", first_line(&err.to_string())))
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ")
 }
 
 /// Mean loss per target token over every document of `batcher` (no gradients).
