@@ -180,13 +180,18 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
     }
     println!("--- inference (new, hallucinated names) ---");
     let samples = sample::sample(&model, &dataset.tokenizer, &sampling, &mut rng)?;
-    for (i, s) in samples.iter().enumerate() {
-        println!("sample {:2}: {s}", i + 1);
-    }
+    print_samples(&samples);
     if extras {
         print_novelty(&samples, &dataset);
     }
     Ok(Outcome::Done)
+}
+
+/// `sample  1: kamon`, the reference's format.
+fn print_samples(samples: &[String]) {
+    for (i, s) in samples.iter().enumerate() {
+        println!("sample {:2}: {s}", i + 1);
+    }
 }
 
 fn print_novelty(samples: &[String], dataset: &Dataset) {
@@ -224,9 +229,7 @@ pub fn sample(args: &SampleArgs) -> Result<Outcome> {
     let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
     let mut rng = PyRandom::new(args.seed);
     let samples = sample::sample(&loaded.model, &meta.vocab, &options, &mut rng)?;
-    for (i, s) in samples.iter().enumerate() {
-        println!("sample {:2}: {s}", i + 1);
-    }
+    print_samples(&samples);
     Ok(Outcome::Done)
 }
 
