@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
 """Side-by-side speed of microgpt (this crate) and the PyTorch version of the same algorithm.
 
-Runs each configuration's two programs alternately, --runs times, on the same machine, reads the
-`train time: X s` line both print (training loop only), and reports the medians, their ratio, the
-tokens per second and the peak memory (max RSS) of each process, as a Markdown table.
+Runs each configuration's programs alternately, --runs times, on the same machine, reads the
+`train time: X s (..., N tokens/s)` line both print (training loop only), and reports the
+medians as a Markdown table: tokens per second (target tokens), our speed over PyTorch's best,
+the held-out loss each reached, and the peak memory (max RSS) of each process.
 
     cargo build --release --all-features
-    python3 benches/compare.py --torch path/to/torch_microgpt.py --runs 5
+    python3 benches/compare.py --torch path/to/torch_microgpt.py --runs 3 --only small medium large
 
-Configurations (pick with --only):
-  reference  batch 1, 1,000 steps, the reference model, CPU (PyTorch with --threads 1)
-  batch32    batch 32, 1,000 steps, the reference model, CPU (PyTorch with --threads 1)
-  gpu-large  the `large` preset on the GPU (PyTorch --device cuda, same sizes), batch 64, 300 steps
-  cpu-large  the `large` preset on our CPU backend, batch 64, 30 steps (the GPU's yardstick)
+The PyTorch script fixes the reference sizes; it is extended at run time with --n-layer, --n-embd
+and --n-head flags so that it trains exactly the preset's model (same sizes, data, init order,
+optimizer and padding rule). CPU rows run PyTorch with 1 and with 2 threads and compare against
+the faster; ours uses every core.
+
+Configurations (pick with --only; preset, batch, steps):
+  reference      the reference run, batch 1, 1,000 steps, CPU (ours f64, PyTorch f32)
+  batch32        reference sizes, batch 32, 1,000 steps, CPU, f32
+  small          small  (2 x 64),  batch 32, 300 steps, CPU, f32
+  medium         medium (4 x 128), batch 32, 100 steps, CPU, f32
+  large          large  (6 x 384), batch 64, 10 steps, CPU, f32
+  gpu-reference  the reference run on the GPU (PyTorch --device cuda), batch 1, 1,000 steps
+  gpu-small      small  on the GPU, batch 32, 500 steps
+  gpu-medium     medium on the GPU, batch 32, 500 steps
+  gpu-large      large  on the GPU, batch 64, 300 steps
 """
 import argparse
 import os
@@ -22,26 +33,54 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = re.compile(r"train time: ([0-9.]+) s .*?([0-9.]+) tokens/s")
+# ours: `val loss: 2.3689`; PyTorch: `eval nll/token on last 2000 docs: 2.3689`
+VAL = re.compile(r"(?:val loss|eval nll/token on last 2000 docs): ([0-9.]+|nan|inf)")
+
+PRESETS = {"reference": (1, 16, 4), "small": (2, 64, 4), "medium": (4, 128, 4), "large": (6, 384, 6)}
+
+# name: (preset, batch, steps, device)
+CONFIGS = {
+    "reference": ("reference", 1, 1000, "cpu"),
+    "batch32": ("reference", 32, 1000, "cpu"),
+    "small": ("small", 32, 300, "cpu"),
+    "medium": ("medium", 32, 100, "cpu"),
+    "large": ("large", 64, 10, "cpu"),
+    "gpu-reference": ("reference", 1, 1000, "gpu"),
+    "gpu-small": ("small", 32, 500, "gpu"),
+    "gpu-medium": ("medium", 32, 500, "gpu"),
+    "gpu-large": ("large", 64, 300, "gpu"),
+}
 
 
-def run_rss(cmd, cwd, env=None):
-    """Run `cmd`; return (stdout, train seconds, tokens/s, the process's max RSS in MiB)."""
+def run(cmd, cwd, timeout, env=None):
+    """Run `cmd`; return (train seconds, tokens/s, val loss, the process's max RSS in MiB)."""
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
-    # read everything, then reap with wait4 for the child's own peak RSS
-    out = proc.stdout.read()
-    err = proc.stderr.read()
+    # read both pipes in threads and reap with wait4 here, for the child's own peak RSS
+    outputs = {}
+    readers = [threading.Thread(target=lambda k=k, f=f: outputs.__setitem__(k, f.read()))
+               for k, f in (("out", proc.stdout), ("err", proc.stderr))]
+    for t in readers:
+        t.start()
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
     _, status, usage = os.wait4(proc.pid, 0)
+    watchdog.cancel()
+    for t in readers:
+        t.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
+    out, err = outputs["out"], outputs["err"]
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{err}")
+        sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}, {timeout:.0f} s limit):\n{err.strip()}")
     m = TRAIN.search(out)
     if not m:
-        sys.exit(f"no 'train time' line from {' '.join(cmd)}:\n{out}")
-    return out, float(m.group(1)), float(m.group(2)), usage.ru_maxrss / 1024
+        sys.exit(f"no 'train time' line from {' '.join(cmd)}:\n{out}\n{err}")
+    v = VAL.search(out)
+    return float(m.group(1)), float(m.group(2)), float(v.group(1)) if v else float("nan"), usage.ru_maxrss / 1024
 
 
 def sized_torch(path, work):
@@ -59,47 +98,65 @@ def sized_torch(path, work):
     return out
 
 
+def commands(name, args, data, torch_script):
+    """Our command and PyTorch's commands (one per thread count on the CPU) for a configuration."""
+    preset, batch, steps, device = CONFIGS[name]
+    n_layer, n_embd, n_head = PRESETS[preset]
+    ours = [args.microgpt, "train", "--data", data, "--quiet", "--num-samples", "0", "--preset", preset,
+            "--batch-size", str(batch), "--steps", str(steps), "--device", device]
+    if name != "reference":
+        ours += ["--dtype", "f32"]
+    torch = [args.python, torch_script, "--input", data, "--steps", str(steps), "--batch", str(batch),
+             "--n-layer", str(n_layer), "--n-embd", str(n_embd), "--n-head", str(n_head)]
+    if device == "gpu":
+        return ours, {"cuda": torch + ["--device", "cuda"]}
+    threads = [1] if name in ("reference", "batch32") else [1, 2]
+    return ours, {f"{t} thread{'s' if t > 1 else ''}": torch + ["--threads", str(t)] for t in threads}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--torch", required=True, help="path to torch_microgpt.py")
     p.add_argument("--python", default=sys.executable, help="the Python that has torch")
     p.add_argument("--microgpt", default=os.path.join(ROOT, "target/release/microgpt"))
     p.add_argument("--data", default=os.path.join(ROOT, "data/names.txt"))
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--only", nargs="*", default=["reference", "batch32"],
-                   choices=["reference", "batch32", "gpu-large", "cpu-large"])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=600, help="seconds one program may run")
+    p.add_argument("--no-torch", action="store_true", help="time ours alone")
+    p.add_argument("--warmup", action="store_true",
+                   help="run ours for 3 steps first: fills CubeCL's on-disk kernel and autotune caches on a GPU")
+    p.add_argument("--only", nargs="*", default=["reference", "batch32", "small", "medium", "large"],
+                   choices=list(CONFIGS))
     args = p.parse_args()
 
     data = os.path.abspath(args.data)
     work = tempfile.mkdtemp()
-    ours_base = [args.microgpt, "train", "--data", data, "--quiet", "--num-samples", "0"]
-    torch_base = [args.python, sized_torch(os.path.abspath(args.torch), work), "--input", data]
-    configs = {
-        "reference": (ours_base + ["--device", "cpu", "--steps", "1000"],
-                      torch_base + ["--steps", "1000", "--threads", "1"]),
-        "batch32": (ours_base + ["--device", "cpu", "--dtype", "f32", "--batch-size", "32", "--steps", "1000"],
-                    torch_base + ["--steps", "1000", "--batch", "32", "--threads", "1"]),
-        "gpu-large": (ours_base + ["--device", "gpu", "--preset", "large", "--batch-size", "64", "--steps", "300",
-                                   "--log-every", "300"],
-                      torch_base + ["--steps", "300", "--batch", "64", "--device", "cuda", "--n-layer", "6",
-                                    "--n-embd", "384", "--n-head", "6"]),
-        "cpu-large": (ours_base + ["--device", "cpu", "--dtype", "f32", "--preset", "large", "--batch-size", "64",
-                                   "--steps", "30", "--log-every", "30"], None),
-    }
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; runs: {args.runs}\n")
-    print("| run | ours (s) | PyTorch (s) | PyTorch / ours | ours tokens/s | PyTorch tokens/s | ours max RSS (MiB) | PyTorch max RSS (MiB) |")
+    torch_script = sized_torch(os.path.abspath(args.torch), work)
+    env = {"XDG_RUNTIME_DIR": work}
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; runs: {args.runs} (medians)\n")
+    print("| run (preset, batch, steps, device) | ours tokens/s | PyTorch tokens/s | ours / best PyTorch "
+          "| ours train s | PyTorch train s | val loss ours / PyTorch | max RSS MiB ours / PyTorch |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.only:
-        ours_cmd, torch_cmd = configs[name]
-        ours, theirs = [], []
+        preset, batch, steps, device = CONFIGS[name]
+        ours_cmd, torch_cmds = commands(name, args, data, torch_script)
+        if args.no_torch:
+            torch_cmds = {}
+        if args.warmup:
+            run([a if a != str(steps) else "3" for a in ours_cmd], work, args.timeout, env)
+        ours, theirs = [], {k: [] for k in torch_cmds}
         for _ in range(args.runs):
-            ours.append(run_rss(ours_cmd, work, {"XDG_RUNTIME_DIR": work}))
-            if torch_cmd:
-                theirs.append(run_rss(torch_cmd, work))
+            ours.append(run(ours_cmd, work, args.timeout, env))
+            for k, cmd in torch_cmds.items():
+                theirs[k].append(run(cmd, work, args.timeout))
         med = lambda rows, i: statistics.median(r[i] for r in rows) if rows else float("nan")
-        ratio = statistics.median(t[1] / o[1] for o, t in zip(ours, theirs)) if theirs else float("nan")
-        print(f"| {name} | {med(ours, 1):.3f} | {med(theirs, 1):.3f} | {ratio:.2f}x | {med(ours, 2):.0f} | "
-              f"{med(theirs, 2):.0f} | {med(ours, 3):.0f} | {med(theirs, 3):.0f} |")
+        best = max(theirs, key=lambda k: med(theirs[k], 1)) if theirs else None
+        torch_tps = ", ".join(f"{med(rows, 1):,.0f} ({k})" for k, rows in theirs.items()) or "-"
+        ratio = med(ours, 1) / med(theirs[best], 1) if best else float("nan")
+        b = theirs.get(best, [])
+        print(f"| {name} ({preset}, {batch}, {steps:,}, {device}) | {med(ours, 1):,.0f} | {torch_tps} | "
+              f"**{ratio:.2f}x** | {med(ours, 0):.3f} | {med(b, 0):.3f} | {med(ours, 2):.4f} / {med(b, 2):.4f} | "
+              f"{med(ours, 3):.0f} / {med(b, 3):.0f} |")
         sys.stdout.flush()
 
 

@@ -13,8 +13,11 @@ use burn::tensor::{Device, Tensor};
 /// Adam with bias correction: `p -= lr * m_hat / (sqrt(v_hat) + eps)`.
 #[derive(Clone, Debug)]
 pub struct Adam {
+    /// Decay of the first moment (the mean of the gradients).
     pub beta1: f64,
+    /// Decay of the second moment (the mean of the squared gradients).
     pub beta2: f64,
+    /// Added to the denominator, against division by zero.
     pub eps: f64,
 }
 

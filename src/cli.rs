@@ -15,12 +15,15 @@ use crate::device::{DeviceArg, Precision};
 #[derive(Parser, Debug)]
 #[command(name = "microgpt", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// `train`, `sample`, `eval` or `inspect`; none runs the reference.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The flags of the bare (reference) run.
     #[command(flatten)]
     pub train: TrainArgs,
 }
 
+/// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a model (optionally saving checkpoints), then sample from it.
@@ -29,8 +32,11 @@ pub enum Command {
     Sample(SampleArgs),
     /// Print the mean loss per token of a saved checkpoint on a data file.
     Eval(EvalArgs),
+    /// Look inside a saved model: its predictions along a text, its attention, its embeddings.
+    Inspect(InspectArgs),
 }
 
+/// Flags of `train` and of the bare run.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     // ---- data ----
@@ -42,9 +48,9 @@ pub struct TrainArgs {
     pub data_url: String,
 
     // ---- model ----
-    /// Named model size; the flags below override its values
-    #[arg(long, value_enum, default_value = "reference", help_heading = "Model")]
-    pub preset: Preset,
+    /// Named model size; the flags below override its values [default: reference]
+    #[arg(long, value_enum, help_heading = "Model")]
+    pub preset: Option<Preset>,
     /// Number of transformer blocks [reference: 1]
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub n_layer: Option<usize>,
@@ -81,6 +87,7 @@ pub struct TrainArgs {
     pub eval_every: Option<usize>,
 
     // ---- sampling ----
+    /// Sampling flags.
     #[command(flatten)]
     pub sampling: SamplingArgs,
 
@@ -94,18 +101,23 @@ pub struct TrainArgs {
     /// Continue the run saved in DIR exactly (its model, optimizer, step and settings)
     #[arg(long, value_name = "DIR", help_heading = "Output")]
     pub resume: Option<PathBuf>,
-    /// Read the loss back every N steps (fewer device syncs on a GPU)
+    /// Print (and record in metrics.csv) the loss of every N-th step
     #[arg(long, value_name = "N", default_value = "1", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Output")]
     pub log_every: usize,
+    /// Read losses back from the device every N steps, in one transfer [default: 1 on cpu, 100 on gpu]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Output")]
+    pub sync_every: Option<usize>,
     /// Print only the results: no progress bar or step lines
     #[arg(long, short, help_heading = "Output")]
     pub quiet: bool,
 
     // ---- device ----
+    /// Device flags.
     #[command(flatten)]
     pub device: DeviceArgs,
 }
 
+/// How to sample.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Number of samples to draw
@@ -122,6 +134,7 @@ pub struct SamplingArgs {
     pub prefix: String,
 }
 
+/// Where and in which precision to compute.
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
     /// Where to compute [default: gpu in builds with the gpu feature, else cpu]
@@ -132,6 +145,7 @@ pub struct DeviceArgs {
     pub dtype: Option<Precision>,
 }
 
+/// Flags of `sample`.
 #[derive(Args, Debug)]
 pub struct SampleArgs {
     /// Checkpoint directory written by `train --out`
@@ -140,12 +154,15 @@ pub struct SampleArgs {
     /// Seed of the Python-compatible generator used for the draws
     #[arg(long, value_name = "N", default_value = "42")]
     pub seed: u64,
+    /// Sampling flags.
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Device flags.
     #[command(flatten)]
     pub device: DeviceArgs,
 }
 
+/// Flags of `eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Checkpoint directory written by `train --out`
@@ -154,6 +171,7 @@ pub struct EvalArgs {
     /// Evaluate on every document of this file [default: the checkpoint's held-out documents]
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
+    /// Device flags.
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -170,4 +188,21 @@ fn positive_number(s: &str) -> Result<f64, String> {
         Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
         _ => Err("must be a finite number above 0".into()),
     }
+}
+
+/// Flags of `inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Checkpoint directory written by `train --out`
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// The text to run through the model, as one document (a name, for names.txt)
+    #[arg(long, value_name = "TEXT")]
+    pub text: String,
+    /// Where to write attention.png and embeddings.png [default: DIR/inspect]
+    #[arg(long, value_name = "OUT")]
+    pub out: Option<PathBuf>,
+    /// Device flags.
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }

@@ -1,17 +1,18 @@
 //! What each subcommand does, from parsed flags to printed results: `train` (and the bare
 //! reference run), `sample` and `eval`. The pieces themselves live in their own modules.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use burn::module::Module;
 
 use crate::adam::Adam;
 use crate::checkpoint::{self, RunSettings};
-use crate::cli::{EvalArgs, SampleArgs, SamplingArgs, TrainArgs};
-use crate::config::GPTConfig;
+use crate::cli::{EvalArgs, InspectArgs, SampleArgs, SamplingArgs, TrainArgs};
+use crate::config::{GPTConfig, Preset};
 use crate::data::{self, Batcher, Dataset};
 use crate::device;
+use crate::inspect;
 use crate::model::GPT;
 use crate::rng::PyRandom;
 use crate::sample::{self, Novelty, SampleOptions};
@@ -19,6 +20,7 @@ use crate::train::{self, Progress, Session, TrainOptions};
 
 /// How a command ended, for the exit code.
 pub enum Outcome {
+    /// Finished.
     Done,
     /// Stopped by Ctrl-C or SIGTERM after saving what there was to save.
     Interrupted,
@@ -90,9 +92,12 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
     };
 
     // data: the reference's shuffle is the generator's first use
-    let data_arg = args.data.clone().or_else(|| resume.as_ref().and_then(|m| m.data.as_ref().map(PathBuf::from)));
-    let data_path = data::resolve_data_path(data_arg.as_deref(), &args.data_url)?;
+    let data_path = match (&resume, &args.resume) {
+        (Some(meta), Some(dir)) if args.data.is_none() => recorded_data(meta, dir)?,
+        _ => data::resolve_data_path(args.data.as_deref(), &args.data_url)?,
+    };
     let docs = data::read_documents(&data_path)?;
+    let data_file = data::DataFile::of(&data_path)?;
     let mut rng = PyRandom::new(run.seed);
     let dataset = Dataset::new(docs, &mut rng)?;
     dataset
@@ -111,10 +116,20 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
                     data_path.display()
                 );
             }
+            if args.data.is_some() && !same_data(meta, &data_path)? {
+                bail!(
+                    "--data {} is not the file the checkpoint was trained on (its size or SHA-256 differs): a resume continues the saved run as it was",
+                    data_path.display()
+                );
+            }
+            check_same_sizes(args, &meta.config)?;
             meta.config.clone()
         }
         None => model_config(args, dataset.tokenizer.vocab_size())?,
     };
+    // one run per output directory, held until this process ends
+    let out = args.out.clone().or_else(|| args.resume.clone());
+    let _lock = out.as_deref().map(checkpoint::lock).transpose()?;
     let cut = data::count_cut(&dataset.docs, config.block_size);
     if cut > 0 {
         eprintln!(
@@ -136,11 +151,13 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
 
     let options = TrainOptions {
         run: run.clone(),
-        data: data_path.clone(),
+        data: data_file,
         stop_at: args.stop_at,
         eval_every: args.eval_every,
         log_every: args.log_every,
-        out: args.out.clone().or_else(|| args.resume.clone()),
+        sync_every: args.sync_every.unwrap_or_else(|| device::default_sync_every(runtime.kind)),
+        fixed_length: runtime.kind == device::DeviceArg::Gpu,
+        out,
         save_every: args.save_every,
         progress: Progress::detect(args.quiet),
     };
@@ -204,7 +221,7 @@ fn print_novelty(samples: &[String], dataset: &Dataset) {
 
 /// The architecture from the preset and the flags that override it.
 fn model_config(args: &TrainArgs, vocab_size: usize) -> Result<GPTConfig> {
-    let mut config = GPTConfig::preset(args.preset, vocab_size);
+    let mut config = GPTConfig::preset(args.preset.unwrap_or(Preset::Reference), vocab_size);
     if let Some(n) = args.n_layer {
         config.n_layer = n;
     }
@@ -219,6 +236,66 @@ fn model_config(args: &TrainArgs, vocab_size: usize) -> Result<GPTConfig> {
     }
     config.validate()?;
     Ok(config)
+}
+
+/// A resume keeps the checkpoint's architecture: size flags, if given, must equal it.
+fn check_same_sizes(args: &TrainArgs, saved: &GPTConfig) -> Result<()> {
+    if let Some(preset) = args.preset {
+        let wanted = GPTConfig::preset(preset, saved.vocab_size);
+        if wanted != *saved {
+            let name = |p: Preset| format!("{p:?}").to_lowercase();
+            let saved_name = Preset::ALL
+                .into_iter()
+                .find(|&p| GPTConfig::preset(p, saved.vocab_size) == *saved)
+                .map(name)
+                .unwrap_or_else(|| "custom sizes".to_string());
+            bail!(
+                "--preset {} differs from the checkpoint's {saved_name} ({}): a resume continues the saved run as it was",
+                name(preset),
+                saved.describe()
+            );
+        }
+    }
+    check_same("n-layer", args.n_layer, saved.n_layer)?;
+    check_same("n-embd", args.n_embd, saved.n_embd)?;
+    check_same("n-head", args.n_head, saved.n_head)?;
+    check_same("block-size", args.block_size, saved.block_size)?;
+    Ok(())
+}
+
+/// The data file a checkpoint was trained on, at the absolute path it records, which must
+/// still hold the same bytes.
+fn recorded_data(meta: &checkpoint::Meta, dir: &Path) -> Result<PathBuf> {
+    let meta_path = dir.join("checkpoint.json");
+    let path = meta.data.as_deref().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(data::DEFAULT_DATA));
+    if !path.is_file() {
+        bail!(
+            "the data file {} recorded in {} is gone: pass --data PATH to the file the model was trained on",
+            path.display(),
+            meta_path.display()
+        );
+    }
+    if !same_data(meta, &path)? {
+        bail!(
+            "the data file {} has changed since training (its size or SHA-256 differs from {}): pass --data PATH to the file the model was trained on",
+            path.display(),
+            meta_path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Whether `path` holds the bytes the checkpoint was trained on (true when it recorded none).
+fn same_data(meta: &checkpoint::Meta, path: &Path) -> Result<bool> {
+    match (meta.data_size, &meta.data_sha256) {
+        (Some(size), Some(sha256)) => data::DataFile {
+            path: path.to_path_buf(),
+            size,
+            sha256: sha256.clone(),
+        }
+        .unchanged_at(path),
+        _ => Ok(true),
+    }
 }
 
 /// `microgpt sample --checkpoint DIR`.
@@ -241,7 +318,7 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
     let (docs, what) = match &args.data {
         Some(path) => (data::read_documents(path)?, format!("every document of {}", path.display())),
         None => {
-            let path = meta.data.as_deref().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(data::DEFAULT_DATA));
+            let path = recorded_data(&meta, &args.checkpoint)?;
             let dataset = Dataset::new(data::read_documents(&path)?, &mut PyRandom::new(meta.run.seed))?;
             (dataset.val_docs().to_vec(), format!("the held-out documents of {}", path.display()))
         }
@@ -254,5 +331,46 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
     let batcher = Batcher::new(&meta.vocab, &docs, meta.config.block_size, &runtime.device);
     let loss = train::evaluate(&loaded.model, &batcher)?;
     println!("loss: {loss:.4} ({} documents: {what})", docs.len());
+    Ok(Outcome::Done)
+}
+
+/// `microgpt inspect --checkpoint DIR --text TEXT [--out OUT]`.
+pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
+    let meta = checkpoint::read_meta(&args.checkpoint)?;
+    let runtime = device::open(args.device.device, args.device.dtype)?;
+    let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
+    let (model, vocab) = (&loaded.model, &meta.vocab);
+    let seen = inspect::inspect(model, vocab, &args.text)?;
+    if seen.cut > 0 {
+        eprintln!(
+            "warning: --text is {} characters, more than block_size {} leaves room for: its last {} tokens (the end included) are cut, as training cuts them",
+            args.text.chars().count(),
+            meta.config.block_size,
+            seen.cut
+        );
+    }
+
+    println!(
+        "{:>3}  {:<5} {:<44} {:<5} {:>8} {:>7}",
+        "pos", "input", "five likeliest next characters", "next", "p(next)", "loss"
+    );
+    for (pos, p) in seen.predictions.iter().enumerate() {
+        let top: Vec<String> = p.top.iter().map(|&(id, prob)| format!("{} {prob:.3}", inspect::symbol(vocab, id))).collect();
+        println!(
+            "{pos:>3}  {:<5} {:<44} {:<5} {:>8.4} {:>7.4}",
+            inspect::symbol(vocab, p.input),
+            top.join("  "),
+            inspect::symbol(vocab, p.target),
+            p.p_target,
+            p.loss
+        );
+    }
+    println!("mean loss: {:.4} ({} positions)", seen.mean_loss, seen.predictions.len());
+
+    let out = args.out.clone().unwrap_or_else(|| args.checkpoint.join("inspect"));
+    std::fs::create_dir_all(&out).map_err(|err| anyhow::anyhow!("cannot create {}: {err}", out.display()))?;
+    inspect::plot_attention(&seen, vocab, &out.join("attention.png"))?;
+    inspect::plot_embeddings(&inspect::embedding_pca(model)?, vocab, &out.join("embeddings.png"))?;
+    println!("pictures: {} and {}", out.join("attention.png").display(), out.join("embeddings.png").display());
     Ok(Outcome::Done)
 }

@@ -37,7 +37,20 @@ pub enum Preset {
     Large,
 }
 
+impl Preset {
+    /// Every preset, smallest first.
+    pub const ALL: [Preset; 4] = [Preset::Reference, Preset::Small, Preset::Medium, Preset::Large];
+}
+
 impl GPTConfig {
+    /// The sizes in one line: `n_layer 1, n_embd 16, n_head 4, block_size 16`.
+    pub fn describe(&self) -> String {
+        format!(
+            "n_layer {}, n_embd {}, n_head {}, block_size {}",
+            self.n_layer, self.n_embd, self.n_head, self.block_size
+        )
+    }
+
     /// The architecture of a preset for a vocabulary of `vocab_size` tokens.
     pub fn preset(preset: Preset, vocab_size: usize) -> Self {
         let config = Self::new(vocab_size);

@@ -59,6 +59,41 @@ pub fn parse_documents(bytes: &[u8]) -> Result<Vec<String>> {
     Ok(docs)
 }
 
+/// A data file as a checkpoint records it: where it is and what it holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataFile {
+    /// Absolute path, so that a checkpoint finds it from any working directory.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes, lower-case hex (what `sha256sum` prints).
+    pub sha256: String,
+}
+
+impl DataFile {
+    /// Describe the file at `path` (which must exist).
+    pub fn of(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
+        let path = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+        Ok(Self {
+            path,
+            size: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        })
+    }
+
+    /// Whether the file at `path` still holds what `self` describes: `Ok(false)` when it changed.
+    pub fn unchanged_at(&self, path: &Path) -> Result<bool> {
+        let now = Self::of(path)?;
+        Ok(now.size == self.size && now.sha256 == self.sha256)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Make sure the default data file exists, downloading it from `url` when it does not.
 pub fn ensure_default_data(path: &Path, url: &str) -> Result<()> {
     if path.exists() {
@@ -96,10 +131,12 @@ fn download(url: &str, path: &Path) -> Result<()> {
 /// Characters to token ids and back. Ids `0..n` are the sorted characters; BOS is `n`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tokenizer {
+    /// The characters, sorted; a character's id is its index.
     pub chars: Vec<char>,
 }
 
 impl Tokenizer {
+    /// The vocabulary of `docs`: every character that occurs, sorted.
     pub fn from_documents(docs: &[String]) -> Self {
         let set: BTreeSet<char> = docs.iter().flat_map(|d| d.chars()).collect();
         Self {
@@ -112,6 +149,7 @@ impl Tokenizer {
         self.chars.len()
     }
 
+    /// Number of tokens: the characters and BOS.
     pub fn vocab_size(&self) -> usize {
         self.chars.len() + 1
     }
@@ -137,6 +175,7 @@ impl Tokenizer {
 pub struct Dataset {
     /// Documents in shuffled order.
     pub docs: Vec<String>,
+    /// The vocabulary of all documents.
     pub tokenizer: Tokenizer,
     /// The first `n_train` documents train; the rest are held out.
     pub n_train: usize,
@@ -162,10 +201,12 @@ impl Dataset {
         })
     }
 
+    /// The documents trained on.
     pub fn train_docs(&self) -> &[String] {
         &self.docs[..self.n_train]
     }
 
+    /// The held-out documents.
     pub fn val_docs(&self) -> &[String] {
         &self.docs[self.n_train..]
     }
@@ -209,10 +250,13 @@ pub struct Batcher {
     mask: Tensor<2>,
     /// Number of predicted positions per document (`n` in SPEC).
     lens: Vec<usize>,
+    /// Pad every batch to block_size positions (see [`Batcher::fixed_length`]).
+    fixed_length: bool,
     device: Device,
 }
 
 impl Batcher {
+    /// Token tables of `docs` (cut to `block_size`) on `device`.
     pub fn new(tokenizer: &Tokenizer, docs: &[String], block_size: usize, device: &Device) -> Self {
         let n = docs.len();
         let mut inputs = vec![0i64; n * block_size];
@@ -236,14 +280,25 @@ impl Batcher {
             targets: Tensor::from_data(TensorData::new(targets, shape), device),
             mask: Tensor::from_data(TensorData::new(mask, shape), device),
             lens,
+            fixed_length: false,
             device: device.clone(),
         }
     }
 
+    /// Pad every batch to block_size positions instead of to its longest document. The loss is
+    /// the same (padding is masked out); a GPU then sees one shape for every step, so its
+    /// kernels are compiled and tuned once, not once per document length.
+    pub fn fixed_length(mut self, fixed: bool) -> Self {
+        self.fixed_length = fixed;
+        self
+    }
+
+    /// Number of documents.
     pub fn len(&self) -> usize {
         self.lens.len()
     }
 
+    /// Whether there are no documents.
     pub fn is_empty(&self) -> bool {
         self.lens.is_empty()
     }
@@ -253,7 +308,8 @@ impl Batcher {
     pub fn batch(&self, start: usize, size: usize) -> Batch {
         let n = self.len();
         let rows: Vec<usize> = (start..start + size).map(|i| i % n).collect();
-        let t = rows.iter().map(|&r| self.lens[r]).max().expect("a batch holds at least one document");
+        let longest = rows.iter().map(|&r| self.lens[r]).max().expect("a batch holds at least one document");
+        let t = if self.fixed_length { self.inputs.dims()[1] } else { longest };
         let n_targets = rows.iter().map(|&r| self.lens[r]).sum();
         // contiguous rows are a slice; wrapped-around ones a gather by row id
         let ids = (rows[0] + size > n).then(|| {
@@ -319,6 +375,21 @@ mod tests {
         let ids = tok.encode("hé").unwrap();
         assert_eq!(tok.decode(&ids), "hé");
         assert!(tok.encode("x").unwrap_err().to_string().contains("'x'"));
+    }
+
+    #[test]
+    fn data_files_are_recorded_by_absolute_path_size_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.txt");
+        std::fs::write(&path, "abc").unwrap();
+        let file = DataFile::of(&path).unwrap();
+        assert!(file.path.is_absolute());
+        assert_eq!(file.size, 3);
+        // sha256("abc"), as sha256sum prints it
+        assert_eq!(file.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert!(file.unchanged_at(&path).unwrap());
+        std::fs::write(&path, "abd").unwrap();
+        assert!(!file.unchanged_at(&path).unwrap());
     }
 
     #[test]

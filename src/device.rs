@@ -22,7 +22,9 @@ pub enum DeviceArg {
 /// Floating-point precision of weights and activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Precision {
+    /// 32-bit floats: the GPU's, and faster on the CPU.
     F32,
+    /// 64-bit floats: the reference's.
     F64,
 }
 
@@ -49,11 +51,14 @@ impl Precision {
 pub struct Runtime {
     /// The device without autodiff; training calls `.autodiff()` on it.
     pub device: Device,
+    /// Which backend.
     pub kind: DeviceArg,
+    /// Which float type.
     pub precision: Precision,
 }
 
 impl Runtime {
+    /// `cpu (flex), f64` and the like.
     pub fn describe(&self) -> String {
         let name = match self.kind {
             DeviceArg::Cpu => "cpu (flex)",
@@ -80,6 +85,15 @@ pub fn default_precision(kind: DeviceArg) -> Precision {
     match kind {
         DeviceArg::Gpu => Precision::F32,
         DeviceArg::Cpu | DeviceArg::Ndarray => Precision::F64,
+    }
+}
+
+/// How many steps' losses to read back at once by default: every step on CPUs, where the value
+/// is already on the host; in batches of 100 on the GPU, where each read waits for the device.
+pub fn default_sync_every(kind: DeviceArg) -> usize {
+    match kind {
+        DeviceArg::Gpu => 100,
+        DeviceArg::Cpu | DeviceArg::Ndarray => 1,
     }
 }
 

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Some(Command::Train(args)) => commands::train(args, true),
         Some(Command::Sample(args)) => commands::sample(args),
         Some(Command::Eval(args)) => commands::eval(args),
+        Some(Command::Inspect(args)) => commands::inspect(args),
     };
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,

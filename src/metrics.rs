@@ -13,11 +13,17 @@ const HEADER: &str = "step,train_loss,val_loss,lr,tokens_per_s,elapsed_s";
 /// One row of `metrics.csv`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
+    /// Steps done (1-based).
     pub step: usize,
+    /// This step's training loss.
     pub train_loss: f64,
+    /// The held-out loss, when evaluated at this step.
     pub val_loss: Option<f64>,
+    /// The learning rate of this step.
     pub lr: f64,
+    /// Training speed so far, target tokens per second.
     pub tokens_per_s: f64,
+    /// Training time so far (no evaluation, no saving).
     pub elapsed_s: f64,
 }
 
@@ -42,6 +48,7 @@ impl MetricsLog {
         Ok(Self { file })
     }
 
+    /// Append one row.
     pub fn append(&mut self, row: &Row) -> Result<()> {
         self.file
             .write_all(format_row(row).as_bytes())

@@ -55,6 +55,7 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// An empty cache for a model of `n_layer` blocks.
     pub fn new(n_layer: usize) -> Self {
         Self {
             layers: (0..n_layer).map(|_| None).collect(),
@@ -69,14 +70,20 @@ impl KvCache {
         }
     }
 
+    /// Whether nothing is cached yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-/// `y = W x` for W stored [out, in]: x [.., in] -> [.., out].
+/// `y = W x` for W stored [out, in]: x [B, T, in] -> [B, T, out].
+///
+/// One [B·T, in] × [in, out] product: a broadcast [B, T, in] × [1, in, out] would run as B
+/// small products, several times slower on the CPU.
 fn linear(x: Tensor<3>, w: &Param<Tensor<2>>) -> Tensor<3> {
-    x.matmul(w.val().transpose().unsqueeze())
+    let [b, t, c] = x.dims();
+    let out = w.dims()[0];
+    x.reshape([b * t, c]).matmul(w.val().transpose()).reshape([b, t, out])
 }
 
 /// `x / sqrt(mean(x^2) + eps)` over channels, with no learnable gain: [B, T, C] -> [B, T, C].
@@ -105,9 +112,10 @@ impl Block {
         }
     }
 
-    /// x [B, T, C] at positions `pos0..pos0+T` -> [B, T, C]. With a cache, attends over the
-    /// cached positions too and appends this call's keys and values to it.
-    fn forward(&self, x: Tensor<3>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> Tensor<3> {
+    /// x [B, T, C] at positions `pos0..pos0+T` -> ([B, T, C], the attention weights
+    /// [B, H, T, t_all]). With a cache, attends over the cached positions too and appends this
+    /// call's keys and values to it.
+    fn forward(&self, x: Tensor<3>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> (Tensor<3>, Tensor<4>) {
         let [b, t, c] = x.dims();
         let (h, d) = (self.n_head, c / self.n_head);
 
@@ -135,14 +143,15 @@ impl Block {
         } else {
             scores
         };
-        let y = softmax(scores, 3).matmul(v); // [B, H, T, D]
+        let att = softmax(scores, 3); // [B, H, T, t_all]
+        let y = att.clone().matmul(v); // [B, H, T, D]
         let y = y.swap_dims(1, 2).reshape([b, t, c]); // concatenate heads: [B, T, C]
         let x = linear(y, &self.attn_wo) + r;
 
         // MLP
         let r = x.clone();
         let x = rmsnorm(x);
-        linear(relu(linear(x, &self.mlp_fc1)), &self.mlp_fc2) + r // [B, T, C]
+        (linear(relu(linear(x, &self.mlp_fc1)), &self.mlp_fc2) + r, att) // [B, T, C]
     }
 }
 
@@ -169,19 +178,35 @@ impl GPT {
 
     /// Token ids [B, T] at positions `pos0..pos0+T` -> logits [B, T, V]. With a cache holding
     /// positions `0..pos0`, only the new positions are computed; the cache grows by T.
-    pub fn forward_at(&self, idx: Tensor<2, Int>, pos0: usize, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward_at(&self, idx: Tensor<2, Int>, pos0: usize, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.forward_attending(idx, pos0, cache).0
+    }
+
+    /// Token ids [B, T] -> (logits [B, T, V], each layer's attention weights [B, H, T, T]):
+    /// row i of a head's weights is how much position i draws from each position up to i.
+    pub fn forward_with_attention(&self, idx: Tensor<2, Int>) -> (Tensor<3>, Vec<Tensor<4>>) {
+        self.forward_attending(idx, 0, None)
+    }
+
+    fn forward_attending(&self, idx: Tensor<2, Int>, pos0: usize, mut cache: Option<&mut KvCache>) -> (Tensor<3>, Vec<Tensor<4>>) {
         let [b, t] = idx.dims();
         let c = self.wte.dims()[1];
-        let device = idx.device();
         let tok_emb = self.wte.val().select(0, idx.reshape([b * t])).reshape([b, t, c]); // [B, T, C]
-        let pos = Tensor::<1, Int>::arange(pos0 as i64..(pos0 + t) as i64, &device);
-        let pos_emb = self.wpe.val().select(0, pos).unsqueeze::<3>(); // [1, T, C]
+        let pos_emb = self.wpe.val().slice([pos0..pos0 + t]).unsqueeze::<3>(); // [1, T, C]
         let mut x = rmsnorm(tok_emb + pos_emb);
+        let mut attention = Vec::with_capacity(self.layer.len());
         for (i, block) in self.layer.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|cache| &mut cache.layers[i]);
-            x = block.forward(x, layer_cache);
+            let (y, att) = block.forward(x, layer_cache);
+            x = y;
+            attention.push(att);
         }
-        linear(x, &self.lm_head) // [B, T, V]
+        (linear(x, &self.lm_head), attention) // [B, T, V]
+    }
+
+    /// The token embeddings `wte` [V, C].
+    pub fn wte(&self) -> Tensor<2> {
+        self.wte.val()
     }
 
     /// Mean cross-entropy of `logits` [B, T, V] against `targets` [B, T]. With a `mask` [B, T]
@@ -218,10 +243,12 @@ impl GPT {
         weights
     }
 
+    /// The longest context: the number of rows of `wpe`.
     pub fn block_size(&self) -> usize {
         self.wpe.dims()[0]
     }
 
+    /// Number of transformer blocks.
     pub fn n_layer(&self) -> usize {
         self.layer.len()
     }

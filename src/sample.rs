@@ -18,7 +18,9 @@ use crate::rng::PyRandom;
 /// How to sample.
 #[derive(Clone, Debug)]
 pub struct SampleOptions {
+    /// How many documents to draw.
     pub num_samples: usize,
+    /// Logits are divided by it before the softmax: below 1 sharpens, above 1 flattens.
     pub temperature: f64,
     /// Keep only the `k` most likely tokens at each draw (`None`: all, as the reference).
     pub top_k: Option<usize>,
@@ -27,6 +29,7 @@ pub struct SampleOptions {
 }
 
 impl SampleOptions {
+    /// The reference's: 20 samples at temperature 0.5, no top-k, no prefix.
     pub fn reference() -> Self {
         Self {
             num_samples: 20,
@@ -36,6 +39,7 @@ impl SampleOptions {
         }
     }
 
+    /// Refuse a temperature or top-k that cannot sample.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             bail!("--temperature must be a finite number above 0 (got {})", self.temperature);
@@ -48,7 +52,7 @@ impl SampleOptions {
 }
 
 /// `softmax(logits / temperature)` in f64 on the host, as the reference computes it.
-fn probabilities(logits: &[f64], temperature: f64, top_k: Option<usize>) -> Vec<f64> {
+pub fn probabilities(logits: &[f64], temperature: f64, top_k: Option<usize>) -> Vec<f64> {
     let mut scaled: Vec<f64> = logits.iter().map(|l| l / temperature).collect();
     if let Some(k) = top_k.filter(|&k| k < scaled.len()) {
         let mut sorted = scaled.clone();
@@ -116,12 +120,16 @@ pub fn sample(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng: 
 /// How many samples are training documents, held-out documents, or new (makemore's check).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Novelty {
+    /// Samples that are training documents.
     pub in_train: usize,
+    /// Samples that are held-out documents.
     pub in_val: usize,
+    /// Samples found in neither.
     pub new: usize,
 }
 
 impl Novelty {
+    /// Count `samples` against the training and held-out documents.
     pub fn of(samples: &[String], train: &[String], val: &[String]) -> Self {
         let train: HashSet<&str> = train.iter().map(String::as_str).collect();
         let val: HashSet<&str> = val.iter().map(String::as_str).collect();

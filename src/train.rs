@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, Meta, RunSettings};
 use crate::config::GPTConfig;
-use crate::data::{Batcher, Dataset};
-use crate::device::read_scalar;
+use crate::data::{Batcher, DataFile, Dataset};
+use crate::device::{read_scalar, read_values};
 use crate::metrics::{self, MetricsLog, Row};
 use crate::model::GPT;
 
@@ -53,18 +54,26 @@ impl Progress {
 /// Run settings of one training session.
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
+    /// The settings a resume must keep.
     pub run: RunSettings,
     /// The data file, recorded in checkpoints.
-    pub data: PathBuf,
+    pub data: DataFile,
     /// Stop (and save) after this many steps, keeping the schedule of `run.num_steps`.
     pub stop_at: Option<usize>,
     /// Evaluate on the held-out documents every N steps (and always at the end).
     pub eval_every: Option<usize>,
-    /// Read the loss back from the device every N steps (1: every step, as the reference).
+    /// Print (and record in metrics.csv) the loss of every N-th step.
     pub log_every: usize,
+    /// Read the losses back from the device every N steps, all N in one transfer (1 on the CPU,
+    /// where a read costs nothing; more on a GPU, where every read waits for the device).
+    pub sync_every: usize,
+    /// Pad every batch to block_size (the same loss; one shape for a GPU to compile for).
+    pub fixed_length: bool,
     /// Checkpoint directory, saved at the end and every `save_every` steps.
     pub out: Option<PathBuf>,
+    /// Also save every N steps.
     pub save_every: Option<usize>,
+    /// Bar, lines or quiet.
     pub progress: Progress,
 }
 
@@ -73,16 +82,20 @@ pub struct TrainOptions {
 pub struct TrainReport {
     /// Steps completed in total (including those before a resume).
     pub step: usize,
-    /// (step, loss) of every logged step, 1-based.
+    /// (step, loss) of every step, 1-based.
     pub losses: Vec<(usize, f64)>,
     /// Wall time of the training steps alone (no evaluation, no saving).
     pub train_time: Duration,
+    /// Steps run by this session.
     pub steps_run: usize,
+    /// Target tokens trained on by this session.
     pub tokens: usize,
     /// Stopped by Ctrl-C or SIGTERM.
     pub interrupted: bool,
     /// Held-out loss after the last step (not evaluated when interrupted).
     pub val_loss: Option<f64>,
+    /// Reads of training losses from the device (each waits for the device).
+    pub loss_reads: usize,
 }
 
 /// A Ctrl-C / SIGTERM flag, set by the handler and polled by the loop between steps.
@@ -114,13 +127,19 @@ pub fn evaluate(model: &GPT, batcher: &Batcher) -> Result<f64> {
 
 /// Everything a training session works on.
 pub struct Session<'a> {
+    /// The model, on an autodiff device.
     pub model: GPT,
+    /// Adam and its state.
     pub optim: ModuleOptimizer,
     /// Steps already done (0, or the step of a resumed checkpoint).
     pub step: usize,
+    /// The model's architecture.
     pub config: &'a GPTConfig,
+    /// The documents and their split.
     pub data: &'a Dataset,
+    /// How to run.
     pub options: &'a TrainOptions,
+    /// Set by Ctrl-C or SIGTERM; the loop stops between steps.
     pub stop: Arc<AtomicBool>,
 }
 
@@ -131,10 +150,12 @@ impl Session<'_> {
         let run = &opts.run;
         let device = self.model.devices()[0].clone();
         let block_size = self.config.block_size;
-        let train = Batcher::new(&self.data.tokenizer, self.data.train_docs(), block_size, &device);
-        let val = Batcher::new(&self.data.tokenizer, self.data.val_docs(), block_size, &device.clone().inner());
+        let train = Batcher::new(&self.data.tokenizer, self.data.train_docs(), block_size, &device)
+            .fixed_length(opts.fixed_length);
+        let val = Batcher::new(&self.data.tokenizer, self.data.val_docs(), block_size, &device.clone().inner())
+            .fixed_length(opts.fixed_length);
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
-        let mut metrics_log = match &opts.out {
+        let metrics = match &opts.out {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
@@ -142,15 +163,7 @@ impl Session<'_> {
             }
             None => None,
         };
-        let bar = (opts.progress == Progress::Bar).then(|| {
-            let bar = ProgressBar::new(run.num_steps as u64).with_position(self.step as u64);
-            bar.set_style(
-                ProgressStyle::with_template("{bar:30.cyan/blue} {pos:>5}/{len} steps | {msg} | {elapsed} < {eta}")
-                    .expect("the progress template is valid"),
-            );
-            bar
-        });
-
+        let mut log = StepLog::new(opts, self.step, end, metrics);
         let mut report = TrainReport {
             step: self.step,
             losses: Vec::new(),
@@ -159,6 +172,7 @@ impl Session<'_> {
             tokens: 0,
             interrupted: false,
             val_loss: None,
+            loss_reads: 0,
         };
         let mut last_val = None;
         let mut clock = Instant::now();
@@ -182,61 +196,41 @@ impl Session<'_> {
             report.steps_run += 1;
             report.tokens += batch.n_targets;
 
-            // log: reading the loss waits for the device, so only on steps that log, evaluate
-            // or save (evaluating and saving wait for it anyway)
+            // log: the loss stays on the device until a read of many steps at once (a read
+            // waits for the device); evaluating and saving read first, as they wait anyway
+            log.push(self.step, lr, loss.inner(), report.tokens, report.train_time + clock.elapsed());
             let last = self.step == end;
             let eval_now = opts.eval_every.is_some_and(|n| self.step % n == 0);
             let save_now = opts.save_every.is_some_and(|n| self.step % n == 0) && !last;
-            if self.step % opts.log_every != 0 && !last && !eval_now && !save_now {
+            let stopping = self.stop.load(Ordering::SeqCst);
+            if !(log.full() || last || eval_now || save_now || stopping) {
                 continue;
             }
-            let loss = read_scalar(loss)?;
+            let losses = log.read()?;
+            report.loss_reads += 1;
             report.train_time += clock.elapsed();
-            if !loss.is_finite() {
-                bar.inspect(|b| b.abandon());
-                bail!(divergence_message(step + 1, loss, run.lr, opts, self.last_saved()));
-            }
-            report.losses.push((self.step, loss));
-            let tokens_per_s = report.tokens as f64 / report.train_time.as_secs_f64();
+            self.check_finite(&losses, &log)?;
 
             // evaluation and checkpoint
             let val_loss = if eval_now { Some(evaluate(&self.model.valid(), &val)?) } else { None };
             if val_loss.is_some() {
                 last_val = val_loss;
             }
-            let line = format!(
-                "step {:4} / {:4} | loss {loss:.4}{}",
-                self.step,
-                run.num_steps,
-                val_loss.map(|v| format!(" | val loss {v:.4}")).unwrap_or_default()
-            );
-            match (&bar, opts.progress) {
-                (Some(bar), _) => {
-                    if val_loss.is_some() {
-                        bar.println(&line);
-                    }
-                    bar.set_message(format!("loss {loss:.4} | lr {lr:.2e} | {tokens_per_s:.0} tok/s"));
-                    bar.set_position(self.step as u64);
-                }
-                (None, Progress::Lines) => println!("{line}"),
-                _ => {}
-            }
-            if let Some(log) = metrics_log.as_mut() {
-                log.append(&Row {
-                    step: self.step,
-                    train_loss: loss,
-                    val_loss,
-                    lr,
-                    tokens_per_s,
-                    elapsed_s: report.train_time.as_secs_f64(),
-                })?;
-            }
+            log.show(&losses, val_loss, report.train_time)?;
+            report.losses.extend(losses);
             if save_now {
                 self.save(last_val)?;
             }
             clock = Instant::now();
         }
-        bar.inspect(|b| b.finish_and_clear());
+        // an interrupt can land between the last read and the check at the top of the loop
+        let losses = log.read()?;
+        report.loss_reads += usize::from(!losses.is_empty());
+        report.train_time += clock.elapsed();
+        self.check_finite(&losses, &log)?;
+        log.show(&losses, None, report.train_time)?;
+        report.losses.extend(losses);
+        log.finish();
         report.step = self.step;
         if !report.interrupted {
             let evaluated_now = opts.eval_every.is_some_and(|n| self.step % n == 0) && report.steps_run > 0;
@@ -251,6 +245,17 @@ impl Session<'_> {
         Ok((self.model, self.optim, report))
     }
 
+    /// Stop at the first loss that is NaN or infinite, naming its step.
+    fn check_finite(&self, losses: &[(usize, f64)], log: &StepLog) -> Result<()> {
+        match losses.iter().find(|(_, loss)| !loss.is_finite()) {
+            Some(&(step, loss)) => {
+                log.abandon();
+                bail!(divergence_message(step, loss, self.options.run.lr, self.options, self.last_saved()))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Save a checkpoint of the current step, and redraw loss.png.
     fn save(&self, val_loss: Option<f64>) -> Result<()> {
         let Some(dir) = &self.options.out else { return Ok(()) };
@@ -262,11 +267,14 @@ impl Session<'_> {
             run: self.options.run.clone(),
             weights: String::new(),
             val_loss,
-            data: Some(self.options.data.display().to_string()),
+            data: Some(self.options.data.path.display().to_string()),
+            data_size: Some(self.options.data.size),
+            data_sha256: Some(self.options.data.sha256.clone()),
         };
         checkpoint::save(dir, &self.model, &self.optim, meta)?;
-        let rows = metrics::read(&dir.join("metrics.csv"))?;
-        metrics::plot(&rows, &dir.join("loss.png"))
+        metrics::read(&dir.join("metrics.csv"))
+            .and_then(|rows| metrics::plot(&rows, &dir.join("loss.png")))
+            .map_err(|err| checkpoint::explain_write_error(err, dir, "draw loss.png"))
     }
 
     /// Step of the checkpoint on disk, if any.
@@ -277,6 +285,117 @@ impl Session<'_> {
             .and_then(|dir| checkpoint::read_meta(dir).ok())
             .map(|m| m.step)
             .unwrap_or(0)
+    }
+}
+
+/// A step's loss, still on the device.
+struct PendingLoss {
+    step: usize,
+    lr: f64,
+    loss: Tensor<1>,
+    /// Target tokens trained on up to this step, and the wall time then.
+    tokens: usize,
+    elapsed: Duration,
+}
+
+/// The step lines, the progress bar and `metrics.csv`. Losses wait on the device and are read
+/// `sync_every` at a time in one transfer; every step's line is still printed, in order.
+struct StepLog<'a> {
+    opts: &'a TrainOptions,
+    end: usize,
+    pending: Vec<PendingLoss>,
+    bar: Option<ProgressBar>,
+    metrics: Option<MetricsLog>,
+}
+
+impl<'a> StepLog<'a> {
+    fn new(opts: &'a TrainOptions, step: usize, end: usize, metrics: Option<MetricsLog>) -> Self {
+        let bar = (opts.progress == Progress::Bar).then(|| {
+            let bar = ProgressBar::new(opts.run.num_steps as u64).with_position(step as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30.cyan/blue} {pos:>5}/{len} steps | {msg} | {elapsed} < {eta}")
+                    .expect("the progress template is valid"),
+            );
+            bar
+        });
+        Self {
+            opts,
+            end,
+            pending: Vec::with_capacity(opts.sync_every),
+            bar,
+            metrics,
+        }
+    }
+
+    fn push(&mut self, step: usize, lr: f64, loss: Tensor<1>, tokens: usize, elapsed: Duration) {
+        self.pending.push(PendingLoss { step, lr, loss, tokens, elapsed });
+    }
+
+    /// Whether `sync_every` losses are waiting.
+    fn full(&self) -> bool {
+        self.pending.len() >= self.opts.sync_every
+    }
+
+    /// The waiting losses as (step, loss), in one read from the device.
+    fn read(&mut self) -> Result<Vec<(usize, f64)>> {
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let losses: Vec<Tensor<1>> = self.pending.iter().map(|p| p.loss.clone()).collect();
+        let values = read_values(Tensor::cat(losses, 0))?; // [n]
+        Ok(self.pending.iter().map(|p| p.step).zip(values).collect())
+    }
+
+    /// Print the lines of the steps just read (the held-out loss goes with the last of them),
+    /// move the bar, append the metrics rows.
+    fn show(&mut self, losses: &[(usize, f64)], val_loss: Option<f64>, train_time: Duration) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let opts = self.opts;
+        for (i, (p, &(_, loss))) in pending.iter().zip(losses).enumerate() {
+            let val_loss = if i + 1 == losses.len() { val_loss } else { None };
+            if p.step % opts.log_every != 0 && p.step != self.end && val_loss.is_none() {
+                continue;
+            }
+            let elapsed = if i + 1 == losses.len() { train_time } else { p.elapsed.min(train_time) };
+            let tokens_per_s = p.tokens as f64 / elapsed.as_secs_f64().max(1e-9);
+            let line = format!(
+                "step {:4} / {:4} | loss {loss:.4}{}",
+                p.step,
+                opts.run.num_steps,
+                val_loss.map(|v| format!(" | val loss {v:.4}")).unwrap_or_default()
+            );
+            match (&self.bar, opts.progress) {
+                (Some(bar), _) => {
+                    if val_loss.is_some() {
+                        bar.println(&line);
+                    }
+                    bar.set_message(format!("loss {loss:.4} | lr {:.2e} | {tokens_per_s:.0} tok/s", p.lr));
+                    bar.set_position(p.step as u64);
+                }
+                (None, Progress::Lines) => println!("{line}"),
+                _ => {}
+            }
+            if let Some((metrics, dir)) = self.metrics.as_mut().zip(opts.out.as_ref()) {
+                metrics.append(&Row {
+                    step: p.step,
+                    train_loss: loss,
+                    val_loss,
+                    lr: p.lr,
+                    tokens_per_s,
+                    elapsed_s: elapsed.as_secs_f64(),
+                })
+                .map_err(|err| checkpoint::explain_write_error(err, dir, "write metrics.csv"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn abandon(&self) {
+        self.bar.as_ref().inspect(|b| b.abandon());
+    }
+
+    fn finish(&self) {
+        self.bar.as_ref().inspect(|b| b.finish_and_clear());
     }
 }
 
@@ -300,6 +419,54 @@ fn short(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Losses are read `sync_every` at a time, yet every step's loss is reported, in order, and
+    /// equal to what reading every step gives.
+    #[test]
+    fn losses_are_read_in_batches_of_steps() {
+        use crate::adam::Adam;
+        use crate::data::DataFile;
+        use crate::device;
+        use crate::rng::PyRandom;
+        let docs: Vec<String> = ["anna", "bob", "carla", "dave", "eve", "fran", "gus", "hal", "ida", "jo", "kim"]
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), docs.join("\n")).unwrap();
+        let run = |sync_every: usize| {
+            let mut rng = PyRandom::new(1);
+            let data = Dataset::new(docs.clone(), &mut rng).unwrap();
+            let config = GPTConfig::new(data.tokenizer.vocab_size());
+            let options = TrainOptions {
+                run: RunSettings { seed: 1, num_steps: 100, lr: 0.01, batch_size: 2, precision: device::Precision::F64 },
+                data: DataFile::of(file.path()).unwrap(),
+                stop_at: None,
+                eval_every: None,
+                log_every: 1,
+                sync_every,
+                fixed_length: false,
+                out: None,
+                save_every: None,
+                progress: Progress::Quiet,
+            };
+            let session = Session {
+                model: GPT::init(&config, &mut rng, &device::cpu_f64().autodiff()),
+                optim: Adam::reference().init(),
+                step: 0,
+                config: &config,
+                data: &data,
+                options: &options,
+                stop: Default::default(),
+            };
+            session.run().unwrap().2
+        };
+        let (every, batched) = (run(1), run(30));
+        assert_eq!(every.loss_reads, 100);
+        assert_eq!(batched.loss_reads, 4, "30, 60, 90 and the last step");
+        assert_eq!(batched.losses.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
+        assert_eq!(batched.losses, every.losses);
+    }
 
     #[test]
     fn lr_decays_linearly_to_zero() {

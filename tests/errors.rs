@@ -247,3 +247,131 @@ fn divergence_stops_with_a_hint_and_keeps_the_last_good_checkpoint() {
     assert!(err.contains(&format!("at step {}", step + 1)), "{err}");
     ok(d, &["sample", "--checkpoint", "ck", "--num-samples", "1"]);
 }
+
+/// The one stderr line of a failed run, checked to be a single line without a panic.
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let err = stderr(out);
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, got: {err}");
+    lines[0].to_string()
+}
+
+#[test]
+fn one_run_per_output_directory() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    let mut first = spawn(d, &["train", "--steps", "1000000", "--save-every", "50", "--out", "ck"]);
+    wait_for(&d.join("ck/checkpoint.json"), Duration::from_secs(60));
+
+    // a second run on the same directory stops at once, naming it and the holder
+    for args in [vec!["train", "--out", "ck", "--steps", "3000", "--seed", "7"], vec!["train", "--resume", "ck"]] {
+        let started = Instant::now();
+        let line = one_line_error(&microgpt(d, &args));
+        assert!(line.contains("ck is in use by another training run"), "{line}");
+        assert!(line.contains(&format!("(process {})", first.id())), "{line}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{args:?} waited");
+    }
+    // readers still read the directory being written, always a whole checkpoint
+    for _ in 0..5 {
+        ok(d, &["sample", "--checkpoint", "ck", "--num-samples", "2"]);
+        ok(d, &["eval", "--checkpoint", "ck"]);
+    }
+    // the lock dies with its process
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let step = saved_step(d);
+    ok(d, &["train", "--resume", "ck", "--stop-at", &(step + 3).to_string(), "--quiet", "--num-samples", "0"]);
+    assert_eq!(saved_step(d), step + 3);
+}
+
+#[test]
+fn resume_refuses_other_model_sizes() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    checkpoint(d);
+    for (flag, value, saved) in [("--n-layer", "2", "1"), ("--n-embd", "32", "16"), ("--n-head", "2", "4"), ("--block-size", "8", "16")] {
+        let line = one_line_error(&microgpt(d, &["train", "--resume", "ck", flag, value]));
+        assert!(line.contains(&format!("{flag} {value} differs from the checkpoint's {saved}")), "{line}");
+    }
+    let line = one_line_error(&microgpt(d, &["train", "--resume", "ck", "--preset", "small"]));
+    assert!(line.contains("--preset small differs from the checkpoint's reference (n_layer 1, n_embd 16"), "{line}");
+    // the same sizes, spelled out, are accepted
+    ok(d, &["train", "--resume", "ck", "--preset", "reference", "--n-layer", "1", "--n-embd", "16", "--n-head", "4", "--block-size", "16"]);
+}
+
+#[test]
+fn eval_finds_the_data_from_any_directory_and_notices_changes() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    checkpoint(d);
+    let ck = d.join("ck");
+    let ck = ck.to_str().unwrap();
+    let here = ok(d, &["eval", "--checkpoint", "ck"]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    assert_eq!(ok(elsewhere.path(), &["eval", "--checkpoint", ck]), here);
+
+    let names = d.join("data/names.txt");
+    let moved = d.join("names-moved.txt");
+    std::fs::rename(&names, &moved).unwrap();
+    let line = one_line_error(&microgpt(elsewhere.path(), &["eval", "--checkpoint", ck]));
+    assert!(line.contains(&format!("the data file {} recorded in", names.display())), "{line}");
+    assert!(line.contains("is gone: pass --data PATH"), "{line}");
+    let line = one_line_error(&microgpt(d, &["train", "--resume", "ck"]));
+    assert!(line.contains("is gone: pass --data PATH"), "{line}");
+
+    let mut text = std::fs::read_to_string(&moved).unwrap();
+    text.push_str("zzyzx\n");
+    std::fs::write(&names, text).unwrap();
+    let line = one_line_error(&microgpt(elsewhere.path(), &["eval", "--checkpoint", ck]));
+    assert!(line.contains("has changed since training") && line.contains("pass --data PATH"), "{line}");
+    let line = one_line_error(&microgpt(d, &["train", "--resume", "ck", "--data", "data/names.txt"]));
+    assert!(line.contains("is not the file the checkpoint was trained on"), "{line}");
+    // the moved original still works when named
+    ok(d, &["train", "--resume", "ck", "--data", "names-moved.txt", "--quiet", "--num-samples", "0"]);
+}
+
+/// A 300 KiB tmpfs at `path`, unmounted on drop; `None` where mounting is not allowed.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &Path) -> Option<Self> {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=300k", "tmpfs"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status();
+        status.is_ok_and(|s| s.success()).then(|| SmallDisk(path.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_during_a_save_keeps_the_previous_checkpoint() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    let Some(_disk) = SmallDisk::mount(&d.join("small")) else {
+        eprintln!("skipped: mounting a small tmpfs needs root (this test fills a 300 KiB disk)");
+        return;
+    };
+    let line = one_line_error(&microgpt(d, &["train", "--steps", "200", "--save-every", "5", "--out", "small/ck"]));
+    assert!(line.contains("the disk is full: cannot "), "{line}");
+    assert!(line.contains("small/ck"), "{line}");
+    let left: Vec<String> = std::fs::read_dir(d.join("small/ck"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "half-written files stay: {left:?}");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("small/ck/checkpoint.json")).unwrap()).unwrap();
+    let step = meta["step"].as_u64().unwrap();
+    assert!(line.contains(&format!("the checkpoint of step {step} in small/ck is intact")), "{line}");
+    ok(d, &["sample", "--checkpoint", "small/ck", "--num-samples", "2"]);
+}

@@ -66,6 +66,8 @@ fn valid_checkpoint() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
             weights: String::new(),
             val_loss: None,
             data: None,
+            data_size: None,
+            data_sha256: None,
         };
         checkpoint::save(dir.path(), &model, &Adam::reference().init(), meta).unwrap();
         let read = |p: &str| std::fs::read(dir.path().join(p)).unwrap();

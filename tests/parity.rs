@@ -31,10 +31,12 @@ fn run(seed: u64, steps: usize) -> Run {
     let model = GPT::init(&config, &mut rng, &runtime.device.clone().autodiff());
     let options = TrainOptions {
         run: RunSettings { seed, num_steps: steps, lr: 0.01, batch_size: 1, precision: Precision::F64 },
-        data: common::names_txt(),
+        data: data::DataFile::of(&common::names_txt()).unwrap(),
         stop_at: None,
         eval_every: None,
         log_every: 1,
+        sync_every: 1,
+        fixed_length: false,
         out: None,
         save_every: None,
         progress: Progress::Quiet,

@@ -1,0 +1,257 @@
+//! Looking inside a trained model: what it predicts at each position of a text, where its
+//! attention heads look, and how it places the characters in its embedding space.
+//!
+//! [`inspect`] runs the text as training sees it (BOS, then the characters, then BOS) and
+//! returns, per position, the five likeliest next characters, the probability and loss of the
+//! character that actually follows, and every head's attention weights. [`embedding_pca`]
+//! projects the token embeddings (`wte`) onto their first two principal components with Burn's
+//! SVD. [`plot_attention`] and [`plot_embeddings`] draw them as PNGs.
+//! Deliberately left out: gradients and saliency, the MLP's activations.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::{Int, Tensor, TensorData};
+use plotters::prelude::*;
+
+use crate::data::{Tokenizer, doc_tokens};
+use crate::device::read_values;
+use crate::model::GPT;
+use crate::sample::probabilities;
+
+/// How many of the likeliest next characters each position lists.
+pub const TOP: usize = 5;
+
+/// What the model says at one position.
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    /// The input token at this position.
+    pub input: usize,
+    /// The likeliest next tokens with their probabilities, likeliest first.
+    pub top: Vec<(usize, f64)>,
+    /// The token that actually follows, its probability, and its loss `-ln p`.
+    pub target: usize,
+    /// The probability the model gives to `target`.
+    pub p_target: f64,
+    /// `-ln p_target`, this position's loss.
+    pub loss: f64,
+    /// The whole next-token distribution (softmax of the logits, temperature 1).
+    pub probs: Vec<f64>,
+}
+
+/// A text run through the model.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    /// One prediction per position: after BOS, after each character.
+    pub predictions: Vec<Prediction>,
+    /// Mean of the positions' losses: the text's loss as `eval` computes it.
+    pub mean_loss: f64,
+    /// Attention weights, `[layer][head][query][key]`; zero above the diagonal.
+    pub attention: Vec<Vec<Vec<Vec<f64>>>>,
+    /// Target tokens of the document (its last characters and the closing BOS) cut away
+    /// because the model's block_size has no room for them, as training cuts them.
+    pub cut: usize,
+}
+
+/// A token as a person reads it: BOS as `BOS`, a space as `␣`.
+pub fn symbol(tokenizer: &Tokenizer, id: usize) -> String {
+    match tokenizer.chars.get(id) {
+        None => "BOS".to_string(),
+        Some(' ') => "␣".to_string(),
+        Some(&ch) => ch.to_string(),
+    }
+}
+
+/// Run `text` through `model` as training would see it: `[BOS] + text + [BOS]`, cut to
+/// block_size positions (the same rule as training; `cut` says how many characters went).
+pub fn inspect(model: &GPT, tokenizer: &Tokenizer, text: &str) -> Result<Inspection> {
+    tokenizer.encode(text).map_err(|err| anyhow::anyhow!("--text {text:?}: {err}"))?;
+    let block_size = model.block_size();
+    let tokens = doc_tokens(tokenizer, text, block_size);
+    let cut = (text.chars().count() + 1).saturating_sub(block_size);
+    let n = tokens.len() - 1;
+    let device = model.devices()[0].clone();
+    let inputs: Vec<i64> = tokens[..n].iter().map(|&t| t as i64).collect();
+    let idx = Tensor::<2, Int>::from_data(TensorData::new(inputs, [1, n]), &device);
+    let (logits, attention) = model.forward_with_attention(idx); // [1, n, V], [1, H, n, n] per layer
+    let vocab = tokenizer.vocab_size();
+    let logits = read_values(logits)?;
+
+    let predictions: Vec<Prediction> = (0..n)
+        .map(|pos| {
+            let probs = probabilities(&logits[pos * vocab..(pos + 1) * vocab], 1.0, None);
+            let mut order: Vec<usize> = (0..vocab).collect();
+            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+            let target = tokens[pos + 1];
+            Prediction {
+                input: tokens[pos],
+                top: order.iter().take(TOP).map(|&id| (id, probs[id])).collect(),
+                target,
+                p_target: probs[target],
+                loss: -probs[target].ln(),
+                probs,
+            }
+        })
+        .collect();
+    let mean_loss = predictions.iter().map(|p| p.loss).sum::<f64>() / n as f64;
+
+    let attention = attention
+        .into_iter()
+        .map(|att| {
+            let heads = att.dims()[1];
+            let values = read_values(att)?; // [1, H, n, n]
+            Ok((0..heads)
+                .map(|h| (0..n).map(|q| values[(h * n + q) * n..(h * n + q + 1) * n].to_vec()).collect())
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    Ok(Inspection {
+        predictions,
+        mean_loss,
+        attention,
+        cut,
+    })
+}
+
+/// The token embeddings projected onto their first two principal components: one point per
+/// token, in token order.
+pub fn embedding_pca(model: &GPT) -> Result<Vec<[f64; 2]>> {
+    let wte = model.wte(); // [V, C]
+    let [v, c] = wte.dims();
+    if c < 2 {
+        bail!("the embeddings have {c} channel; a plane needs 2");
+    }
+    let centered = wte.clone() - wte.mean_dim(0); // [V, C]
+    // centered = U S Vt; the rows of Vt are the principal directions, U S the coordinates
+    let (u, s, _vt) = burn::linalg::svd::<2, 1>(centered, 100);
+    let coords = u.slice([0..v, 0..2]) * s.slice([0..2]).unsqueeze::<2>(); // [V, 2]
+    let values = read_values(coords)?;
+    Ok(values.chunks(2).map(|p| [p[0], p[1]]).collect())
+}
+
+fn register_font() {
+    static FONT: std::sync::Once = std::sync::Once::new();
+    FONT.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+fn plot_err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+    move |err| anyhow::anyhow!("cannot draw {}: {err:?}", path.display())
+}
+
+/// The colour of an attention weight in 0..=1: white to dark blue.
+fn weight_colour(w: f64) -> RGBColor {
+    let w = w.clamp(0.0, 1.0);
+    let lerp = |a: f64, b: f64| (a + (b - a) * w).round() as u8;
+    RGBColor(lerp(255.0, 8.0), lerp(255.0, 48.0), lerp(255.0, 107.0))
+}
+
+/// One heat map per layer and head (rows: layers, columns: heads), query positions down, key
+/// positions across, both labelled with their characters; one colour scale, drawn on the right.
+pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Path) -> Result<()> {
+    register_font();
+    let err = plot_err(path);
+    let labels: Vec<String> = inspection.predictions.iter().map(|p| symbol(tokenizer, p.input)).collect();
+    let n = labels.len();
+    let layers = inspection.attention.len();
+    let heads = inspection.attention.first().map_or(0, Vec::len);
+    let cell = (220 / n.max(1)).clamp(10, 28) as i32;
+    let (panel_w, panel_h) = (cell * n as i32 + 40, cell * n as i32 + 56);
+    let legend_w = 90;
+    let width = (panel_w * heads as i32 + legend_w + 20) as u32;
+    let height = (panel_h * layers as i32 + 60) as u32;
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(&err)?;
+        let title = ("sans-serif", 20).into_font();
+        root.draw_text(
+            "attention weights (query position down, key position across)",
+            &title.color(&BLACK),
+            (12, 10),
+        )
+        .map_err(&err)?;
+        let font = ("sans-serif", (cell - 2).clamp(9, 15)).into_font();
+        for (l, layer) in inspection.attention.iter().enumerate() {
+            for (h, weights) in layer.iter().enumerate() {
+                let x0 = 10 + h as i32 * panel_w + 26;
+                let y0 = 44 + l as i32 * panel_h + 22;
+                root.draw_text(&format!("layer {l}, head {h}"), &font.color(&BLACK), (x0, y0 - 20)).map_err(&err)?;
+                for (q, row) in weights.iter().enumerate() {
+                    for (k, &w) in row.iter().enumerate() {
+                        let (x, y) = (x0 + k as i32 * cell, y0 + q as i32 * cell);
+                        root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], weight_colour(w).filled()))
+                            .map_err(&err)?;
+                    }
+                }
+                root.draw(&Rectangle::new([(x0, y0), (x0 + cell * n as i32, y0 + cell * n as i32)], BLACK))
+                    .map_err(&err)?;
+                for (i, label) in labels.iter().enumerate() {
+                    let small = ("sans-serif", (cell - 4).clamp(7, 13)).into_font().color(&BLACK);
+                    // key labels under the panel, query labels left of it
+                    let label = if label == "BOS" { "⟨" } else { label.as_str() };
+                    root.draw_text(label, &small, (x0 + i as i32 * cell + cell / 3, y0 + cell * n as i32 + 3))
+                        .map_err(&err)?;
+                    root.draw_text(label, &small, (x0 - 14, y0 + i as i32 * cell + cell / 5)).map_err(&err)?;
+                }
+            }
+        }
+        // the colour scale
+        let (lx, ly, lh) = (10 + panel_w * heads as i32 + 20, 66, 200);
+        for i in 0..lh {
+            let w = 1.0 - i as f64 / (lh - 1) as f64;
+            root.draw(&Rectangle::new([(lx, ly + i), (lx + 20, ly + i + 1)], weight_colour(w).filled()))
+                .map_err(&err)?;
+        }
+        root.draw(&Rectangle::new([(lx, ly), (lx + 20, ly + lh)], BLACK)).map_err(&err)?;
+        for (text, y) in [("1.0", ly), ("0.5", ly + lh / 2), ("0.0", ly + lh)] {
+            root.draw_text(text, &font.color(&BLACK), (lx + 26, y - 6)).map_err(&err)?;
+        }
+        root.draw_text("weight", &font.color(&BLACK), (lx - 6, ly - 20)).map_err(&err)?;
+        root.draw_text("⟨ = BOS", &font.color(&BLACK), (lx - 6, ly + lh + 20)).map_err(&err)?;
+        root.present().map_err(&err)?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The embeddings' first two principal components, each point labelled with its character.
+pub fn plot_embeddings(points: &[[f64; 2]], tokenizer: &Tokenizer, path: &Path) -> Result<()> {
+    register_font();
+    let err = plot_err(path);
+    let range = |i: usize| {
+        let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p[i]), hi.max(p[i])));
+        let pad = ((hi - lo) * 0.08).max(1e-6);
+        (lo - pad)..(hi + pad)
+    };
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (720, 620)).into_drawing_area();
+        root.fill(&WHITE).map_err(&err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("token embeddings (wte), first two principal components", ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(range(0), range(1))
+            .map_err(&err)?;
+        chart
+            .configure_mesh()
+            .x_desc("PC 1")
+            .y_desc("PC 2")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(&err)?;
+        chart
+            .draw_series(points.iter().enumerate().map(|(id, &[x, y])| {
+                let colour = if id == tokenizer.bos() { RED } else { BLUE };
+                EmptyElement::at((x, y))
+                    + Circle::new((0, 0), 3, colour.filled())
+                    + Text::new(symbol(tokenizer, id), (5, -8), ("sans-serif", 17).into_font().color(&colour))
+            }))
+            .map_err(&err)?;
+        root.present().map_err(&err)?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
