@@ -21,8 +21,7 @@ fn main() -> Result<()> {
     let (steps, batch_size) = (300, 8);
     for step in 0..steps {
         let batch = batches.batch(step * batch_size, batch_size); // [B, T] token ids, padded
-        let logits = model.forward(batch.inputs); // [B, T, V]
-        let loss = GPT::loss(logits, batch.targets, batch.mask.map(|m| (m, batch.n_targets)));
+        let loss = model.batch_loss(batch); // forward [B, T] -> logits, then mean cross-entropy
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr_at(0.01, step, steps), model, grads);
     }

@@ -47,11 +47,17 @@ impl Optimizer for Adam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        // The update is element-wise: run it on flat, contiguous views. A weight used as `w^T`
+        // gets its gradient as a transposed view; flattening lays it out once, so that the
+        // passes below stream through memory instead of walking strides element by element.
+        let dims = tensor.dims();
+        let n = dims.iter().product::<usize>();
+        let grad = grad.reshape([n]); // [n]
         let (time, m, v) = match state {
             Some(AdamState { momentum: s }) => (
                 s.time + 1,
-                s.moment_1 * self.beta1 + grad.clone() * (1.0 - self.beta1),
-                s.moment_2 * self.beta2 + grad.square() * (1.0 - self.beta2),
+                s.moment_1.reshape([n]) * self.beta1 + grad.clone() * (1.0 - self.beta1),
+                s.moment_2.reshape([n]) * self.beta2 + grad.square() * (1.0 - self.beta2),
             ),
             None => (
                 1,
@@ -62,11 +68,11 @@ impl Optimizer for Adam {
         let t = i32::try_from(time).expect("fewer than 2^31 optimizer steps");
         let bias1 = 1.0 - self.beta1.powi(t);
         let bias2 = 1.0 - self.beta2.powi(t);
-        let m_hat = m.clone() / bias1;
-        let v_hat = v.clone() / bias2;
-        let update = m_hat * lr / (v_hat.sqrt() + self.eps);
-        let state = AdamState::new(AdaptiveMomentumState::new(time, m, v));
-        (tensor - update, Some(state))
+        // lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m / bias1 and v_hat = v / bias2
+        let update = (m.clone() / bias1) * lr / ((v.clone() / bias2).sqrt() + self.eps);
+        let tensor = tensor.reshape([n]) - update;
+        let state = AdamState::new(AdaptiveMomentumState::new(time, m.reshape(dims), v.reshape(dims)));
+        (tensor.reshape(dims), Some(state))
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {

@@ -351,13 +351,13 @@ pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
     }
 
     println!(
-        "{:>3}  {:<5} {:<44} {:<5} {:>8} {:>7}",
+        "{:>3}  {:<5}  {:<53}  {:<5} {:>8} {:>7}",
         "pos", "input", "five likeliest next characters", "next", "p(next)", "loss"
     );
     for (pos, p) in seen.predictions.iter().enumerate() {
-        let top: Vec<String> = p.top.iter().map(|&(id, prob)| format!("{} {prob:.3}", inspect::symbol(vocab, id))).collect();
+        let top: Vec<String> = p.top.iter().map(|&(id, prob)| format!("{:>3} {prob:.3}", inspect::symbol(vocab, id))).collect();
         println!(
-            "{pos:>3}  {:<5} {:<44} {:<5} {:>8.4} {:>7.4}",
+            "{pos:>3}  {:<5}  {:<53}  {:<5} {:>8.4} {:>7.4}",
             inspect::symbol(vocab, p.input),
             top.join("  "),
             inspect::symbol(vocab, p.target),

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::kind::Basic;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::model::Packing;
 use crate::rng::PyRandom;
 
 /// Where the reference downloads names.txt from.
@@ -238,6 +239,9 @@ pub struct Batch {
     pub mask: Option<Tensor<2>>,
     /// Number of real target tokens.
     pub n_targets: usize,
+    /// Where the real positions are, and their targets [N] (N = `n_targets`): present when the
+    /// batch is padded and not of fixed length, so that training skips the padding's work.
+    pub packed: Option<(Packing, Tensor<1, Int>)>,
 }
 
 /// Documents as padded token tables on the device, built once.
@@ -285,9 +289,10 @@ impl Batcher {
         }
     }
 
-    /// Pad every batch to block_size positions instead of to its longest document. The loss is
-    /// the same (padding is masked out); a GPU then sees one shape for every step, so its
-    /// kernels are compiled and tuned once, not once per document length.
+    /// Pad every batch to block_size positions instead of to its longest document, and leave
+    /// the padding in (masked out of the loss) rather than packing the real positions. The loss
+    /// is the same; a GPU then sees one shape for every step, so its kernels are compiled and
+    /// tuned once, not once per document length.
     pub fn fixed_length(mut self, fixed: bool) -> Self {
         self.fixed_length = fixed;
         self
@@ -318,12 +323,25 @@ impl Batcher {
         });
         let rows_of = |table: &Tensor<2, Int>| Self::rows(table, ids.as_ref(), rows[0], size, t);
         let (inputs, targets) = (rows_of(&self.inputs), rows_of(&self.targets));
-        let mask = (n_targets < size * t).then(|| Self::rows(&self.mask, ids.as_ref(), rows[0], size, t));
+        let padded = n_targets < size * t;
+        let mask = padded.then(|| Self::rows(&self.mask, ids.as_ref(), rows[0], size, t));
+        let packed = (padded && !self.fixed_length).then(|| {
+            // the real positions of the [size, t] grid, row by row: [n_targets]
+            let real: Vec<i64> = rows
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &r)| (0..self.lens[r]).map(move |pos| (i * t + pos) as i64))
+                .collect();
+            let real = Tensor::<1, Int>::from_data(TensorData::new(real, [n_targets]), &self.device);
+            let targets = targets.clone().reshape([size * t]).select(0, real.clone()); // [N]
+            (Packing { rows: real }, targets)
+        });
         Batch {
             inputs,
             targets,
             mask,
             n_targets,
+            packed,
         }
     }
 

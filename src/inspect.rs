@@ -158,10 +158,11 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
     let layers = inspection.attention.len();
     let heads = inspection.attention.first().map_or(0, Vec::len);
     let cell = (220 / n.max(1)).clamp(10, 28) as i32;
-    let (panel_w, panel_h) = (cell * n as i32 + 40, cell * n as i32 + 56);
+    let margin = 34; // room for the query labels left of each panel
+    let (panel_w, panel_h) = (cell * n as i32 + margin + 16, cell * n as i32 + 56);
     let legend_w = 90;
-    let width = (panel_w * heads as i32 + legend_w + 20) as u32;
-    let height = (panel_h * layers as i32 + 60) as u32;
+    let width = (10 + panel_w * heads as i32 + legend_w) as u32;
+    let height = (panel_h * layers as i32 + 60).max(320) as u32;
     let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, (width, height)).into_drawing_area();
@@ -176,7 +177,7 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
         let font = ("sans-serif", (cell - 2).clamp(9, 15)).into_font();
         for (l, layer) in inspection.attention.iter().enumerate() {
             for (h, weights) in layer.iter().enumerate() {
-                let x0 = 10 + h as i32 * panel_w + 26;
+                let x0 = 10 + h as i32 * panel_w + margin;
                 let y0 = 44 + l as i32 * panel_h + 22;
                 root.draw_text(&format!("layer {l}, head {h}"), &font.color(&BLACK), (x0, y0 - 20)).map_err(&err)?;
                 for (q, row) in weights.iter().enumerate() {
@@ -188,13 +189,15 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
                 }
                 root.draw(&Rectangle::new([(x0, y0), (x0 + cell * n as i32, y0 + cell * n as i32)], BLACK))
                     .map_err(&err)?;
+                let small = ("sans-serif", (cell / 2).clamp(7, 12)).into_font().color(&BLACK);
                 for (i, label) in labels.iter().enumerate() {
-                    let small = ("sans-serif", (cell - 4).clamp(7, 13)).into_font().color(&BLACK);
-                    // key labels under the panel, query labels left of it
-                    let label = if label == "BOS" { "⟨" } else { label.as_str() };
-                    root.draw_text(label, &small, (x0 + i as i32 * cell + cell / 3, y0 + cell * n as i32 + 3))
+                    // key labels under the panel, query labels left of it, both centred
+                    let (w, h) = root.estimate_text_size(label, &small).map_err(&err)?;
+                    let (w, h) = (w as i32, h as i32);
+                    let centre = i as i32 * cell + cell / 2;
+                    root.draw_text(label, &small, (x0 + centre - w / 2, y0 + cell * n as i32 + 3))
                         .map_err(&err)?;
-                    root.draw_text(label, &small, (x0 - 14, y0 + i as i32 * cell + cell / 5)).map_err(&err)?;
+                    root.draw_text(label, &small, (x0 - w - 4, y0 + centre - h / 2)).map_err(&err)?;
                 }
             }
         }
@@ -210,7 +213,6 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
             root.draw_text(text, &font.color(&BLACK), (lx + 26, y - 6)).map_err(&err)?;
         }
         root.draw_text("weight", &font.color(&BLACK), (lx - 6, ly - 20)).map_err(&err)?;
-        root.draw_text("⟨ = BOS", &font.color(&BLACK), (lx - 6, ly + lh + 20)).map_err(&err)?;
         root.present().map_err(&err)?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
@@ -240,6 +242,8 @@ pub fn plot_embeddings(points: &[[f64; 2]], tokenizer: &Tokenizer, path: &Path) 
             .configure_mesh()
             .x_desc("PC 1")
             .y_desc("PC 2")
+            .x_label_formatter(&|v| format!("{:.1}", if v.abs() < 1e-9 { 0.0 } else { *v }))
+            .y_label_formatter(&|v| format!("{:.1}", if v.abs() < 1e-9 { 0.0 } else { *v }))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(&err)?;

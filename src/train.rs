@@ -116,10 +116,9 @@ pub fn evaluate(model: &GPT, batcher: &Batcher) -> Result<f64> {
     while start < batcher.len() {
         let size = CHUNK.min(batcher.len() - start);
         let batch = batcher.batch(start, size);
-        let logits = model.forward(batch.inputs);
-        let mean = GPT::loss(logits, batch.targets, batch.mask.map(|m| (m, batch.n_targets)));
-        total += read_scalar(mean)? * batch.n_targets as f64;
-        count += batch.n_targets;
+        let n_targets = batch.n_targets;
+        total += read_scalar(model.batch_loss(batch))? * n_targets as f64;
+        count += n_targets;
         start += size;
     }
     Ok(total / count as f64)
@@ -188,13 +187,13 @@ impl Session<'_> {
 
             // forward, backward, update
             let batch = train.batch(step * run.batch_size, run.batch_size);
-            let logits = self.model.forward(batch.inputs); // [B, T, V]
-            let loss = GPT::loss(logits, batch.targets, batch.mask.map(|m| (m, batch.n_targets)));
+            let n_targets = batch.n_targets;
+            let loss = self.model.batch_loss(batch); // forward, then the mean cross-entropy
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             self.model = self.optim.step(lr, self.model, grads);
             self.step += 1;
             report.steps_run += 1;
-            report.tokens += batch.n_targets;
+            report.tokens += n_targets;
 
             // log: the loss stays on the device until a read of many steps at once (a read
             // waits for the device); evaluating and saving read first, as they wait anyway
