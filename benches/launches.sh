@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kernel launches and device reads per training step on the GPU.
 #
-#   benches/launches.sh [MICROGPT_BINARY] [TRAIN FLAGS...]
+#   benches/launches.sh [MICROGPT_BINARY] [TRAIN FLAGS...]     (STEPS=N: N and 2N steps, default 40)
 #
 # Runs `microgpt train --device gpu` twice, for 40 and for 80 steps, with CubeCL's profiling
 # log at its "minimal" level (one line per kernel launch, no timing, no extra syncs), and
@@ -33,8 +33,9 @@ launches() {
     grep -c . "$WORK/kernels.log" || echo 0
 }
 
-launches 40 "$@" >/dev/null # first: autotuning and compiling, cached for the runs that count
-a=$(launches 40 "$@")
-b=$(launches 80 "$@")
+n="${STEPS:-40}"
+launches "$n" "$@" >/dev/null # first: autotuning and compiling, cached for the runs that count
+a=$(launches "$n" "$@")
+b=$(launches $((2 * n)) "$@")
 echo "flags: ${*:-(reference run)}"
-echo "kernel launches: $a for 40 steps, $b for 80 steps; per step: $(( (b - a) / 40 ))"
+echo "kernel launches: $a for $n steps, $b for $((2 * n)) steps; per step: $(( (b - a) / n ))"

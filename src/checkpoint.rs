@@ -310,7 +310,9 @@ fn load_meta(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result<Lo
     // delete this folder (after saving a newer one) while the weights are still unread
     let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let model = catch_load(|| {
-        burn::store::ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).and_then(|record| skeleton.try_load_record(record))
+        // in the device's precision: an f64 checkpoint on the GPU (f32) is cast, not loaded as f64
+        burn::store::ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+            .and_then(|record| skeleton.try_load_record(record.cast_to_module_dtype()))
     })
     .map_err(|err| {
         anyhow::anyhow!(
@@ -326,11 +328,11 @@ fn load_meta(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result<Lo
 }
 
 impl Loaded {
-    /// The optimizer state saved with the weights.
-    pub fn optimizer(&self) -> Result<ModuleOptimizer> {
+    /// The optimizer state saved with the weights, for the update `adam`.
+    pub fn optimizer(&self, adam: Adam) -> Result<ModuleOptimizer> {
         let path = self.dir.join(&self.meta.weights).join(OPTIMIZER_FILE);
         let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        catch_load(|| Adam::reference().init().from_bytes(Bytes::from_bytes_vec(bytes)))
+        catch_load(|| adam.init().from_bytes(Bytes::from_bytes_vec(bytes)))
             .map_err(|err| anyhow::anyhow!("cannot load the optimizer state {} ({err}): the checkpoint is corrupted", path.display()))
     }
 }

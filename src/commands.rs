@@ -139,11 +139,12 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
     }
     let ad_device = runtime.device.clone().autodiff();
     let mut model = GPT::init(&config, &mut rng, &ad_device);
-    let mut optim = Adam::reference().init();
+    let adam = Adam::reference_for(runtime.kind);
+    let mut optim = adam.clone().init();
     let mut step = 0;
     if let (Some(meta), Some(dir)) = (&resume, &args.resume) {
         let loaded = checkpoint::load(dir, &ad_device)?;
-        optim = loaded.optimizer()?;
+        optim = loaded.optimizer(adam)?;
         model = loaded.model;
         step = meta.step;
     }
@@ -156,7 +157,7 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
         eval_every: args.eval_every,
         log_every: args.log_every,
         sync_every: args.sync_every.unwrap_or_else(|| device::default_sync_every(runtime.kind)),
-        fixed_length: runtime.kind == device::DeviceArg::Gpu,
+        fixed_length: device::is_gpu(runtime.kind),
         out,
         save_every: args.save_every,
         progress: Progress::detect(args.quiet),

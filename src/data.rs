@@ -239,7 +239,7 @@ pub struct Batch {
     pub mask: Option<Tensor<2>>,
     /// Number of real target tokens.
     pub n_targets: usize,
-    /// Where the real positions are, and their targets [N] (N = `n_targets`): present when the
+    /// Where the real positions are, and their targets `[N]` (N = `n_targets`): present when the
     /// batch is padded and not of fixed length, so that training skips the padding's work.
     pub packed: Option<(Packing, Tensor<1, Int>)>,
 }

@@ -88,6 +88,11 @@ pub fn default_precision(kind: DeviceArg) -> Precision {
     }
 }
 
+/// Whether `kind` is a GPU: it runs kernels asynchronously, fused, and pays per launch.
+pub fn is_gpu(kind: DeviceArg) -> bool {
+    kind == DeviceArg::Gpu
+}
+
 /// How many steps' losses to read back at once by default: every step on CPUs, where the value
 /// is already on the host; in batches of 100 on the GPU, where each read waits for the device.
 pub fn default_sync_every(kind: DeviceArg) -> usize {

@@ -95,7 +95,7 @@ fn rmsnorm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// document's past. On a CPU this skips the padding's share of the work.
 #[derive(Clone, Debug)]
 pub struct Packing {
-    /// [N] indices of the real positions among the B·T, row by row.
+    /// `[N]` indices of the real positions among the B·T, row by row.
     pub rows: Tensor<1, Int>,
 }
 
@@ -274,7 +274,7 @@ impl GPT {
         self.wte.val()
     }
 
-    /// Mean cross-entropy of `logits` [N, V] against `targets` [N].
+    /// Mean cross-entropy of `logits` `[N, V]` against `targets` `[N]`.
     pub fn loss_packed(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
         let logp = log_softmax(logits, 1); // [N, V]
         -logp.gather(1, targets.unsqueeze_dim(1)).mean()

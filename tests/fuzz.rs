@@ -82,7 +82,7 @@ fn load(dir: &Path, meta: &[u8], model: &[u8], optimizer: &[u8]) -> anyhow::Resu
     std::fs::write(dir.join("step-000001/model.bpk"), model)?;
     std::fs::write(dir.join("step-000001/optimizer.bpk"), optimizer)?;
     let loaded = checkpoint::load(dir, &device::cpu_f64())?;
-    loaded.optimizer()?;
+    loaded.optimizer(Adam::reference())?;
     Ok(())
 }
 

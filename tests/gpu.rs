@@ -52,3 +52,24 @@ fn gpu_trains_batches_and_larger_models() {
     let sampled = ok(d, &["sample", "--checkpoint", "ck", "--device", "cpu", "--dtype", "f32", "--num-samples", "3"]);
     assert_eq!(common::samples(&sampled).len(), 3);
 }
+
+/// A checkpoint trained on the CPU in f64 is cast to the GPU's f32 on load: eval and inspect
+/// there give the CPU's numbers.
+#[test]
+fn a_cpu_checkpoint_evaluates_and_inspects_on_the_gpu() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    if !gpu_available(d) {
+        return;
+    }
+    ok(d, &["train", "--steps", "50", "--out", "ck", "--quiet", "--num-samples", "0"]);
+    let number = |out: String, prefix: &str| -> f64 {
+        out.lines().find_map(|l| l.strip_prefix(prefix)).unwrap().split(' ').next().unwrap().parse().unwrap()
+    };
+    let eval = |device: &str| number(ok(d, &["eval", "--checkpoint", "ck", "--device", device]), "loss: ");
+    let (cpu, gpu) = (eval("cpu"), eval("gpu"));
+    assert!((cpu - gpu).abs() < 1e-3, "eval cpu {cpu} vs gpu {gpu}");
+    let inspect = |device: &str| number(ok(d, &["inspect", "--checkpoint", "ck", "--text", "emma", "--device", device]), "mean loss: ");
+    let (cpu, gpu) = (inspect("cpu"), inspect("gpu"));
+    assert!((cpu - gpu).abs() < 1e-3, "inspect cpu {cpu} vs gpu {gpu}");
+}
