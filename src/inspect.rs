@@ -164,7 +164,8 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
     let width = (10 + panel_w * heads as i32 + legend_w) as u32;
     let height = (panel_h * layers as i32 + 60).max(320) as u32;
     let tmp = path.with_extension("tmp.png");
-    {
+    // drawn beside, then renamed: a failed drawing (a full disk) leaves no partial file
+    let drawn = (|| -> Result<()> {
         let root = BitMapBackend::new(&tmp, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
         let title = ("sans-serif", 20).into_font();
@@ -214,6 +215,11 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
         }
         root.draw_text("weight", &font.color(&BLACK), (lx - 6, ly - 20)).map_err(&err)?;
         root.present().map_err(&err)?;
+        Ok(())
+    })();
+    if let Err(err) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err);
     }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -228,7 +234,8 @@ pub fn plot_embeddings(points: &[[f64; 2]], tokenizer: &Tokenizer, path: &Path) 
         (lo - pad)..(hi + pad)
     };
     let tmp = path.with_extension("tmp.png");
-    {
+    // drawn beside, then renamed: a failed drawing (a full disk) leaves no partial file
+    let drawn = (|| -> Result<()> {
         let root = BitMapBackend::new(&tmp, (720, 620)).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
         let mut chart = ChartBuilder::on(&root)
@@ -256,6 +263,11 @@ pub fn plot_embeddings(points: &[[f64; 2]], tokenizer: &Tokenizer, path: &Path) 
             }))
             .map_err(&err)?;
         root.present().map_err(&err)?;
+        Ok(())
+    })();
+    if let Err(err) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err);
     }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

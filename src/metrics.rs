@@ -105,7 +105,8 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
     let (lo, hi) = if lo.is_finite() { (lo * 0.95, hi * 1.05) } else { (0.0, 1.0) };
 
     let tmp = path.with_extension("tmp.png");
-    {
+    // drawn beside, then renamed: a failed drawing (a full disk) leaves no partial file
+    let drawn = (|| -> Result<()> {
         let root = BitMapBackend::new(&tmp, (900, 540)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let mut chart = ChartBuilder::on(&root)
@@ -161,6 +162,11 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
             .draw()
             .map_err(plot_err)?;
         root.present().map_err(plot_err)?;
+        Ok(())
+    })();
+    if let Err(err) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err);
     }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
