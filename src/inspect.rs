@@ -10,13 +10,14 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use plotters::prelude::*;
 
 use crate::data::{Tokenizer, doc_tokens};
 use crate::device::read_values;
+use crate::metrics::{draw_png, plot_err};
 use crate::model::GPT;
 use crate::sample::probabilities;
 
@@ -130,17 +131,6 @@ pub fn embedding_pca(model: &GPT) -> Result<Vec<[f64; 2]>> {
     Ok(values.chunks(2).map(|p| [p[0], p[1]]).collect())
 }
 
-fn register_font() {
-    static FONT: std::sync::Once = std::sync::Once::new();
-    FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
-    });
-}
-
-fn plot_err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
-    move |err| anyhow::anyhow!("cannot draw {}: {err:?}", path.display())
-}
-
 /// The colour of an attention weight in 0..=1: white to dark blue.
 fn weight_colour(w: f64) -> RGBColor {
     let w = w.clamp(0.0, 1.0);
@@ -151,7 +141,6 @@ fn weight_colour(w: f64) -> RGBColor {
 /// One heat map per layer and head (rows: layers, columns: heads), query positions down, key
 /// positions across, both labelled with their characters; one colour scale, drawn on the right.
 pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Path) -> Result<()> {
-    register_font();
     let err = plot_err(path);
     let labels: Vec<String> = inspection.predictions.iter().map(|p| symbol(tokenizer, p.input)).collect();
     let n = labels.len();
@@ -163,10 +152,7 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
     let legend_w = 90;
     let width = (10 + panel_w * heads as i32 + legend_w) as u32;
     let height = (panel_h * layers as i32 + 60).max(320) as u32;
-    let tmp = path.with_extension("tmp.png");
-    // drawn beside, then renamed: a failed drawing (a full disk) leaves no partial file
-    let drawn = (|| -> Result<()> {
-        let root = BitMapBackend::new(&tmp, (width, height)).into_drawing_area();
+    draw_png(path, (width, height), |root| {
         root.fill(&WHITE).map_err(&err)?;
         let title = ("sans-serif", 20).into_font();
         root.draw_text(
@@ -214,29 +200,19 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
             root.draw_text(text, &font.color(&BLACK), (lx + 26, y - 6)).map_err(&err)?;
         }
         root.draw_text("weight", &font.color(&BLACK), (lx - 6, ly - 20)).map_err(&err)?;
-        root.present().map_err(&err)?;
         Ok(())
-    })();
-    if let Err(err) = drawn {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err);
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    })
 }
 
 /// The embeddings' first two principal components, each point labelled with its character.
 pub fn plot_embeddings(points: &[[f64; 2]], tokenizer: &Tokenizer, path: &Path) -> Result<()> {
-    register_font();
     let err = plot_err(path);
     let range = |i: usize| {
         let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p[i]), hi.max(p[i])));
         let pad = ((hi - lo) * 0.08).max(1e-6);
         (lo - pad)..(hi + pad)
     };
-    let tmp = path.with_extension("tmp.png");
-    // drawn beside, then renamed: a failed drawing (a full disk) leaves no partial file
-    let drawn = (|| -> Result<()> {
-        let root = BitMapBackend::new(&tmp, (720, 620)).into_drawing_area();
+    draw_png(path, (720, 620), |root| {
         root.fill(&WHITE).map_err(&err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption("token embeddings (wte), first two principal components", ("sans-serif", 20))
@@ -262,12 +238,6 @@ pub fn plot_embeddings(points: &[[f64; 2]], tokenizer: &Tokenizer, path: &Path) 
                     + Text::new(symbol(tokenizer, id), (5, -8), ("sans-serif", 17).into_font().color(&colour))
             }))
             .map_err(&err)?;
-        root.present().map_err(&err)?;
         Ok(())
-    })();
-    if let Err(err) = drawn {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err);
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    })
 }

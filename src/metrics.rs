@@ -93,10 +93,7 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
 
 /// Draw train and held-out loss against step into a PNG.
 pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
-    static FONT: std::sync::Once = std::sync::Once::new();
-    FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
-    });
+    let err = plot_err(path);
     let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.train_loss)).collect();
     let val: Vec<(f64, f64)> = rows.iter().filter_map(|r| r.val_loss.map(|v| (r.step as f64, v))).collect();
     let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
@@ -104,18 +101,15 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
     let (lo, hi) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo, hi) = if lo.is_finite() { (lo * 0.95, hi * 1.05) } else { (0.0, 1.0) };
 
-    let tmp = path.with_extension("tmp.png");
-    // drawn beside, then renamed: a failed drawing (a full disk) leaves no partial file
-    let drawn = (|| -> Result<()> {
-        let root = BitMapBackend::new(&tmp, (900, 540)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
+    crate::metrics::draw_png(path, (900, 540), |root| {
+        root.fill(&WHITE).map_err(&err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption("microgpt loss", ("sans-serif", 26))
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(64)
             .build_cartesian_2d(0f64..max_step, lo..hi)
-            .map_err(plot_err)?;
+            .map_err(&err)?;
         chart
             .configure_mesh()
             .x_desc("step")
@@ -123,10 +117,10 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
             .y_desc("loss (nats per token)")
             .label_style(("sans-serif", 16))
             .draw()
-            .map_err(plot_err)?;
+            .map_err(&err)?;
         chart
             .draw_series(LineSeries::new(train.clone(), BLUE.mix(0.3).stroke_width(1)))
-            .map_err(plot_err)?
+            .map_err(&err)?
             .label("train loss")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.mix(0.3).stroke_width(2)));
         // the per-step loss of one document is noisy: a moving mean shows the trend
@@ -140,18 +134,18 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
             .collect();
         chart
             .draw_series(LineSeries::new(smooth, BLUE.stroke_width(2)))
-            .map_err(plot_err)?
+            .map_err(&err)?
             .label(format!("train loss, mean of {window} logged steps"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
         if !val.is_empty() {
             chart
                 .draw_series(LineSeries::new(val.clone(), RED.stroke_width(2)))
-                .map_err(plot_err)?
+                .map_err(&err)?
                 .label("val loss")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
             chart
                 .draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled())))
-                .map_err(plot_err)?;
+                .map_err(&err)?;
         }
         chart
             .configure_series_labels()
@@ -160,17 +154,36 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
             .label_font(("sans-serif", 16))
             .position(SeriesLabelPosition::UpperRight)
             .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
+            .map_err(&err)?;
         Ok(())
+    })
+}
+
+/// The error of a drawing into `path`.
+pub(crate) fn plot_err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+    move |err| anyhow::anyhow!("cannot draw {}: {err:?}", path.display())
+}
+
+/// Draw a `size` PNG into `path` with `draw` (DejaVu Sans as "sans-serif"). The picture is drawn
+/// beside and then renamed: a failed drawing (a full disk) leaves no partial file.
+pub(crate) fn draw_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    static FONT: std::sync::Once = std::sync::Once::new();
+    FONT.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+    let tmp = path.with_extension("tmp.png");
+    let drawn = (|| {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        draw(root.clone())?;
+        root.present().map_err(plot_err(path))
     })();
     if let Err(err) = drawn {
         let _ = std::fs::remove_file(&tmp);
         return Err(err);
     }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn plot_err<E: std::fmt::Debug>(err: E) -> anyhow::Error {
-    anyhow::anyhow!("cannot draw loss.png: {err:?}")
 }
