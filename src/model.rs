@@ -83,10 +83,10 @@ fn linear(x: Tensor<2>, w: &Param<Tensor<2>>) -> Tensor<2> {
     x.matmul(w.val().transpose())
 }
 
-/// `x / sqrt(mean(x^2) + eps)` over channels (the last dimension), with no learnable gain.
+/// `x * (mean(x^2) + eps)^(-1/2)` over channels (the last dimension), with no learnable gain.
 fn rmsnorm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let ms = x.clone().square().mean_dim(D - 1); // [.., 1]
-    x * (ms + RMS_EPS).sqrt().recip()
+    x * (ms + RMS_EPS).powf_scalar(-0.5)
 }
 
 /// The real positions of a right-padded [B, T] batch. Everything except attention works on each
@@ -128,6 +128,15 @@ impl Layout<'_> {
     }
 }
 
+/// `[1, 1, T, t_all]`: true where a key lies in a query's future. Query i sits at position
+/// `t_all - T + i` and may see keys up to there. Built on the host once per forward pass and
+/// shared by every layer: on a GPU, one upload instead of a dozen kernel launches per layer.
+fn causal_mask(t: usize, t_all: usize, device: &Device) -> Tensor<4, Bool> {
+    let first = t_all - t;
+    let future: Vec<bool> = (0..t).flat_map(|i| (0..t_all).map(move |j| j > first + i)).collect();
+    Tensor::from_data(TensorData::new(future, [1, 1, t, t_all]), device)
+}
+
 /// A [rows, cols] matrix of N(0, 0.08) draws, row by row, as the reference draws it.
 fn draw_matrix(rng: &mut PyRandom, rows: usize, cols: usize, device: &Device) -> Param<Tensor<2>> {
     let values: Vec<f64> = (0..rows * cols).map(|_| rng.gauss(0.0, INIT_STD)).collect();
@@ -150,8 +159,15 @@ impl Block {
 
     /// x [R, C] (the rows of `layout`) at positions `pos0..pos0+T` -> ([R, C], the attention
     /// weights [B, H, T, t_all]). With a cache, attends over the cached positions too and
-    /// appends this call's keys and values to it.
-    fn forward(&self, x: Tensor<2>, layout: &Layout, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> (Tensor<2>, Tensor<4>) {
+    /// appends this call's keys and values to it. `future` ([`causal_mask`]) hides the keys
+    /// each query must not see.
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        layout: &Layout,
+        future: Option<&Tensor<4, Bool>>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> (Tensor<2>, Tensor<4>) {
         let (b, t, c) = (layout.b, layout.t, x.dims()[1]);
         let (h, d) = (self.n_head, c / self.n_head);
 
@@ -169,15 +185,10 @@ impl Block {
             }
             *cache = Some((k.clone(), v.clone()));
         }
-        let t_all = k.dims()[2];
         let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt(); // [B, H, T, t_all]
-        let scores = if t > 1 {
-            // query i sits at position t_all - t + i and sees keys up to there; Burn's
-            // tril_mask is true strictly above the (offset) diagonal: the future to hide
-            let future = Tensor::<2, Bool>::tril_mask([t, t_all], (t_all - t) as i64, &scores.device());
-            scores.mask_fill(future.unsqueeze::<4>(), f64::NEG_INFINITY)
-        } else {
-            scores
+        let scores = match future {
+            Some(future) => scores.mask_fill(future.clone(), f64::NEG_INFINITY),
+            None => scores, // one query, at the last position: it sees every key
         };
         let att = softmax(scores, 3); // [B, H, T, t_all]
         let y = att.clone().matmul(v); // [B, H, T, D]
@@ -250,10 +261,12 @@ impl GPT {
         let tok_emb = self.wte.val().select(0, idx.reshape([b * t])).reshape([b, t, c]); // [B, T, C]
         let pos_emb = self.wpe.val().slice([pos0..pos0 + t]).unsqueeze::<3>(); // [1, T, C]
         let mut x = rmsnorm(layout.pack(tok_emb + pos_emb)); // [R, C]
+        let t_past = cache.as_deref().map_or(0, KvCache::len);
+        let future = (t > 1).then(|| causal_mask(t, t_past + t, &x.device()));
         let mut attention = Vec::with_capacity(self.layer.len());
         for (i, block) in self.layer.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|cache| &mut cache.layers[i]);
-            let (y, att) = block.forward(x, &layout, layer_cache);
+            let (y, att) = block.forward(x, &layout, future.as_ref(), layer_cache);
             x = y;
             attention.push(att);
         }
