@@ -92,12 +92,18 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
     };
 
     // data: the reference's shuffle is the generator's first use
-    let data_path = match (&resume, &args.resume) {
-        (Some(meta), Some(dir)) if args.data.is_none() => recorded_data(meta, dir)?,
-        _ => data::resolve_data_path(args.data.as_deref(), &args.data_url)?,
+    let (data_path, recorded) = match (&resume, &args.resume) {
+        (Some(meta), Some(dir)) if args.data.is_none() => {
+            let (path, file) = recorded_data(meta, dir)?;
+            (path, Some(file))
+        }
+        _ => (data::resolve_data_path(args.data.as_deref(), &args.data_url)?, None),
     };
     let docs = data::read_documents(&data_path)?;
-    let data_file = data::DataFile::of(&data_path)?;
+    let data_file = match recorded {
+        Some(file) => file,
+        None => data::DataFile::of(&data_path)?,
+    };
     let mut rng = PyRandom::new(run.seed);
     let dataset = Dataset::new(docs, &mut rng)?;
     dataset
@@ -116,7 +122,7 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
                     data_path.display()
                 );
             }
-            if args.data.is_some() && !same_data(meta, &data_path)? {
+            if args.data.is_some() && !same_data(meta, &data_file) {
                 bail!(
                     "--data {} is not the file the checkpoint was trained on (its size or SHA-256 differs): a resume continues the saved run as it was",
                     data_path.display()
@@ -265,8 +271,8 @@ fn check_same_sizes(args: &TrainArgs, saved: &GPTConfig) -> Result<()> {
 }
 
 /// The data file a checkpoint was trained on, at the absolute path it records, which must
-/// still hold the same bytes.
-fn recorded_data(meta: &checkpoint::Meta, dir: &Path) -> Result<PathBuf> {
+/// still hold the same bytes: that path, and the file as it is now (read and hashed once).
+fn recorded_data(meta: &checkpoint::Meta, dir: &Path) -> Result<(PathBuf, data::DataFile)> {
     let meta_path = dir.join("checkpoint.json");
     let path = meta.data.as_deref().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(data::DEFAULT_DATA));
     if !path.is_file() {
@@ -276,26 +282,22 @@ fn recorded_data(meta: &checkpoint::Meta, dir: &Path) -> Result<PathBuf> {
             meta_path.display()
         );
     }
-    if !same_data(meta, &path)? {
+    let file = data::DataFile::of(&path)?;
+    if !same_data(meta, &file) {
         bail!(
             "the data file {} has changed since training (its size or SHA-256 differs from {}): pass --data PATH to the file the model was trained on",
             path.display(),
             meta_path.display()
         );
     }
-    Ok(path)
+    Ok((path, file))
 }
 
-/// Whether `path` holds the bytes the checkpoint was trained on (true when it recorded none).
-fn same_data(meta: &checkpoint::Meta, path: &Path) -> Result<bool> {
+/// Whether `file` holds the bytes the checkpoint was trained on (true when it recorded none).
+fn same_data(meta: &checkpoint::Meta, file: &data::DataFile) -> bool {
     match (meta.data_size, &meta.data_sha256) {
-        (Some(size), Some(sha256)) => data::DataFile {
-            path: path.to_path_buf(),
-            size,
-            sha256: sha256.clone(),
-        }
-        .unchanged_at(path),
-        _ => Ok(true),
+        (Some(size), Some(sha256)) => file.size == size && file.sha256 == *sha256,
+        _ => true,
     }
 }
 
@@ -319,7 +321,7 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
     let (docs, what) = match &args.data {
         Some(path) => (data::read_documents(path)?, format!("every document of {}", path.display())),
         None => {
-            let path = recorded_data(&meta, &args.checkpoint)?;
+            let (path, _) = recorded_data(&meta, &args.checkpoint)?;
             let dataset = Dataset::new(data::read_documents(&path)?, &mut PyRandom::new(meta.run.seed))?;
             (dataset.val_docs().to_vec(), format!("the held-out documents of {}", path.display()))
         }
