@@ -68,7 +68,7 @@ impl Adam {
         let bias1 = F::of(1.0 - self.beta1.powi(time));
         let bias2 = F::of(1.0 - self.beta2.powi(time));
         let lr = F::of(lr);
-        let update = |(((p, g), m), v): (((&mut [F], &[F]), &mut [F]), &mut [F])| {
+        let piece = |(((p, g), m), v): (((&mut [F], &[F]), &mut [F]), &mut [F])| {
             for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 *m = *m * b1 + g * one_minus_b1;
                 *v = *v * b2 + g * g * one_minus_b2;
@@ -82,7 +82,7 @@ impl Adam {
             .zip(g.par_chunks(PIECE))
             .zip(m.par_chunks_mut(PIECE))
             .zip(v.par_chunks_mut(PIECE))
-            .for_each(update);
+            .for_each(piece);
     }
 
     /// [`Adam::update`] on tensors: their numbers are taken out (without a copy on a CPU
