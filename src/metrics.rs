@@ -101,7 +101,7 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
     let (lo, hi) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo, hi) = if lo.is_finite() { (lo * 0.95, hi * 1.05) } else { (0.0, 1.0) };
 
-    crate::metrics::draw_png(path, (900, 540), |root| {
+    draw_png(path, (900, 540), |root| {
         root.fill(&WHITE).map_err(&err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption("microgpt loss", ("sans-serif", 26))
