@@ -10,6 +10,8 @@
 # same runs (`--sync-every` decides them: one read per that many steps). Works on any Vulkan
 # device, Mesa's software one included; the counts are the program's, not the GPU's. A first
 # run warms CubeCL's autotune cache, whose benchmark launches would be counted otherwise.
+# After the count, the launches per step by kernel kind (matmuls, fused element-wise kernels,
+# reductions, copies, single operations).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${1:-${CARGO_TARGET_DIR:-$ROOT/target}/release/microgpt}"
@@ -30,12 +32,24 @@ launches() {
     (cd "$WORK" && XDG_RUNTIME_DIR="$WORK" "$BIN" train --device gpu --quiet --num-samples 0 --steps "$1" "${@:2}" >/dev/null)
     # the logger writes from a background task; give it a moment to flush
     sleep 1
-    grep -c . "$WORK/kernels.log" || echo 0
+    touch "$WORK/kernels.log"
 }
 
 n="${STEPS:-40}"
-launches "$n" "$@" >/dev/null # first: autotuning and compiling, cached for the runs that count
-a=$(launches "$n" "$@")
-b=$(launches $((2 * n)) "$@")
+launches "$n" "$@" # first: autotuning and compiling, cached for the runs that count
+launches "$n" "$@"
+mv "$WORK/kernels.log" "$WORK/short.log"
+launches $((2 * n)) "$@"
+a=$(grep -c . "$WORK/short.log" || true)
+b=$(grep -c . "$WORK/kernels.log" || true)
 echo "flags: ${*:-(reference run)}"
 echo "kernel launches: $a for $n steps, $b for $((2 * n)) steps; per step: $(( (b - a) / n ))"
+echo "per step, by kernel:"
+# The extra launches of the longer run per extra step, by kind: "Executing KernelBinop |
+# AddOp_f625b60b" counts as "KernelBinop | AddOp", every matmul as "MatmulEntry".
+awk -v n="$n" '
+    { sub(/^Executing /, ""); sub(/_[0-9a-f]+$/, ""); sub(/^MatmulEntry .*/, "MatmulEntry"); sub(/ \| TensorArgs.*/, "") }
+    FNR == NR { short[$0]++; next }
+    { long[$0]++ }
+    END { for (k in long) { d = (long[k] - short[k]) / n; if (d > 0) printf "%8.1f  %s\n", d, k } }
+' "$WORK/short.log" "$WORK/kernels.log" | sort -rn
