@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Kernel launches and device reads per training step on the GPU.
+# Kernel launches per training step on the GPU.
 #
 #   benches/launches.sh [MICROGPT_BINARY] [TRAIN FLAGS...]     (STEPS=N: N and 2N steps, default 40)
 #
 # Runs `microgpt train --device gpu` twice, for 40 and for 80 steps, with CubeCL's profiling
 # log at its "minimal" level (one line per kernel launch, no timing, no extra syncs), and
 # divides the difference by 40 steps: launches per step in steady state, without the start-up
-# (weight upload, autotuning) and the final evaluation. Device reads per step come from the
-# same runs (`--sync-every` decides them: one read per that many steps). Works on any Vulkan
+# (weight upload, autotuning) and the final evaluation. Device reads need no count:
+# `--sync-every` decides them (one read per that many steps). Works on any Vulkan
 # device, Mesa's software one included; the counts are the program's, not the GPU's. A first
 # run warms CubeCL's autotune cache, whose benchmark launches would be counted otherwise.
 # After the count, the launches per step by kernel kind (matmuls, fused element-wise kernels,
