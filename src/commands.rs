@@ -296,7 +296,7 @@ fn recorded_data(meta: &checkpoint::Meta, dir: &Path) -> Result<(PathBuf, data::
 /// Whether `file` holds the bytes the checkpoint was trained on (true when it recorded none).
 fn same_data(meta: &checkpoint::Meta, file: &data::DataFile) -> bool {
     match (meta.data_size, &meta.data_sha256) {
-        (Some(size), Some(sha256)) => file.size == size && file.sha256 == *sha256,
+        (Some(size), Some(sha256)) => file.holds(size, sha256),
         _ => true,
     }
 }

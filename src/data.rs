@@ -85,8 +85,12 @@ impl DataFile {
 
     /// Whether the file at `path` still holds what `self` describes: `Ok(false)` when it changed.
     pub fn unchanged_at(&self, path: &Path) -> Result<bool> {
-        let now = Self::of(path)?;
-        Ok(now.size == self.size && now.sha256 == self.sha256)
+        Ok(Self::of(path)?.holds(self.size, &self.sha256))
+    }
+
+    /// Whether this file's bytes are the ones of that size and SHA-256 (as a checkpoint records them).
+    pub fn holds(&self, size: u64, sha256: &str) -> bool {
+        self.size == size && self.sha256 == sha256
     }
 }
 
