@@ -6,6 +6,12 @@ mod common;
 
 use common::{microgpt, ok, step_losses, stderr, val_loss};
 
+/// A scratch directory with names.txt, when a GPU adapter exists (else the test is skipped).
+fn gpu_scratch() -> Option<tempfile::TempDir> {
+    let dir = common::scratch_with_names();
+    gpu_available(dir.path()).then_some(dir)
+}
+
 /// Whether a GPU adapter exists; panics when one is required and missing.
 fn gpu_available(dir: &std::path::Path) -> bool {
     let out = microgpt(dir, &["--device", "gpu", "--steps", "1", "--num-samples", "0"]);
@@ -21,11 +27,8 @@ fn gpu_available(dir: &std::path::Path) -> bool {
 
 #[test]
 fn gpu_follows_the_cpu_in_f32() {
-    let dir = common::scratch_with_names();
+    let Some(dir) = gpu_scratch() else { return };
     let d = dir.path();
-    if !gpu_available(d) {
-        return;
-    }
     // the first steps, loss by loss
     let gpu = ok(d, &["--device", "gpu", "--steps", "200"]);
     let cpu = ok(d, &["--device", "cpu", "--dtype", "f32", "--steps", "200"]);
@@ -41,11 +44,8 @@ fn gpu_follows_the_cpu_in_f32() {
 
 #[test]
 fn gpu_trains_batches_and_larger_models() {
-    let dir = common::scratch_with_names();
+    let Some(dir) = gpu_scratch() else { return };
     let d = dir.path();
-    if !gpu_available(d) {
-        return;
-    }
     let out = ok(d, &["train", "--device", "gpu", "--preset", "small", "--batch-size", "16", "--steps", "60", "--log-every", "20", "--out", "ck"]);
     assert_eq!(step_losses(&out).len(), 3, "--log-every 20 reads the loss 3 times in 60 steps");
     // a GPU checkpoint samples on the CPU
@@ -57,11 +57,8 @@ fn gpu_trains_batches_and_larger_models() {
 /// there give the CPU's numbers.
 #[test]
 fn a_cpu_checkpoint_evaluates_and_inspects_on_the_gpu() {
-    let dir = common::scratch_with_names();
+    let Some(dir) = gpu_scratch() else { return };
     let d = dir.path();
-    if !gpu_available(d) {
-        return;
-    }
     ok(d, &["train", "--steps", "50", "--out", "ck", "--quiet", "--num-samples", "0"]);
     let number = |out: String, prefix: &str| -> f64 {
         out.lines().find_map(|l| l.strip_prefix(prefix)).unwrap().split(' ').next().unwrap().parse().unwrap()
