@@ -104,8 +104,22 @@ impl Adam {
         let (mut p, g) = (tensor.into_data(), grad.into_data()); // a transposed gradient is laid out here
         let slices = |p: &mut TensorData, m: &mut TensorData, v: &mut TensorData| -> Result<(), DataError> {
             match dtype {
-                DType::F64 => self.update::<f64>(lr, t, p.as_mut_slice()?, g.as_slice()?, m.as_mut_slice()?, v.as_mut_slice()?),
-                _ => self.update::<f32>(lr, t, p.as_mut_slice()?, g.as_slice()?, m.as_mut_slice()?, v.as_mut_slice()?),
+                DType::F64 => self.update::<f64>(
+                    lr,
+                    t,
+                    p.as_mut_slice()?,
+                    g.as_slice()?,
+                    m.as_mut_slice()?,
+                    v.as_mut_slice()?,
+                ),
+                _ => self.update::<f32>(
+                    lr,
+                    t,
+                    p.as_mut_slice()?,
+                    g.as_slice()?,
+                    m.as_mut_slice()?,
+                    v.as_mut_slice()?,
+                ),
             }
             Ok(())
         };
@@ -117,7 +131,9 @@ impl Adam {
 }
 
 /// The float types [`Adam::update`] runs in: f32 and f64.
-pub trait Real: Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> {
+pub trait Real:
+    Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self>
+{
     /// `x` rounded to this type.
     fn of(x: f64) -> Self;
     /// The square root.
@@ -161,11 +177,7 @@ impl Optimizer for Adam {
                 s.moment_1 * self.beta1 + grad.clone() * (1.0 - self.beta1),
                 s.moment_2 * self.beta2 + grad.square() * (1.0 - self.beta2),
             ),
-            None => (
-                1,
-                grad.clone() * (1.0 - self.beta1),
-                grad.square() * (1.0 - self.beta2),
-            ),
+            None => (1, grad.clone() * (1.0 - self.beta1), grad.square() * (1.0 - self.beta2)),
         };
         let t = i32::try_from(time).expect("fewer than 2^31 optimizer steps");
         let bias1 = 1.0 - self.beta1.powi(t);
@@ -186,8 +198,8 @@ impl Optimizer for Adam {
 mod tests {
     use super::*;
     use crate::device;
-    use burn::tensor::FloatDType;
     use crate::rng::PyRandom;
+    use burn::tensor::FloatDType;
 
     /// The one-pass update on the host and the whole-tensor update give the same numbers, in
     /// f64 and in f32, over several steps, for a gradient laid out row by row and for one that
@@ -202,9 +214,14 @@ mod tests {
                 Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), &dev).cast(dtype)
             };
             let weights = draw(5, 3);
-            let grads: Vec<Tensor<2>> = (0..4).map(|i| if i % 2 == 0 { draw(5, 3) } else { draw(3, 5).transpose() }).collect();
+            let grads: Vec<Tensor<2>> = (0..4)
+                .map(|i| if i % 2 == 0 { draw(5, 3) } else { draw(3, 5).transpose() })
+                .collect();
             let run = |on_host: bool| {
-                let adam = Adam { on_host, ..Adam::reference() };
+                let adam = Adam {
+                    on_host,
+                    ..Adam::reference()
+                };
                 let (mut p, mut state) = (weights.clone(), None);
                 let mut seen = Vec::new();
                 for (step, g) in grads.iter().enumerate() {

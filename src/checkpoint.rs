@@ -103,7 +103,10 @@ pub fn lock(dir: &Path) -> Result<DirLock> {
     match file.try_lock() {
         Ok(()) => {
             // the holder's process id, for the message of a second run
-            let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id())).and_then(|()| file.flush());
+            let _ = file
+                .set_len(0)
+                .and_then(|()| write!(file, "{}", std::process::id()))
+                .and_then(|()| file.flush());
             Ok(DirLock { _file: file })
         }
         Err(fs::TryLockError::WouldBlock) => {
@@ -242,14 +245,24 @@ fn sync_dir(dir: &Path) {
 /// Read and check `checkpoint.json`.
 pub fn read_meta(dir: &Path) -> Result<Meta> {
     if !dir.exists() {
-        bail!("checkpoint directory {} does not exist: train with --out {} first", dir.display(), dir.display());
+        bail!(
+            "checkpoint directory {} does not exist: train with --out {} first",
+            dir.display(),
+            dir.display()
+        );
     }
     if !dir.is_dir() {
-        bail!("checkpoint {} is not a directory: pass the directory given to --out", dir.display());
+        bail!(
+            "checkpoint {} is not a directory: pass the directory given to --out",
+            dir.display()
+        );
     }
     let path = dir.join(META_FILE);
     let text = fs::read_to_string(&path).map_err(|_| {
-        anyhow::anyhow!("{} holds no checkpoint ({META_FILE} is missing): pass the directory given to --out", dir.display())
+        anyhow::anyhow!(
+            "{} holds no checkpoint ({META_FILE} is missing): pass the directory given to --out",
+            dir.display()
+        )
     })?;
     let version: serde_json::Value = serde_json::from_str(&text)
         .map_err(|err| anyhow::anyhow!("{} is corrupted ({err}): save the checkpoint again", path.display()))?;
@@ -259,7 +272,10 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
             path.display()
         ),
         Some(_) => {}
-        None => bail!("{} has no format_version: it is not a microgpt checkpoint", path.display()),
+        None => bail!(
+            "{} has no format_version: it is not a microgpt checkpoint",
+            path.display()
+        ),
     }
     let meta: Meta = serde_json::from_value(version)
         .map_err(|err| anyhow::anyhow!("{} is corrupted ({err}): save the checkpoint again", path.display()))?;
@@ -304,7 +320,10 @@ fn load_meta(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result<Lo
     let skeleton = GPT::init(&meta.config, &mut PyRandom::new(0), device);
     let path = dir.join(&meta.weights).join(MODEL_FILE);
     if !path.is_file() {
-        bail!("{} is missing: the checkpoint is incomplete, save it again", path.display());
+        bail!(
+            "{} is missing: the checkpoint is incomplete, save it again",
+            path.display()
+        );
     }
     // read the whole file now: Burn's file loader maps it lazily, and a training run may
     // delete this folder (after saving a newer one) while the weights are still unread
@@ -332,8 +351,12 @@ impl Loaded {
     pub fn optimizer(&self, adam: Adam) -> Result<ModuleOptimizer> {
         let path = self.dir.join(&self.meta.weights).join(OPTIMIZER_FILE);
         let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        catch_load(|| adam.init().from_bytes(Bytes::from_bytes_vec(bytes)))
-            .map_err(|err| anyhow::anyhow!("cannot load the optimizer state {} ({err}): the checkpoint is corrupted", path.display()))
+        catch_load(|| adam.init().from_bytes(Bytes::from_bytes_vec(bytes))).map_err(|err| {
+            anyhow::anyhow!(
+                "cannot load the optimizer state {} ({err}): the checkpoint is corrupted",
+                path.display()
+            )
+        })
     }
 }
 

@@ -162,7 +162,9 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
         stop_at: args.stop_at,
         eval_every: args.eval_every,
         log_every: args.log_every,
-        sync_every: args.sync_every.unwrap_or_else(|| device::default_sync_every(runtime.kind)),
+        sync_every: args
+            .sync_every
+            .unwrap_or_else(|| device::default_sync_every(runtime.kind)),
         fixed_length: device::is_gpu(runtime.kind),
         out,
         save_every: args.save_every,
@@ -186,14 +188,22 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
                 dir.display(),
                 dir.display()
             ),
-            None => eprintln!("interrupted at step {} (nothing saved: pass --out DIR to keep checkpoints)", report.step),
+            None => eprintln!(
+                "interrupted at step {} (nothing saved: pass --out DIR to keep checkpoints)",
+                report.step
+            ),
         }
         return Ok(Outcome::Interrupted);
     }
 
     // results: held-out loss, speed, samples
     let model = model.valid();
-    println!("val loss: {:.4}", report.val_loss.expect("a finished session evaluates the held-out documents"));
+    println!(
+        "val loss: {:.4}",
+        report
+            .val_loss
+            .expect("a finished session evaluates the held-out documents")
+    );
     if report.steps_run > 0 {
         let secs = report.train_time.as_secs_f64();
         println!(
@@ -274,7 +284,11 @@ fn check_same_sizes(args: &TrainArgs, saved: &GPTConfig) -> Result<()> {
 /// still hold the same bytes: that path, and the file as it is now (read and hashed once).
 fn recorded_data(meta: &checkpoint::Meta, dir: &Path) -> Result<(PathBuf, data::DataFile)> {
     let meta_path = dir.join("checkpoint.json");
-    let path = meta.data.as_deref().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(data::DEFAULT_DATA));
+    let path = meta
+        .data
+        .as_deref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(data::DEFAULT_DATA));
     if !path.is_file() {
         bail!(
             "the data file {} recorded in {} is gone: pass --data PATH to the file the model was trained on",
@@ -319,17 +333,23 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
     let runtime = device::open(args.device.device, args.device.dtype)?;
     let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
     let (docs, what) = match &args.data {
-        Some(path) => (data::read_documents(path)?, format!("every document of {}", path.display())),
+        Some(path) => (
+            data::read_documents(path)?,
+            format!("every document of {}", path.display()),
+        ),
         None => {
             let (path, _) = recorded_data(&meta, &args.checkpoint)?;
             let dataset = Dataset::new(data::read_documents(&path)?, &mut PyRandom::new(meta.run.seed))?;
-            (dataset.val_docs().to_vec(), format!("the held-out documents of {}", path.display()))
+            (
+                dataset.val_docs().to_vec(),
+                format!("the held-out documents of {}", path.display()),
+            )
         }
     };
     for doc in &docs {
-        meta.vocab
-            .encode(doc)
-            .map_err(|err| anyhow::anyhow!("document {doc:?}: {err}; evaluate on data with the checkpoint's characters"))?;
+        meta.vocab.encode(doc).map_err(|err| {
+            anyhow::anyhow!("document {doc:?}: {err}; evaluate on data with the checkpoint's characters")
+        })?;
     }
     let batcher = Batcher::new(&meta.vocab, &docs, meta.config.block_size, &runtime.device);
     let loss = train::evaluate(&loaded.model, &batcher)?;
@@ -358,7 +378,11 @@ pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
         "pos", "input", "five likeliest next characters", "next", "p(next)", "loss"
     );
     for (pos, p) in seen.predictions.iter().enumerate() {
-        let top: Vec<String> = p.top.iter().map(|&(id, prob)| format!("{:>3} {prob:.3}", inspect::symbol(vocab, id))).collect();
+        let top: Vec<String> = p
+            .top
+            .iter()
+            .map(|&(id, prob)| format!("{:>3} {prob:.3}", inspect::symbol(vocab, id)))
+            .collect();
         println!(
             "{pos:>3}  {:<5}  {:<53}  {:<5} {:>8.4} {:>7.4}",
             inspect::symbol(vocab, p.input),
@@ -368,12 +392,20 @@ pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
             p.loss
         );
     }
-    println!("mean loss: {:.4} ({} positions)", seen.mean_loss, seen.predictions.len());
+    println!(
+        "mean loss: {:.4} ({} positions)",
+        seen.mean_loss,
+        seen.predictions.len()
+    );
 
     let out = args.out.clone().unwrap_or_else(|| args.checkpoint.join("inspect"));
     std::fs::create_dir_all(&out).map_err(|err| anyhow::anyhow!("cannot create {}: {err}", out.display()))?;
     inspect::plot_attention(&seen, vocab, &out.join("attention.png"))?;
     inspect::plot_embeddings(&inspect::embedding_pca(model)?, vocab, &out.join("embeddings.png"))?;
-    println!("pictures: {} and {}", out.join("attention.png").display(), out.join("embeddings.png").display());
+    println!(
+        "pictures: {} and {}",
+        out.join("attention.png").display(),
+        out.join("embeddings.png").display()
+    );
     Ok(Outcome::Done)
 }

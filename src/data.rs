@@ -28,7 +28,10 @@ pub const VAL_DOCS: usize = 2000;
 /// Read documents: one per line, surrounding whitespace stripped, blank lines skipped.
 pub fn read_documents(path: &Path) -> Result<Vec<String>> {
     if path.is_dir() {
-        bail!("data file {} is a directory: pass a text file with one document per line", path.display());
+        bail!(
+            "data file {} is a directory: pass a text file with one document per line",
+            path.display()
+        );
     }
     let bytes = std::fs::read(path).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!(
@@ -222,7 +225,11 @@ pub fn doc_tokens(tokenizer: &Tokenizer, doc: &str, block_size: usize) -> Vec<us
     let bos = tokenizer.bos();
     let mut tokens = Vec::with_capacity(doc.len() + 2);
     tokens.push(bos);
-    tokens.extend(tokenizer.encode(doc).expect("documents only hold vocabulary characters"));
+    tokens.extend(
+        tokenizer
+            .encode(doc)
+            .expect("documents only hold vocabulary characters"),
+    );
     tokens.push(bos);
     tokens.truncate(block_size + 1);
     tokens
@@ -317,8 +324,16 @@ impl Batcher {
     pub fn batch(&self, start: usize, size: usize) -> Batch {
         let n = self.len();
         let rows: Vec<usize> = (start..start + size).map(|i| i % n).collect();
-        let longest = rows.iter().map(|&r| self.lens[r]).max().expect("a batch holds at least one document");
-        let t = if self.fixed_length { self.inputs.dims()[1] } else { longest };
+        let longest = rows
+            .iter()
+            .map(|&r| self.lens[r])
+            .max()
+            .expect("a batch holds at least one document");
+        let t = if self.fixed_length {
+            self.inputs.dims()[1]
+        } else {
+            longest
+        };
         let n_targets = rows.iter().map(|&r| self.lens[r]).sum();
         // contiguous rows are a slice; wrapped-around ones a gather by row id
         let ids = (rows[0] + size > n).then(|| {
@@ -350,7 +365,13 @@ impl Batcher {
     }
 
     /// Rows `first..first + size` of `table` (or the rows `ids`, when given), first `t` columns.
-    fn rows<K: Basic>(table: &Tensor<2, K>, ids: Option<&Tensor<1, Int>>, first: usize, size: usize, t: usize) -> Tensor<2, K> {
+    fn rows<K: Basic>(
+        table: &Tensor<2, K>,
+        ids: Option<&Tensor<1, Int>>,
+        first: usize,
+        size: usize,
+        t: usize,
+    ) -> Tensor<2, K> {
         match ids {
             None => table.clone().slice([first..first + size, 0..t]),
             Some(ids) => table.clone().select(0, ids.clone()).slice([0..size, 0..t]),
@@ -383,7 +404,12 @@ mod tests {
     #[test]
     fn empty_blank_and_non_utf8_files_are_refused() {
         assert!(parse_documents(b"").unwrap_err().to_string().contains("no documents"));
-        assert!(parse_documents(b" \n\n \n").unwrap_err().to_string().contains("no documents"));
+        assert!(
+            parse_documents(b" \n\n \n")
+                .unwrap_err()
+                .to_string()
+                .contains("no documents")
+        );
         let err = parse_documents(b"ok\n\xff\xfe").unwrap_err().to_string();
         assert!(err.contains("not UTF-8") && err.contains("offset 3"), "{err}");
     }
@@ -408,7 +434,10 @@ mod tests {
         assert!(file.path.is_absolute());
         assert_eq!(file.size, 3);
         // sha256("abc"), as sha256sum prints it
-        assert_eq!(file.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            file.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert!(file.unchanged_at(&path).unwrap());
         std::fs::write(&path, "abd").unwrap();
         assert!(!file.unchanged_at(&path).unwrap());

@@ -163,8 +163,10 @@ fn set_precision(device: &mut Device, precision: Precision) -> Result<()> {
 fn not_built(kind: DeviceArg) -> anyhow::Error {
     anyhow::anyhow!(match kind {
         DeviceArg::Cpu => "this build has no CPU backend: rebuild with `cargo run --release --features cpu`",
-        DeviceArg::Gpu => "this build has no GPU support: rebuild with `cargo run --release --features gpu`, or use --device cpu",
-        DeviceArg::Ndarray => "this build has no ndarray backend: rebuild with `cargo run --release --features ndarray`",
+        DeviceArg::Gpu =>
+            "this build has no GPU support: rebuild with `cargo run --release --features gpu`, or use --device cpu",
+        DeviceArg::Ndarray =>
+            "this build has no ndarray backend: rebuild with `cargo run --release --features ndarray`",
     })
 }
 
@@ -209,7 +211,11 @@ fn gpu_device() -> Result<Device> {
     quiet_vulkan_loader();
     // On Linux only Vulkan: wgpu's OpenGL fallback lacks the float atomics Burn's reductions
     // need, and would fail mid-run instead of saying up front that there is no usable GPU.
-    let api = if cfg!(target_os = "linux") { WgpuBackend::Vulkan } else { WgpuBackend::Auto };
+    let api = if cfg!(target_os = "linux") {
+        WgpuBackend::Vulkan
+    } else {
+        WgpuBackend::Auto
+    };
     Device::wgpu_options().graphics_api(api).init().map_err(|err| {
         anyhow::anyhow!(
             "no GPU adapter found ({}): install Vulkan drivers (Debian: libvulkan1 mesa-vulkan-drivers), or run on the CPU with --device cpu",

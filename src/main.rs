@@ -25,7 +25,10 @@ fn install_panic_hook() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("unknown panic");
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         eprintln!("error: internal error{at}: {}", message.lines().next().unwrap_or(""));
     }));
 }
@@ -42,7 +45,11 @@ fn main() -> ExitCode {
         Err(err) => {
             // clap's first paragraph, on one line (the usage and tips that follow are noise here)
             let text = err.to_string();
-            let first: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
             eprintln!("{}", first.join(" "));
             return ExitCode::from(2);
         }

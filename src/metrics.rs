@@ -35,7 +35,11 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// Open `path` for a run starting after `from_step` steps, dropping rows past it.
     pub fn open(path: &Path, from_step: usize) -> Result<Self> {
-        let kept: Vec<Row> = read(path).unwrap_or_default().into_iter().filter(|r| r.step <= from_step).collect();
+        let kept: Vec<Row> = read(path)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.step <= from_step)
+            .collect();
         let mut text = format!("{HEADER}\n");
         for row in &kept {
             text.push_str(&format_row(row));
@@ -95,11 +99,18 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
 pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
     let err = plot_err(path);
     let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.train_loss)).collect();
-    let val: Vec<(f64, f64)> = rows.iter().filter_map(|r| r.val_loss.map(|v| (r.step as f64, v))).collect();
+    let val: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.val_loss.map(|v| (r.step as f64, v)))
+        .collect();
     let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
     let losses = train.iter().chain(&val).map(|p| p.1).filter(|v| v.is_finite());
     let (lo, hi) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (lo, hi) = if lo.is_finite() { (lo * 0.95, hi * 1.05) } else { (0.0, 1.0) };
+    let (lo, hi) = if lo.is_finite() {
+        (lo * 0.95, hi * 1.05)
+    } else {
+        (0.0, 1.0)
+    };
 
     draw_png(path, (900, 540), |root| {
         root.fill(&WHITE).map_err(&err)?;

@@ -121,7 +121,12 @@ impl Layout<'_> {
     fn unpack(&self, x: Tensor<2>) -> Tensor<3> {
         let c = x.dims()[1];
         let x = match self.packing {
-            Some(p) => Tensor::zeros([self.b * self.t, c], &x.device()).select_assign(0, p.rows.clone(), x, IndexingUpdateOp::Add),
+            Some(p) => Tensor::zeros([self.b * self.t, c], &x.device()).select_assign(
+                0,
+                p.rows.clone(),
+                x,
+                IndexingUpdateOp::Add,
+            ),
             None => x,
         };
         x.reshape([self.b, self.t, c])
@@ -175,7 +180,10 @@ impl Block {
         let r = x.clone();
         let x = rmsnorm(x);
         let heads = |w: &Param<Tensor<2>>| {
-            layout.unpack(linear(x.clone(), w)).reshape([b, t, h, d]).swap_dims(1, 2) // [B, H, T, D]
+            layout
+                .unpack(linear(x.clone(), w))
+                .reshape([b, t, h, d])
+                .swap_dims(1, 2) // [B, H, T, D]
         };
         let (q, mut k, mut v) = (heads(&self.attn_wq), heads(&self.attn_wk), heads(&self.attn_wv));
         if let Some(cache) = cache {
@@ -211,7 +219,12 @@ impl GPT {
         let wpe = draw_matrix(rng, config.block_size, c, device);
         let lm_head = draw_matrix(rng, v, c, device);
         let layer = (0..config.n_layer).map(|_| Block::init(config, rng, device)).collect();
-        Self { wte, wpe, lm_head, layer }
+        Self {
+            wte,
+            wpe,
+            lm_head,
+            layer,
+        }
     }
 
     /// Token ids [B, T] -> logits [B, T, V], attending causally within the sequence.
@@ -278,7 +291,11 @@ impl GPT {
     pub fn batch_loss(&self, batch: Batch) -> Tensor<1> {
         match batch.packed {
             Some((packing, targets)) => Self::loss_packed(self.forward_packed(batch.inputs, &packing), targets),
-            None => Self::loss(self.forward(batch.inputs), batch.targets, batch.mask.map(|m| (m, batch.n_targets))),
+            None => Self::loss(
+                self.forward(batch.inputs),
+                batch.targets,
+                batch.mask.map(|m| (m, batch.n_targets)),
+            ),
         }
     }
 
@@ -401,12 +418,19 @@ mod tests {
     #[test]
     fn autodiff_gradients_match_finite_differences() {
         let device = device::cpu_f64();
-        let config = GPTConfig::new(7).with_n_layer(2).with_n_embd(8).with_n_head(2).with_block_size(5);
+        let config = GPTConfig::new(7)
+            .with_n_layer(2)
+            .with_n_embd(8)
+            .with_n_head(2)
+            .with_block_size(5);
         let model = GPT::init(&config, &mut PyRandom::new(5), &device.clone().autodiff());
         let ints = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [2, 5]), &device);
         let idx = ints(vec![6, 0, 3, 2, 5, 6, 1, 4, 0, 0]);
         let targets = ints(vec![0, 3, 2, 5, 6, 1, 4, 6, 0, 0]);
-        let mask: Tensor<2> = Tensor::from_data(TensorData::new(vec![1.0f64, 1., 1., 1., 1., 1., 1., 1., 0., 0.], [2, 5]), &device);
+        let mask: Tensor<2> = Tensor::from_data(
+            TensorData::new(vec![1.0f64, 1., 1., 1., 1., 1., 1., 1., 0., 0.], [2, 5]),
+            &device,
+        );
         let loss_of = |m: &GPT| {
             let ad = |t: Tensor<2, Int>| Tensor::<2, Int>::from_data(t.into_data(), &m.devices()[0]);
             let mask = Tensor::<2>::from_data(mask.to_data(), &m.devices()[0]);
@@ -417,7 +441,13 @@ mod tests {
         let analytic: Vec<Vec<f64>> = model
             .named_weights()
             .iter()
-            .map(|(_, w)| w.grad(&grads).expect("every weight gets a gradient").into_data().iter::<f64>().collect())
+            .map(|(_, w)| {
+                w.grad(&grads)
+                    .expect("every weight gets a gradient")
+                    .into_data()
+                    .iter::<f64>()
+                    .collect()
+            })
             .collect();
 
         let base = model.valid();
@@ -450,18 +480,33 @@ mod tests {
     fn packed_batches_give_the_masked_loss_and_gradients() {
         use crate::data::{Batcher, Tokenizer};
         let device = device::cpu_f64().autodiff();
-        let docs: Vec<String> = ["anna", "bo", "christopher", "eve", "x"].iter().map(|d| d.to_string()).collect();
+        let docs: Vec<String> = ["anna", "bo", "christopher", "eve", "x"]
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         let tokenizer = Tokenizer::from_documents(&docs);
-        let config = GPTConfig::new(tokenizer.vocab_size()).with_n_layer(2).with_n_embd(8).with_n_head(2).with_block_size(8);
+        let config = GPTConfig::new(tokenizer.vocab_size())
+            .with_n_layer(2)
+            .with_n_embd(8)
+            .with_n_head(2)
+            .with_block_size(8);
         let model = GPT::init(&config, &mut PyRandom::new(4), &device);
         let batcher = Batcher::new(&tokenizer, &docs, config.block_size, &device);
         let batch = batcher.batch(1, 4);
         assert!(batch.packed.is_some() && batch.mask.is_some(), "a padded batch");
-        let masked = GPT::loss(model.forward(batch.inputs.clone()), batch.targets.clone(), batch.mask.clone().map(|m| (m, batch.n_targets)));
+        let masked = GPT::loss(
+            model.forward(batch.inputs.clone()),
+            batch.targets.clone(),
+            batch.mask.clone().map(|m| (m, batch.n_targets)),
+        );
         let packed = model.batch_loss(batch);
         let grads = |loss: &Tensor<1>| {
             let g = loss.backward();
-            model.named_weights().iter().map(|(_, w)| w.grad(&g).unwrap().into_data().iter::<f64>().collect::<Vec<_>>()).collect::<Vec<_>>()
+            model
+                .named_weights()
+                .iter()
+                .map(|(_, w)| w.grad(&g).unwrap().into_data().iter::<f64>().collect::<Vec<_>>())
+                .collect::<Vec<_>>()
         };
         let (gm, gp) = (grads(&masked), grads(&packed));
         let (lm, lp) = (masked.into_scalar::<f64>(), packed.into_scalar::<f64>());
@@ -479,7 +524,10 @@ mod tests {
     fn padding_is_masked_out_of_the_loss() {
         use crate::data::{Batcher, Tokenizer};
         let device = device::cpu_f64();
-        let docs: Vec<String> = ["anna", "bo", "christopher", "eve"].iter().map(|d| d.to_string()).collect();
+        let docs: Vec<String> = ["anna", "bo", "christopher", "eve"]
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         let tokenizer = Tokenizer::from_documents(&docs);
         let config = GPTConfig::new(tokenizer.vocab_size()).with_block_size(8);
         let model = GPT::init(&config, &mut PyRandom::new(11), &device);
@@ -487,15 +535,25 @@ mod tests {
         let loss = |start: usize, size: usize| {
             let b = batcher.batch(start, size);
             let n = b.n_targets;
-            (GPT::loss(model.forward(b.inputs), b.targets, b.mask.map(|m| (m, n))).into_scalar::<f64>(), n)
+            (
+                GPT::loss(model.forward(b.inputs), b.targets, b.mask.map(|m| (m, n))).into_scalar::<f64>(),
+                n,
+            )
         };
         let singles: Vec<(f64, usize)> = (0..docs.len()).map(|i| loss(i, 1)).collect();
-        assert_eq!(singles.iter().map(|s| s.1).collect::<Vec<_>>(), [5, 3, 8, 4], "christopher is cut to block_size");
+        assert_eq!(
+            singles.iter().map(|s| s.1).collect::<Vec<_>>(),
+            [5, 3, 8, 4],
+            "christopher is cut to block_size"
+        );
         for (start, size) in [(0, 4), (1, 2), (3, 3)] {
             let (batched, n) = loss(start, size);
             let rows: Vec<usize> = (start..start + size).map(|i| i % docs.len()).collect();
             let expected = rows.iter().map(|&r| singles[r].0 * singles[r].1 as f64).sum::<f64>() / n as f64;
-            assert!((batched - expected).abs() < 1e-12, "rows {rows:?}: {batched} vs {expected}");
+            assert!(
+                (batched - expected).abs() < 1e-12,
+                "rows {rows:?}: {batched} vs {expected}"
+            );
         }
     }
 }

@@ -103,10 +103,7 @@ mod tests {
         // python3 -c "import random; random.seed(42); print([random.random() for _ in range(3)])"
         let mut r = PyRandom::new(42);
         let got: Vec<f64> = (0..3).map(|_| r.random()).collect();
-        assert_eq!(
-            got,
-            [0.6394267984578837, 0.025010755222666936, 0.27502931836911926]
-        );
+        assert_eq!(got, [0.6394267984578837, 0.025010755222666936, 0.27502931836911926]);
     }
 
     #[test]
@@ -123,10 +120,7 @@ mod tests {
         // python3 -c "import random; random.seed(42); print([random.gauss(0, 1) for _ in range(3)])"
         let mut r = PyRandom::new(42);
         let got: Vec<f64> = (0..3).map(|_| r.gauss(0.0, 1.0)).collect();
-        assert_eq!(
-            got,
-            [-0.14409032957792836, -0.1729036003315193, -0.11131586156766246]
-        );
+        assert_eq!(got, [-0.14409032957792836, -0.1729036003315193, -0.11131586156766246]);
     }
 
     #[test]

@@ -42,7 +42,10 @@ impl SampleOptions {
     /// Refuse a temperature or top-k that cannot sample.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            bail!("--temperature must be a finite number above 0 (got {})", self.temperature);
+            bail!(
+                "--temperature must be a finite number above 0 (got {})",
+                self.temperature
+            );
         }
         if self.top_k == Some(0) {
             bail!("--top-k must be at least 1");
@@ -69,7 +72,13 @@ pub fn probabilities(logits: &[f64], temperature: f64, top_k: Option<usize>) -> 
 }
 
 /// Draw one document: token ids after BOS (and after the prefix), without the final BOS.
-pub fn sample_one(model: &GPT, tokenizer: &Tokenizer, prefix: &[usize], options: &SampleOptions, rng: &mut PyRandom) -> Result<Vec<usize>> {
+pub fn sample_one(
+    model: &GPT,
+    tokenizer: &Tokenizer,
+    prefix: &[usize],
+    options: &SampleOptions,
+    rng: &mut PyRandom,
+) -> Result<Vec<usize>> {
     let device = model.devices()[0].clone();
     let block_size = model.block_size();
     let bos = tokenizer.bos();
@@ -133,7 +142,11 @@ impl Novelty {
     pub fn of(samples: &[String], train: &[String], val: &[String]) -> Self {
         let train: HashSet<&str> = train.iter().map(String::as_str).collect();
         let val: HashSet<&str> = val.iter().map(String::as_str).collect();
-        let mut novelty = Novelty { in_train: 0, in_val: 0, new: 0 };
+        let mut novelty = Novelty {
+            in_train: 0,
+            in_val: 0,
+            new: 0,
+        };
         for s in samples {
             if train.contains(s.as_str()) {
                 novelty.in_train += 1;
@@ -165,6 +178,13 @@ mod tests {
     fn novelty_counts_train_val_and_new() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let n = Novelty::of(&s(&["ann", "bob", "zed", "ann"]), &s(&["ann"]), &s(&["bob"]));
-        assert_eq!(n, Novelty { in_train: 2, in_val: 1, new: 1 });
+        assert_eq!(
+            n,
+            Novelty {
+                in_train: 2,
+                in_val: 1,
+                new: 1
+            }
+        );
     }
 }

@@ -151,8 +151,13 @@ impl Session<'_> {
         let block_size = self.config.block_size;
         let train = Batcher::new(&self.data.tokenizer, self.data.train_docs(), block_size, &device)
             .fixed_length(opts.fixed_length);
-        let val = Batcher::new(&self.data.tokenizer, self.data.val_docs(), block_size, &device.clone().inner())
-            .fixed_length(opts.fixed_length);
+        let val = Batcher::new(
+            &self.data.tokenizer,
+            self.data.val_docs(),
+            block_size,
+            &device.clone().inner(),
+        )
+        .fixed_length(opts.fixed_length);
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
         let metrics = match &opts.out {
             Some(dir) => {
@@ -197,7 +202,13 @@ impl Session<'_> {
 
             // log: the loss stays on the device until a read of many steps at once (a read
             // waits for the device); evaluating and saving read first, as they wait anyway
-            log.push(self.step, lr, loss.inner(), report.tokens, report.train_time + clock.elapsed());
+            log.push(
+                self.step,
+                lr,
+                loss.inner(),
+                report.tokens,
+                report.train_time + clock.elapsed(),
+            );
             let last = self.step == end;
             let eval_now = opts.eval_every.is_some_and(|n| self.step % n == 0);
             let save_now = opts.save_every.is_some_and(|n| self.step % n == 0) && !last;
@@ -211,7 +222,11 @@ impl Session<'_> {
             self.check_finite(&losses, &log)?;
 
             // evaluation and checkpoint
-            let val_loss = if eval_now { Some(evaluate(&self.model.valid(), &val)?) } else { None };
+            let val_loss = if eval_now {
+                Some(evaluate(&self.model.valid(), &val)?)
+            } else {
+                None
+            };
             if val_loss.is_some() {
                 last_val = val_loss;
             }
@@ -249,7 +264,13 @@ impl Session<'_> {
         match losses.iter().find(|(_, loss)| !loss.is_finite()) {
             Some(&(step, loss)) => {
                 log.abandon();
-                bail!(divergence_message(step, loss, self.options.run.lr, self.options, self.last_saved()))
+                bail!(divergence_message(
+                    step,
+                    loss,
+                    self.options.run.lr,
+                    self.options,
+                    self.last_saved()
+                ))
             }
             None => Ok(()),
         }
@@ -327,7 +348,13 @@ impl<'a> StepLog<'a> {
     }
 
     fn push(&mut self, step: usize, lr: f64, loss: Tensor<1>, tokens: usize, elapsed: Duration) {
-        self.pending.push(PendingLoss { step, lr, loss, tokens, elapsed });
+        self.pending.push(PendingLoss {
+            step,
+            lr,
+            loss,
+            tokens,
+            elapsed,
+        });
     }
 
     /// Whether `sync_every` losses are waiting.
@@ -355,7 +382,11 @@ impl<'a> StepLog<'a> {
             if p.step % opts.log_every != 0 && p.step != self.end && val_loss.is_none() {
                 continue;
             }
-            let elapsed = if i + 1 == losses.len() { train_time } else { p.elapsed.min(train_time) };
+            let elapsed = if i + 1 == losses.len() {
+                train_time
+            } else {
+                p.elapsed.min(train_time)
+            };
             let tokens_per_s = p.tokens as f64 / elapsed.as_secs_f64().max(1e-9);
             let line = format!(
                 "step {:4} / {:4} | loss {loss:.4}{}",
@@ -375,15 +406,16 @@ impl<'a> StepLog<'a> {
                 _ => {}
             }
             if let Some((metrics, dir)) = self.metrics.as_mut().zip(opts.out.as_ref()) {
-                metrics.append(&Row {
-                    step: p.step,
-                    train_loss: loss,
-                    val_loss,
-                    lr: p.lr,
-                    tokens_per_s,
-                    elapsed_s: elapsed.as_secs_f64(),
-                })
-                .map_err(|err| checkpoint::explain_write_error(err, dir, "write metrics.csv"))?;
+                metrics
+                    .append(&Row {
+                        step: p.step,
+                        train_loss: loss,
+                        val_loss,
+                        lr: p.lr,
+                        tokens_per_s,
+                        elapsed_s: elapsed.as_secs_f64(),
+                    })
+                    .map_err(|err| checkpoint::explain_write_error(err, dir, "write metrics.csv"))?;
             }
         }
         Ok(())
@@ -412,7 +444,11 @@ fn divergence_message(step: usize, loss: f64, lr: f64, opts: &TrainOptions, save
 
 /// A number as a person would type it: `0.01`, `1e300`.
 fn short(x: f64) -> String {
-    if (1e-4..1e5).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
+    if (1e-4..1e5).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
 }
 
 #[cfg(test)]
@@ -427,10 +463,12 @@ mod tests {
         use crate::data::DataFile;
         use crate::device;
         use crate::rng::PyRandom;
-        let docs: Vec<String> = ["anna", "bob", "carla", "dave", "eve", "fran", "gus", "hal", "ida", "jo", "kim"]
-            .iter()
-            .map(|d| d.to_string())
-            .collect();
+        let docs: Vec<String> = [
+            "anna", "bob", "carla", "dave", "eve", "fran", "gus", "hal", "ida", "jo", "kim",
+        ]
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), docs.join("\n")).unwrap();
         let run = |sync_every: usize| {
@@ -438,7 +476,13 @@ mod tests {
             let data = Dataset::new(docs.clone(), &mut rng).unwrap();
             let config = GPTConfig::new(data.tokenizer.vocab_size());
             let options = TrainOptions {
-                run: RunSettings { seed: 1, num_steps: 100, lr: 0.01, batch_size: 2, precision: device::Precision::F64 },
+                run: RunSettings {
+                    seed: 1,
+                    num_steps: 100,
+                    lr: 0.01,
+                    batch_size: 2,
+                    precision: device::Precision::F64,
+                },
                 data: DataFile::of(file.path()).unwrap(),
                 stop_at: None,
                 eval_every: None,
@@ -463,7 +507,10 @@ mod tests {
         let (every, batched) = (run(1), run(30));
         assert_eq!(every.loss_reads, 100);
         assert_eq!(batched.loss_reads, 4, "30, 60, 90 and the last step");
-        assert_eq!(batched.losses.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
+        assert_eq!(
+            batched.losses.iter().map(|l| l.0).collect::<Vec<_>>(),
+            (1..=100).collect::<Vec<_>>()
+        );
         assert_eq!(batched.losses, every.losses);
     }
 

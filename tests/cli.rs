@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 
-use common::{microgpt, ok, samples, step_losses, stderr, stdout, val_loss};
+use common::{microgpt, ok, samples, stderr, stdout, step_losses, val_loss};
 
 #[test]
 fn bare_run_prints_the_reference_lines() {
@@ -33,14 +33,29 @@ fn f32_on_cpu_learns_as_well_as_f64() {
     assert!(step_losses(&out).is_empty(), "--quiet prints no step lines");
     let val = val_loss(&out);
     let reference = common::read_reference("seed42_steps1000.txt").eval.unwrap();
-    assert!((val - reference).abs() < 0.02, "f32 val loss {val} vs f64 reference {reference}");
+    assert!(
+        (val - reference).abs() < 0.02,
+        "f32 val loss {val} vs f64 reference {reference}"
+    );
 }
 
 #[test]
 fn batch_32_for_938_steps_reaches_val_loss_2_20() {
     // 938 x 32 = 30,016 training documents: all of them once, none of the held-out 2,000
     let dir = common::scratch_with_names();
-    let out = ok(dir.path(), &["train", "--batch-size", "32", "--steps", "938", "--quiet", "--dtype", "f32"]);
+    let out = ok(
+        dir.path(),
+        &[
+            "train",
+            "--batch-size",
+            "32",
+            "--steps",
+            "938",
+            "--quiet",
+            "--dtype",
+            "f32",
+        ],
+    );
     let val = val_loss(&out);
     assert!(val <= 2.20, "val loss {val}");
 }
@@ -48,8 +63,25 @@ fn batch_32_for_938_steps_reaches_val_loss_2_20() {
 #[test]
 fn log_every_reads_the_loss_less_often_without_skipping_evaluations() {
     let dir = common::scratch_with_names();
-    let out = ok(dir.path(), &["train", "--steps", "40", "--log-every", "15", "--eval-every", "10", "--out", "ck"]);
-    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step ")).map(|l| &l[5..9]).collect();
+    let out = ok(
+        dir.path(),
+        &[
+            "train",
+            "--steps",
+            "40",
+            "--log-every",
+            "15",
+            "--eval-every",
+            "10",
+            "--out",
+            "ck",
+        ],
+    );
+    let steps: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("step "))
+        .map(|l| &l[5..9])
+        .collect();
     assert_eq!(steps, ["  10", "  15", "  20", "  30", "  40"], "{out}");
     assert_eq!(out.lines().filter(|l| l.contains("| val loss ")).count(), 4);
     let csv = std::fs::read_to_string(dir.path().join("ck/metrics.csv")).unwrap();
@@ -59,7 +91,10 @@ fn log_every_reads_the_loss_less_often_without_skipping_evaluations() {
 #[test]
 fn eval_every_prints_the_held_out_loss_with_the_training_loss() {
     let dir = common::scratch_with_names();
-    let out = ok(dir.path(), &["train", "--steps", "30", "--eval-every", "10", "--preset", "small"]);
+    let out = ok(
+        dir.path(),
+        &["train", "--steps", "30", "--eval-every", "10", "--preset", "small"],
+    );
     let evals: Vec<&str> = out.lines().filter(|l| l.contains("| val loss ")).collect();
     assert_eq!(evals.len(), 3, "{out}");
     assert!(evals[0].starts_with("step   10 /   30 | loss "), "{}", evals[0]);
@@ -74,7 +109,10 @@ fn serve_once(body: &'static [u8]) -> String {
         let (mut stream, _) = listener.accept().unwrap();
         let mut request = [0u8; 4096];
         let _ = stream.read(&mut request);
-        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
         stream.write_all(head.as_bytes()).unwrap();
         stream.write_all(body).unwrap();
     });
@@ -102,7 +140,10 @@ fn a_failed_download_says_how_to_fix_it() {
     let out = microgpt(dir.path(), &["--steps", "5"]); // the helper points the URL at a closed port
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("put names.txt at data/names.txt or pass --data PATH"), "{err}");
+    assert!(
+        err.contains("put names.txt at data/names.txt or pass --data PATH"),
+        "{err}"
+    );
     assert!(!dir.path().join("data/names.txt").exists());
 }
 
@@ -115,7 +156,13 @@ fn safetensors_names(path: &Path) -> Vec<String> {
     let bytes = std::fs::read(path).unwrap();
     let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
-    let mut names: Vec<String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").cloned().collect();
+    let mut names: Vec<String> = header
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect();
     names.sort();
     names
 }
@@ -131,8 +178,16 @@ fn safetensors_tensors(path: &Path) -> Vec<(String, String, String, Vec<u8>)> {
         .map(|name| {
             let info = &header[&name];
             let offsets = info["data_offsets"].as_array().unwrap();
-            let (start, end) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
-            (name, info["dtype"].to_string(), info["shape"].to_string(), data[start..end].to_vec())
+            let (start, end) = (
+                offsets[0].as_u64().unwrap() as usize,
+                offsets[1].as_u64().unwrap() as usize,
+            );
+            (
+                name,
+                info["dtype"].to_string(),
+                info["shape"].to_string(),
+                data[start..end].to_vec(),
+            )
         })
         .collect();
     tensors.sort();
@@ -142,7 +197,10 @@ fn safetensors_tensors(path: &Path) -> Vec<(String, String, String, Vec<u8>)> {
 #[test]
 fn train_save_sample_and_eval() {
     let dir = common::scratch_with_names();
-    let out = ok(dir.path(), &["train", "--steps", "40", "--eval-every", "20", "--out", "ck"]);
+    let out = ok(
+        dir.path(),
+        &["train", "--steps", "40", "--eval-every", "20", "--out", "ck"],
+    );
     let ck = dir.path().join("ck");
     let meta = read_json(&ck.join("checkpoint.json"));
     assert_eq!(meta["step"], 40);
@@ -154,23 +212,56 @@ fn train_save_sample_and_eval() {
         assert!(weights.join(file).is_file(), "{file}");
     }
     let mut expected = vec!["lm_head", "wpe", "wte"];
-    expected.extend(["layer0.attn_wk", "layer0.attn_wo", "layer0.attn_wq", "layer0.attn_wv", "layer0.mlp_fc1", "layer0.mlp_fc2"]);
+    expected.extend([
+        "layer0.attn_wk",
+        "layer0.attn_wo",
+        "layer0.attn_wq",
+        "layer0.attn_wv",
+        "layer0.mlp_fc1",
+        "layer0.mlp_fc2",
+    ]);
     expected.sort();
     assert_eq!(safetensors_names(&weights.join("model.safetensors")), expected);
 
     // novelty report after the samples
     assert!(out.lines().last().unwrap().starts_with("samples: "), "{out}");
 
-    let sampled = ok(dir.path(), &["sample", "--checkpoint", "ck", "--num-samples", "7", "--seed", "3"]);
+    let sampled = ok(
+        dir.path(),
+        &["sample", "--checkpoint", "ck", "--num-samples", "7", "--seed", "3"],
+    );
     assert_eq!(samples(&sampled).len(), 7);
-    let again = ok(dir.path(), &["sample", "--checkpoint", "ck", "--num-samples", "7", "--seed", "3"]);
+    let again = ok(
+        dir.path(),
+        &["sample", "--checkpoint", "ck", "--num-samples", "7", "--seed", "3"],
+    );
     assert_eq!(sampled, again, "the same seed draws the same samples");
-    let prefixed = ok(dir.path(), &["sample", "--checkpoint", "ck", "--prefix", "ma", "--top-k", "3", "--num-samples", "5"]);
+    let prefixed = ok(
+        dir.path(),
+        &[
+            "sample",
+            "--checkpoint",
+            "ck",
+            "--prefix",
+            "ma",
+            "--top-k",
+            "3",
+            "--num-samples",
+            "5",
+        ],
+    );
     assert!(samples(&prefixed).iter().all(|s| s.starts_with("ma")), "{prefixed}");
 
     // eval on the checkpoint's held-out documents reproduces the val loss of the run
     let evaluated = ok(dir.path(), &["eval", "--checkpoint", "ck"]);
-    let loss: f64 = evaluated.strip_prefix("loss: ").unwrap().split(' ').next().unwrap().parse().unwrap();
+    let loss: f64 = evaluated
+        .strip_prefix("loss: ")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(loss, val_loss(&out));
     std::fs::write(dir.path().join("few.txt"), "anna\nbob\n").unwrap();
     let few = ok(dir.path(), &["eval", "--checkpoint", "ck", "--data", "few.txt"]);
@@ -180,10 +271,16 @@ fn train_save_sample_and_eval() {
 #[test]
 fn metrics_csv_and_loss_png_are_written() {
     let dir = common::scratch_with_names();
-    ok(dir.path(), &["train", "--steps", "30", "--eval-every", "10", "--out", "ck", "--quiet"]);
+    ok(
+        dir.path(),
+        &["train", "--steps", "30", "--eval-every", "10", "--out", "ck", "--quiet"],
+    );
     let csv = std::fs::read_to_string(dir.path().join("ck/metrics.csv")).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next().unwrap(), "step,train_loss,val_loss,lr,tokens_per_s,elapsed_s");
+    assert_eq!(
+        lines.next().unwrap(),
+        "step,train_loss,val_loss,lr,tokens_per_s,elapsed_s"
+    );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 30);
     for (i, row) in rows.iter().enumerate() {
@@ -202,7 +299,10 @@ fn metrics_csv_and_loss_png_are_written() {
 fn resume_continues_exactly() {
     let dir = common::scratch_with_names();
     let whole = ok(dir.path(), &["train", "--steps", "60", "--out", "whole"]);
-    let first = ok(dir.path(), &["train", "--steps", "60", "--stop-at", "30", "--out", "half"]);
+    let first = ok(
+        dir.path(),
+        &["train", "--steps", "60", "--stop-at", "30", "--out", "half"],
+    );
     assert_eq!(step_losses(&first).len(), 30);
     assert_eq!(read_json(&dir.path().join("half/checkpoint.json"))["step"], 30);
     let second = ok(dir.path(), &["train", "--resume", "half"]);
@@ -222,14 +322,31 @@ fn resume_continues_exactly() {
 #[test]
 fn any_utf8_data_works() {
     let dir = tempfile::tempdir().unwrap();
-    let words = "héllo, wörld!\nça va?\nnaïve café\n日本語\n[brackets] & ampersands\nsnake_case-words\nü-umlaut\nmore, text.\n";
+    let words =
+        "héllo, wörld!\nça va?\nnaïve café\n日本語\n[brackets] & ampersands\nsnake_case-words\nü-umlaut\nmore, text.\n";
     std::fs::write(dir.path().join("words.txt"), words.repeat(3)).unwrap();
-    let out = ok(dir.path(), &["train", "--data", "words.txt", "--steps", "30", "--num-samples", "5", "--out", "ck"]);
+    let out = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "words.txt",
+            "--steps",
+            "30",
+            "--num-samples",
+            "5",
+            "--out",
+            "ck",
+        ],
+    );
     let vocab: std::collections::BTreeSet<char> = words.chars().filter(|c| *c != '\n').collect();
     assert!(out.contains(&format!("vocab size: {}\n", vocab.len() + 1)), "{out}");
     let drawn = samples(&out);
     assert_eq!(drawn.len(), 5);
     assert!(drawn.iter().flat_map(|s| s.chars()).all(|c| vocab.contains(&c)));
-    let sampled = ok(dir.path(), &["sample", "--checkpoint", "ck", "--prefix", "日本", "--num-samples", "2"]);
+    let sampled = ok(
+        dir.path(),
+        &["sample", "--checkpoint", "ck", "--prefix", "日本", "--num-samples", "2"],
+    );
     assert!(samples(&sampled).iter().all(|s| s.starts_with("日本")));
 }

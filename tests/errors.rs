@@ -15,10 +15,17 @@ fn fails_with(dir: &Path, args: &[&str], needle: &str) {
     let out = microgpt(dir, args);
     let err = stderr(&out);
     assert!(!out.status.success(), "microgpt {args:?} succeeded");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic for {args:?}: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic for {args:?}: {err}"
+    );
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line for {args:?}, got: {err}");
-    assert!(lines[0].contains(needle), "{args:?}: {:?} does not contain {needle:?}", lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: {:?} does not contain {needle:?}",
+        lines[0]
+    );
     assert!(!dir.join("out").exists(), "{args:?} left an output directory");
 }
 
@@ -38,7 +45,11 @@ fn bad_data_files() {
     fn train(file: &str) -> Vec<&str> {
         vec!["train", "--data", file, "--steps", "3", "--out", "out"]
     }
-    fails_with(d, &train("missing.txt"), "data file missing.txt not found: pass --data PATH");
+    fails_with(
+        d,
+        &train("missing.txt"),
+        "data file missing.txt not found: pass --data PATH",
+    );
     fails_with(d, &train("adir"), "is a directory");
     fails_with(d, &train("empty.txt"), "holds no documents");
     fails_with(d, &train("blank.txt"), "holds no documents");
@@ -49,12 +60,24 @@ fn bad_data_files() {
 #[test]
 fn long_documents_are_cut_with_one_warning() {
     let dir = tempfile::tempdir().unwrap();
-    data_file(dir.path(), "long.txt", b"abcdefghijklmnopqrstuvwxyz\nabcdefghijklmnopqrstu\nshort\nab\n");
+    data_file(
+        dir.path(),
+        "long.txt",
+        b"abcdefghijklmnopqrstuvwxyz\nabcdefghijklmnopqrstu\nshort\nab\n",
+    );
     let out = microgpt(dir.path(), &["train", "--data", "long.txt", "--steps", "3"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let warnings: Vec<String> = stderr(&out).lines().filter(|l| l.contains("warning")).map(String::from).collect();
+    let warnings: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .map(String::from)
+        .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("2 documents are longer than block_size 16"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("2 documents are longer than block_size 16"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]
@@ -62,22 +85,40 @@ fn bad_flags() {
     let dir = common::scratch_with_names();
     let d = dir.path();
     let cases: &[(&[&str], &str)] = &[
-        (&["train", "--n-embd", "18"], "--n-embd 18 is not divisible by --n-head 4"),
+        (
+            &["train", "--n-embd", "18"],
+            "--n-embd 18 is not divisible by --n-head 4",
+        ),
         (&["train", "--n-layer", "0"], "must be a whole number of at least 1"),
         (&["train", "--n-head", "-2"], "must be a whole number of at least 1"),
-        (&["train", "--steps", "0"], "'--steps <N>': must be a whole number of at least 1"),
+        (
+            &["train", "--steps", "0"],
+            "'--steps <N>': must be a whole number of at least 1",
+        ),
         (&["train", "--steps", "-5"], "must be a whole number of at least 1"),
-        (&["train", "--batch-size", "0"], "'--batch-size <B>': must be a whole number of at least 1"),
+        (
+            &["train", "--batch-size", "0"],
+            "'--batch-size <B>': must be a whole number of at least 1",
+        ),
         (&["train", "--block-size", "0"], "must be a whole number of at least 1"),
-        (&["train", "--temperature", "0"], "'--temperature <T>': must be a finite number above 0"),
+        (
+            &["train", "--temperature", "0"],
+            "'--temperature <T>': must be a finite number above 0",
+        ),
         (&["train", "--temperature", "-1"], "must be a finite number above 0"),
-        (&["train", "--lr", "nan"], "'--lr <LR>': must be a finite number above 0"),
+        (
+            &["train", "--lr", "nan"],
+            "'--lr <LR>': must be a finite number above 0",
+        ),
         (&["train", "--lr", "inf"], "must be a finite number above 0"),
         (&["train", "--lr", "-0.1"], "must be a finite number above 0"),
         (&["train", "--lr", "0"], "must be a finite number above 0"),
         (&["train", "--device", "tpu"], "invalid value 'tpu' for '--device"),
         (&["train", "--bogus"], "unexpected argument '--bogus'"),
-        (&["train", "--steps", "3", "--prefix", "Zq"], "--prefix \"Zq\": character 'Z' is not in the vocabulary"),
+        (
+            &["train", "--steps", "3", "--prefix", "Zq"],
+            "--prefix \"Zq\": character 'Z' is not in the vocabulary",
+        ),
         (&["train", "--save-every", "5"], "--save-every needs --out DIR"),
     ];
     for (args, needle) in cases {
@@ -100,10 +141,23 @@ fn devices_the_build_lacks_or_the_machine_lacks() {
         let err = stderr(&out);
         assert!(!out.status.success());
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains("no GPU adapter found") && err.contains("install Vulkan drivers") && err.contains("--device cpu"), "{err}");
-        fails_with(dir.path(), &["train", "--device", "gpu", "--dtype", "f64"], "the GPU computes in f32 only");
+        assert!(
+            err.contains("no GPU adapter found")
+                && err.contains("install Vulkan drivers")
+                && err.contains("--device cpu"),
+            "{err}"
+        );
+        fails_with(
+            dir.path(),
+            &["train", "--device", "gpu", "--dtype", "f64"],
+            "the GPU computes in f32 only",
+        );
     } else {
-        fails_with(dir.path(), &args, "this build has no GPU support: rebuild with `cargo run --release --features gpu`");
+        fails_with(
+            dir.path(),
+            &args,
+            "this build has no GPU support: rebuild with `cargo run --release --features gpu`",
+        );
     }
     if !cfg!(feature = "ndarray") {
         fails_with(dir.path(), &["train", "--device", "ndarray"], "--features ndarray`");
@@ -112,8 +166,12 @@ fn devices_the_build_lacks_or_the_machine_lacks() {
 
 /// A finished checkpoint in `dir/ck`.
 fn checkpoint(dir: &Path) -> std::path::PathBuf {
-    ok(dir, &["train", "--steps", "5", "--out", "ck", "--quiet", "--num-samples", "0"]);
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ck/checkpoint.json")).unwrap()).unwrap();
+    ok(
+        dir,
+        &["train", "--steps", "5", "--out", "ck", "--quiet", "--num-samples", "0"],
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ck/checkpoint.json")).unwrap()).unwrap();
     dir.join("ck").join(meta["weights"].as_str().unwrap())
 }
 
@@ -133,7 +191,11 @@ fn bad_checkpoints() {
         vec!["sample", "--checkpoint", ck]
     }
     fails_with(d, &sample("nowhere"), "checkpoint directory nowhere does not exist");
-    fails_with(d, &sample("emptydir"), "holds no checkpoint (checkpoint.json is missing)");
+    fails_with(
+        d,
+        &sample("emptydir"),
+        "holds no checkpoint (checkpoint.json is missing)",
+    );
 
     let weights = checkpoint(d);
     let model = weights.join("model.bpk");
@@ -155,11 +217,19 @@ fn bad_checkpoints() {
     edit_meta(d, |m| m["config"]["n_embd"] = 16.into());
 
     edit_meta(d, |m| m["format_version"] = 99.into());
-    fails_with(d, &sample("ck"), "has format version 99, newer than this program's 1: upgrade microgpt");
+    fails_with(
+        d,
+        &sample("ck"),
+        "has format version 99, newer than this program's 1: upgrade microgpt",
+    );
     edit_meta(d, |m| m["format_version"] = 1.into());
 
     std::fs::write(d.join("other.txt"), "ABC\nDEF\nGHI\n").unwrap();
-    fails_with(d, &["train", "--resume", "ck", "--data", "other.txt"], "differs from the checkpoint's: pass the --data");
+    fails_with(
+        d,
+        &["train", "--resume", "ck", "--data", "other.txt"],
+        "differs from the checkpoint's: pass the --data",
+    );
 
     std::fs::write(d.join("ck/checkpoint.json"), "{ not json").unwrap();
     fails_with(d, &sample("ck"), "is corrupted");
@@ -183,12 +253,16 @@ fn wait_for(path: &Path, timeout: Duration) {
 }
 
 fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
 fn saved_step(dir: &Path) -> u64 {
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ck/checkpoint.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ck/checkpoint.json")).unwrap()).unwrap();
     meta["step"].as_u64().unwrap()
 }
 
@@ -204,10 +278,25 @@ fn sigint_and_sigterm_save_and_resume() {
         let out: Output = child.wait_with_output().unwrap();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(130), "SIG{name}: {err}");
-        assert!(err.contains("interrupted at step ") && err.contains("continue with --resume ck"), "{err}");
+        assert!(
+            err.contains("interrupted at step ") && err.contains("continue with --resume ck"),
+            "{err}"
+        );
         let step = saved_step(d);
         assert!(step > 0);
-        ok(d, &["train", "--resume", "ck", "--stop-at", &(step + 5).to_string(), "--quiet", "--num-samples", "0"]);
+        ok(
+            d,
+            &[
+                "train",
+                "--resume",
+                "ck",
+                "--stop-at",
+                &(step + 5).to_string(),
+                "--quiet",
+                "--num-samples",
+                "0",
+            ],
+        );
         assert_eq!(saved_step(d), step + 5);
     }
 }
@@ -217,10 +306,18 @@ fn sigkill_during_saves_leaves_a_loadable_checkpoint() {
     let dir = common::scratch_with_names();
     let d = dir.path();
     // a cheap, seed-free source of varied kill times
-    let mut state = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1;
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
     for round in 0..6 {
         let args = ["train", "--steps", "1000000", "--save-every", "1", "--out", "ck"];
-        let args: Vec<&str> = if round == 0 { args.to_vec() } else { vec!["train", "--resume", "ck", "--save-every", "1"] };
+        let args: Vec<&str> = if round == 0 {
+            args.to_vec()
+        } else {
+            vec!["train", "--resume", "ck", "--save-every", "1"]
+        };
         let mut child = spawn(d, &args);
         wait_for(&d.join("ck/checkpoint.json"), Duration::from_secs(60));
         state ^= state << 13;
@@ -238,10 +335,26 @@ fn sigkill_during_saves_leaves_a_loadable_checkpoint() {
 fn divergence_stops_with_a_hint_and_keeps_the_last_good_checkpoint() {
     let dir = common::scratch_with_names();
     let d = dir.path();
-    let out = microgpt(d, &["train", "--lr", "1e300", "--steps", "50", "--save-every", "1", "--out", "ck"]);
+    let out = microgpt(
+        d,
+        &[
+            "train",
+            "--lr",
+            "1e300",
+            "--steps",
+            "50",
+            "--save-every",
+            "1",
+            "--out",
+            "ck",
+        ],
+    );
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("training diverged: loss is") && err.contains("lower the learning rate"), "{err}");
+    assert!(
+        err.contains("training diverged: loss is") && err.contains("lower the learning rate"),
+        "{err}"
+    );
     assert!(err.contains("the last good checkpoint (step"), "{err}");
     let step = saved_step(d);
     assert!(err.contains(&format!("at step {}", step + 1)), "{err}");
@@ -266,7 +379,10 @@ fn one_run_per_output_directory() {
     wait_for(&d.join("ck/checkpoint.json"), Duration::from_secs(60));
 
     // a second run on the same directory stops at once, naming it and the holder
-    for args in [vec!["train", "--out", "ck", "--steps", "3000", "--seed", "7"], vec!["train", "--resume", "ck"]] {
+    for args in [
+        vec!["train", "--out", "ck", "--steps", "3000", "--seed", "7"],
+        vec!["train", "--resume", "ck"],
+    ] {
         let started = Instant::now();
         let line = one_line_error(&microgpt(d, &args));
         assert!(line.contains("ck is in use by another training run"), "{line}");
@@ -282,7 +398,19 @@ fn one_run_per_output_directory() {
     first.kill().unwrap();
     first.wait().unwrap();
     let step = saved_step(d);
-    ok(d, &["train", "--resume", "ck", "--stop-at", &(step + 3).to_string(), "--quiet", "--num-samples", "0"]);
+    ok(
+        d,
+        &[
+            "train",
+            "--resume",
+            "ck",
+            "--stop-at",
+            &(step + 3).to_string(),
+            "--quiet",
+            "--num-samples",
+            "0",
+        ],
+    );
     assert_eq!(saved_step(d), step + 3);
 }
 
@@ -291,14 +419,42 @@ fn resume_refuses_other_model_sizes() {
     let dir = common::scratch_with_names();
     let d = dir.path();
     checkpoint(d);
-    for (flag, value, saved) in [("--n-layer", "2", "1"), ("--n-embd", "32", "16"), ("--n-head", "2", "4"), ("--block-size", "8", "16")] {
+    for (flag, value, saved) in [
+        ("--n-layer", "2", "1"),
+        ("--n-embd", "32", "16"),
+        ("--n-head", "2", "4"),
+        ("--block-size", "8", "16"),
+    ] {
         let line = one_line_error(&microgpt(d, &["train", "--resume", "ck", flag, value]));
-        assert!(line.contains(&format!("{flag} {value} differs from the checkpoint's {saved}")), "{line}");
+        assert!(
+            line.contains(&format!("{flag} {value} differs from the checkpoint's {saved}")),
+            "{line}"
+        );
     }
     let line = one_line_error(&microgpt(d, &["train", "--resume", "ck", "--preset", "small"]));
-    assert!(line.contains("--preset small differs from the checkpoint's reference (n_layer 1, n_embd 16"), "{line}");
+    assert!(
+        line.contains("--preset small differs from the checkpoint's reference (n_layer 1, n_embd 16"),
+        "{line}"
+    );
     // the same sizes, spelled out, are accepted
-    ok(d, &["train", "--resume", "ck", "--preset", "reference", "--n-layer", "1", "--n-embd", "16", "--n-head", "4", "--block-size", "16"]);
+    ok(
+        d,
+        &[
+            "train",
+            "--resume",
+            "ck",
+            "--preset",
+            "reference",
+            "--n-layer",
+            "1",
+            "--n-embd",
+            "16",
+            "--n-head",
+            "4",
+            "--block-size",
+            "16",
+        ],
+    );
 }
 
 #[test]
@@ -316,7 +472,10 @@ fn eval_finds_the_data_from_any_directory_and_notices_changes() {
     let moved = d.join("names-moved.txt");
     std::fs::rename(&names, &moved).unwrap();
     let line = one_line_error(&microgpt(elsewhere.path(), &["eval", "--checkpoint", ck]));
-    assert!(line.contains(&format!("the data file {} recorded in", names.display())), "{line}");
+    assert!(
+        line.contains(&format!("the data file {} recorded in", names.display())),
+        "{line}"
+    );
     assert!(line.contains("is gone: pass --data PATH"), "{line}");
     let line = one_line_error(&microgpt(d, &["train", "--resume", "ck"]));
     assert!(line.contains("is gone: pass --data PATH"), "{line}");
@@ -325,11 +484,26 @@ fn eval_finds_the_data_from_any_directory_and_notices_changes() {
     text.push_str("zzyzx\n");
     std::fs::write(&names, text).unwrap();
     let line = one_line_error(&microgpt(elsewhere.path(), &["eval", "--checkpoint", ck]));
-    assert!(line.contains("has changed since training") && line.contains("pass --data PATH"), "{line}");
+    assert!(
+        line.contains("has changed since training") && line.contains("pass --data PATH"),
+        "{line}"
+    );
     let line = one_line_error(&microgpt(d, &["train", "--resume", "ck", "--data", "data/names.txt"]));
     assert!(line.contains("is not the file the checkpoint was trained on"), "{line}");
     // the moved original still works when named
-    ok(d, &["train", "--resume", "ck", "--data", "names-moved.txt", "--quiet", "--num-samples", "0"]);
+    ok(
+        d,
+        &[
+            "train",
+            "--resume",
+            "ck",
+            "--data",
+            "names-moved.txt",
+            "--quiet",
+            "--num-samples",
+            "0",
+        ],
+    );
 }
 
 /// A 300 KiB tmpfs at `path`, unmounted on drop; `None` where mounting is not allowed.
@@ -361,7 +535,10 @@ fn a_full_disk_during_a_save_keeps_the_previous_checkpoint() {
         eprintln!("skipped: mounting a small tmpfs needs root (this test fills a 300 KiB disk)");
         return;
     };
-    let line = one_line_error(&microgpt(d, &["train", "--steps", "200", "--save-every", "5", "--out", "small/ck"]));
+    let line = one_line_error(&microgpt(
+        d,
+        &["train", "--steps", "200", "--save-every", "5", "--out", "small/ck"],
+    ));
     assert!(line.contains("the disk is full: cannot "), "{line}");
     assert!(line.contains("small/ck"), "{line}");
     let left: Vec<String> = std::fs::read_dir(d.join("small/ck"))
@@ -370,8 +547,12 @@ fn a_full_disk_during_a_save_keeps_the_previous_checkpoint() {
         .filter(|name| name.contains(".tmp"))
         .collect();
     assert!(left.is_empty(), "half-written files stay: {left:?}");
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("small/ck/checkpoint.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("small/ck/checkpoint.json")).unwrap()).unwrap();
     let step = meta["step"].as_u64().unwrap();
-    assert!(line.contains(&format!("the checkpoint of step {step} in small/ck is intact")), "{line}");
+    assert!(
+        line.contains(&format!("the checkpoint of step {step} in small/ck is intact")),
+        "{line}"
+    );
     ok(d, &["sample", "--checkpoint", "small/ck", "--num-samples", "2"]);
 }

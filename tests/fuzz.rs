@@ -16,7 +16,10 @@ use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64),
         failure_persistence: None,
         ..ProptestConfig::default()
     }
@@ -54,7 +57,10 @@ fn valid_checkpoint() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
     FILES.get_or_init(|| {
         let device = device::cpu_f64();
         let vocab = Tokenizer::from_documents(&["abc".to_string()]);
-        let config = GPTConfig::new(vocab.vocab_size()).with_n_embd(8).with_n_head(2).with_block_size(4);
+        let config = GPTConfig::new(vocab.vocab_size())
+            .with_n_embd(8)
+            .with_n_head(2)
+            .with_block_size(4);
         let model = GPT::init(&config, &mut PyRandom::new(1), &device.autodiff());
         let dir = tempfile::tempdir().unwrap();
         let meta = Meta {
@@ -62,7 +68,13 @@ fn valid_checkpoint() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
             step: 1,
             config,
             vocab,
-            run: RunSettings { seed: 1, num_steps: 2, lr: 0.01, batch_size: 1, precision: Precision::F64 },
+            run: RunSettings {
+                seed: 1,
+                num_steps: 2,
+                lr: 0.01,
+                batch_size: 1,
+                precision: Precision::F64,
+            },
             weights: String::new(),
             val_loss: None,
             data: None,
@@ -71,7 +83,11 @@ fn valid_checkpoint() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
         };
         checkpoint::save(dir.path(), &model, &Adam::reference().init(), meta).unwrap();
         let read = |p: &str| std::fs::read(dir.path().join(p)).unwrap();
-        (read("checkpoint.json"), read("step-000001/model.bpk"), read("step-000001/optimizer.bpk"))
+        (
+            read("checkpoint.json"),
+            read("step-000001/model.bpk"),
+            read("step-000001/optimizer.bpk"),
+        )
     })
 }
 

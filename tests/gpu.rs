@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{microgpt, ok, step_losses, stderr, val_loss};
+use common::{microgpt, ok, stderr, step_losses, val_loss};
 
 /// A scratch directory with names.txt, when a GPU adapter exists (else the test is skipped).
 fn gpu_scratch() -> Option<tempfile::TempDir> {
@@ -20,7 +20,10 @@ fn gpu_available(dir: &std::path::Path) -> bool {
     }
     let err = stderr(&out);
     assert!(err.contains("no GPU adapter found"), "unexpected GPU failure: {err}");
-    assert!(std::env::var("MICROGPT_REQUIRE_GPU").as_deref() != Ok("1"), "MICROGPT_REQUIRE_GPU=1 but {err}");
+    assert!(
+        std::env::var("MICROGPT_REQUIRE_GPU").as_deref() != Ok("1"),
+        "MICROGPT_REQUIRE_GPU=1 but {err}"
+    );
     eprintln!("skipping: {err}");
     false
 }
@@ -46,10 +49,44 @@ fn gpu_follows_the_cpu_in_f32() {
 fn gpu_trains_batches_and_larger_models() {
     let Some(dir) = gpu_scratch() else { return };
     let d = dir.path();
-    let out = ok(d, &["train", "--device", "gpu", "--preset", "small", "--batch-size", "16", "--steps", "60", "--log-every", "20", "--out", "ck"]);
-    assert_eq!(step_losses(&out).len(), 3, "--log-every 20 reads the loss 3 times in 60 steps");
+    let out = ok(
+        d,
+        &[
+            "train",
+            "--device",
+            "gpu",
+            "--preset",
+            "small",
+            "--batch-size",
+            "16",
+            "--steps",
+            "60",
+            "--log-every",
+            "20",
+            "--out",
+            "ck",
+        ],
+    );
+    assert_eq!(
+        step_losses(&out).len(),
+        3,
+        "--log-every 20 reads the loss 3 times in 60 steps"
+    );
     // a GPU checkpoint samples on the CPU
-    let sampled = ok(d, &["sample", "--checkpoint", "ck", "--device", "cpu", "--dtype", "f32", "--num-samples", "3"]);
+    let sampled = ok(
+        d,
+        &[
+            "sample",
+            "--checkpoint",
+            "ck",
+            "--device",
+            "cpu",
+            "--dtype",
+            "f32",
+            "--num-samples",
+            "3",
+        ],
+    );
     assert_eq!(common::samples(&sampled).len(), 3);
 }
 
@@ -59,14 +96,32 @@ fn gpu_trains_batches_and_larger_models() {
 fn a_cpu_checkpoint_evaluates_and_inspects_on_the_gpu() {
     let Some(dir) = gpu_scratch() else { return };
     let d = dir.path();
-    ok(d, &["train", "--steps", "50", "--out", "ck", "--quiet", "--num-samples", "0"]);
+    ok(
+        d,
+        &["train", "--steps", "50", "--out", "ck", "--quiet", "--num-samples", "0"],
+    );
     let number = |out: String, prefix: &str| -> f64 {
-        out.lines().find_map(|l| l.strip_prefix(prefix)).unwrap().split(' ').next().unwrap().parse().unwrap()
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     let eval = |device: &str| number(ok(d, &["eval", "--checkpoint", "ck", "--device", device]), "loss: ");
     let (cpu, gpu) = (eval("cpu"), eval("gpu"));
     assert!((cpu - gpu).abs() < 1e-3, "eval cpu {cpu} vs gpu {gpu}");
-    let inspect = |device: &str| number(ok(d, &["inspect", "--checkpoint", "ck", "--text", "emma", "--device", device]), "mean loss: ");
+    let inspect = |device: &str| {
+        number(
+            ok(
+                d,
+                &["inspect", "--checkpoint", "ck", "--text", "emma", "--device", device],
+            ),
+            "mean loss: ",
+        )
+    };
     let (cpu, gpu) = (inspect("cpu"), inspect("gpu"));
     assert!((cpu - gpu).abs() < 1e-3, "inspect cpu {cpu} vs gpu {gpu}");
 }

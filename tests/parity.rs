@@ -30,7 +30,13 @@ fn run(seed: u64, steps: usize) -> Run {
     let config = GPTConfig::new(dataset.tokenizer.vocab_size());
     let model = GPT::init(&config, &mut rng, &runtime.device.clone().autodiff());
     let options = TrainOptions {
-        run: RunSettings { seed, num_steps: steps, lr: 0.01, batch_size: 1, precision: Precision::F64 },
+        run: RunSettings {
+            seed,
+            num_steps: steps,
+            lr: 0.01,
+            batch_size: 1,
+            precision: Precision::F64,
+        },
         data: data::DataFile::of(&common::names_txt()).unwrap(),
         stop_at: None,
         eval_every: None,
@@ -54,7 +60,11 @@ fn run(seed: u64, steps: usize) -> Run {
     let model = model.valid();
     let val_loss = report.val_loss.unwrap();
     let samples = sample::sample(&model, &dataset.tokenizer, &SampleOptions::reference(), &mut rng).unwrap();
-    Run { losses: report.losses.iter().map(|&(_, l)| l).collect(), val_loss, samples }
+    Run {
+        losses: report.losses.iter().map(|&(_, l)| l).collect(),
+        val_loss,
+        samples,
+    }
 }
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
@@ -67,7 +77,10 @@ fn shuffle_and_initial_weights_match_the_reference_checks() {
     let init = std::fs::read_to_string(common::reference("seed42_steps1000.txt.init")).unwrap();
     let field = |key: &str| -> Vec<String> {
         init.lines()
-            .find_map(|l| l.strip_prefix(key).map(|r| r.split_whitespace().map(String::from).collect()))
+            .find_map(|l| {
+                l.strip_prefix(key)
+                    .map(|r| r.split_whitespace().map(String::from).collect())
+            })
             .unwrap()
     };
     let runtime = device::open(Some(DeviceArg::Cpu), Some(Precision::F64)).unwrap();
@@ -109,7 +122,11 @@ fn thousand_steps_match_the_reference() {
     assert!(diff < 1e-9, "largest per-step loss difference {diff:e}");
     assert_eq!(format!("{:.4}", ours.losses[999]), "2.6497");
     let eval = reference.eval.unwrap();
-    assert!((ours.val_loss - eval).abs() < 1e-9, "val loss {} vs {eval}", ours.val_loss);
+    assert!(
+        (ours.val_loss - eval).abs() < 1e-9,
+        "val loss {} vs {eval}",
+        ours.val_loss
+    );
     assert_eq!(ours.samples, reference.samples);
 }
 

@@ -31,7 +31,11 @@ pub struct Reference {
 
 pub fn read_reference(name: &str) -> Reference {
     let text = std::fs::read_to_string(reference(name)).expect("reference file exists");
-    let mut r = Reference { losses: vec![], eval: None, samples: vec![] };
+    let mut r = Reference {
+        losses: vec![],
+        eval: None,
+        samples: vec![],
+    };
     for line in text.lines() {
         let mut parts = line.splitn(3, ' ');
         match (parts.next(), parts.next(), parts.next()) {
@@ -89,7 +93,16 @@ pub fn step_losses(stdout: &str) -> Vec<f64> {
     stdout
         .lines()
         .filter(|l| l.starts_with("step "))
-        .map(|l| l.split("| loss ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap())
+        .map(|l| {
+            l.split("| loss ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -107,6 +120,10 @@ pub fn val_loss(stdout: &str) -> f64 {
 pub fn samples(stdout: &str) -> Vec<String> {
     stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("sample ").and_then(|r| r.split_once(": ")).map(|(_, s)| s.to_string()))
+        .filter_map(|l| {
+            l.strip_prefix("sample ")
+                .and_then(|r| r.split_once(": "))
+                .map(|(_, s)| s.to_string())
+        })
         .collect()
 }
