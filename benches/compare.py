@@ -6,13 +6,15 @@ Runs each configuration's programs alternately, --runs times, on the same machin
 medians as a Markdown table: tokens per second (target tokens), our speed over PyTorch's best,
 the held-out loss each reached, and the peak memory (max RSS) of each process.
 
-    cargo build --release --all-features
-    python3 benches/compare.py --torch path/to/torch_microgpt.py --runs 3 --only small medium large
+    cargo build --release --all-features     # target/release/microgpt
+    target/release/microgpt --device cpu     # the reference run; the first run downloads data/names.txt
+    pip install torch
+    python3 benches/compare.py --runs 3 --only small medium large
 
-The PyTorch script fixes the reference sizes; it is extended at run time with --n-layer, --n-embd
-and --n-head flags so that it trains exactly the preset's model (same sizes, data, init order,
-optimizer and padding rule). CPU rows run PyTorch with 1 and with 2 threads and compare against
-the faster; ours uses every core.
+PyTorch runs benches/torch_microgpt.py (or --torch PATH), the PyTorch version of the same
+algorithm, with the preset's --n-layer, --n-embd and --n-head, so that both train the same model
+(same sizes, data, held-out split, init order, optimizer and padding rule). CPU rows run PyTorch
+with 1 and with 2 threads and compare against the faster; ours uses every core.
 
 Configurations (pick with --only; preset, batch, steps):
   reference      the reference run, batch 1, 1,000 steps, CPU (ours f64, PyTorch f32)
@@ -38,7 +40,7 @@ import threading
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = re.compile(r"train time: ([0-9.]+) s .*?([0-9.]+) tokens/s")
 # ours: `val loss: 2.3689`; PyTorch: `eval nll/token on last 2000 docs: 2.3689`
-VAL = re.compile(r"(?:val loss|eval nll/token on last 2000 docs): ([0-9.]+|nan|inf)")
+VAL = re.compile(r"(?:val loss|eval nll/token on last \d+ docs): ([0-9.]+|nan|inf)")
 
 PRESETS = {"reference": (1, 16, 4), "small": (2, 64, 4), "medium": (4, 128, 4), "large": (6, 384, 6)}
 
@@ -83,21 +85,6 @@ def run(cmd, cwd, timeout, env=None):
     return float(m.group(1)), float(m.group(2)), float(v.group(1)) if v else float("nan"), usage.ru_maxrss / 1024
 
 
-def sized_torch(path, work):
-    """torch_microgpt.py with --n-layer/--n-embd/--n-head flags (it fixes the reference sizes)."""
-    src = open(path).read()
-    fixed = "n_layer, n_embd, block_size, n_head = 1, 16, 16, 4"
-    if fixed not in src:
-        sys.exit(f"{path}: cannot find the model sizes line to extend")
-    src = src.replace("args = p.parse_args()", "p.add_argument('--n-layer', type=int, default=1)\n"
-                      "p.add_argument('--n-embd', type=int, default=16)\np.add_argument('--n-head', type=int, default=4)\n"
-                      "args = p.parse_args()")
-    src = src.replace(fixed, "n_layer, n_embd, block_size, n_head = args.n_layer, args.n_embd, 16, args.n_head")
-    out = os.path.join(work, "torch_microgpt_sized.py")
-    open(out, "w").write(src)
-    return out
-
-
 def commands(name, args, data, torch_script):
     """Our command and PyTorch's commands (one per thread count on the CPU) for a configuration."""
     preset, batch, steps, device = CONFIGS[name]
@@ -116,9 +103,11 @@ def commands(name, args, data, torch_script):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--torch", required=True, help="path to torch_microgpt.py")
+    p.add_argument("--torch", default=os.path.join(ROOT, "benches/torch_microgpt.py"),
+                   help="the PyTorch script (default: benches/torch_microgpt.py)")
     p.add_argument("--python", default=sys.executable, help="the Python that has torch")
-    p.add_argument("--microgpt", default=os.path.join(ROOT, "target/release/microgpt"))
+    p.add_argument("--microgpt", default=os.path.join(ROOT, "target/release/microgpt"),
+                   help="our binary (default: target/release/microgpt)")
     p.add_argument("--data", default=os.path.join(ROOT, "data/names.txt"))
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=float, default=600, help="seconds one program may run")
@@ -130,8 +119,20 @@ def main():
     args = p.parse_args()
 
     data = os.path.abspath(args.data)
+    if not os.path.isfile(data):
+        sys.exit(f"compare.py: no data file at {data}: run `target/release/microgpt --device cpu` once "
+                 "(it downloads data/names.txt), or pass --data PATH")
+    if not os.access(args.microgpt, os.X_OK):
+        sys.exit(f"compare.py: no microgpt binary at {args.microgpt}: run `cargo build --release "
+                 "--all-features`, or pass --microgpt PATH")
+    torch_script = os.path.abspath(args.torch)
+    if not args.no_torch:
+        if not os.path.isfile(torch_script):
+            sys.exit(f"compare.py: no PyTorch script at {torch_script}: pass --torch PATH, or --no-torch")
+        if subprocess.run([args.python, "-c", "import torch"], capture_output=True).returncode != 0:
+            sys.exit(f"compare.py: PyTorch is not importable by {args.python}: pip install torch "
+                     "(or pass --python PATH, or --no-torch to time ours alone)")
     work = tempfile.mkdtemp()
-    torch_script = sized_torch(os.path.abspath(args.torch), work)
     env = {"XDG_RUNTIME_DIR": work}
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; runs: {args.runs} (medians)\n")
     print("| run (preset, batch, steps, device) | ours tokens/s | PyTorch tokens/s | ours / best PyTorch "

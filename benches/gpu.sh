@@ -20,7 +20,7 @@ BUNDLE="$ROOT/gpu-bundle"
 
 pack() {
     local bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/microgpt"
-    local torch="$ROOT/../shared/bench/torch_microgpt.py"
+    local torch="$ROOT/benches/torch_microgpt.py"
     while [ $# -gt 0 ]; do
         case "$1" in
             --bin) bin="$2"; shift 2 ;;
