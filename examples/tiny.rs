@@ -3,14 +3,7 @@
 use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use microgpt_burn::{
-    adam::Adam,
-    config::GPTConfig,
-    data::{Batcher, Dataset},
-    device,
-    model::GPT,
-    rng::PyRandom,
-};
+use microgpt_burn::{adam::Adam, batch::Batcher, config::GPTConfig, data::Dataset, device, model::GPT, rng::PyRandom};
 use microgpt_burn::{
     sample::{SampleOptions, sample},
     train::lr_at,
@@ -24,9 +17,7 @@ fn main() -> Result<()> {
     let mut rng = PyRandom::new(42); // Python-compatible: shuffle, initial weights, samples
     let data = Dataset::new(WORDS.split_whitespace().map(String::from).collect(), &mut rng)?;
     let device = device::open(Some(device::DeviceArg::Cpu), None)?.device.autodiff();
-    let config = GPTConfig::new(data.tokenizer.vocab_size())
-        .with_n_embd(32)
-        .with_block_size(8);
+    let config = GPTConfig::new(data.tokenizer.vocab_size()).with_n_embd(32).with_block_size(8);
     let mut model = GPT::init(&config, &mut rng, &device);
     let mut optim = Adam::reference().init();
     let batches = Batcher::new(&data.tokenizer, data.train_docs(), config.block_size, &device);
@@ -37,15 +28,8 @@ fn main() -> Result<()> {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr_at(0.01, step, steps), model, grads);
     }
-    let options = SampleOptions {
-        num_samples: 10,
-        temperature: 0.8,
-        ..SampleOptions::reference()
-    };
-    for (i, name) in sample(&model.valid(), &data.tokenizer, &options, &mut rng)?
-        .iter()
-        .enumerate()
-    {
+    let options = SampleOptions { num_samples: 10, temperature: 0.8, ..SampleOptions::reference() };
+    for (i, name) in sample(&model.valid(), &data.tokenizer, &options, &mut rng)?.iter().enumerate() {
         println!("sample {:2}: {name}", i + 1);
     }
     Ok(())

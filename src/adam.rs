@@ -37,20 +37,13 @@ pub struct Adam {
 impl Adam {
     /// The reference's settings: betas 0.85 and 0.99, eps 1e-8, updated on the host (a CPU).
     pub fn reference() -> Self {
-        Self {
-            beta1: 0.85,
-            beta2: 0.99,
-            eps: 1e-8,
-            on_host: true,
-        }
+        Self { beta1: 0.85, beta2: 0.99, eps: 1e-8, on_host: true }
     }
 
-    /// The reference's settings, tuned for `kind` of device (see `on_host`).
-    pub fn reference_for(kind: crate::device::DeviceArg) -> Self {
-        Self {
-            on_host: !crate::device::is_gpu(kind),
-            ..Self::reference()
-        }
+    /// These settings with the update run on the host (`true`, for a CPU) or as tensor
+    /// operations (`false`, for a GPU); see `on_host`.
+    pub fn on_host(self, on_host: bool) -> Self {
+        Self { on_host, ..self }
     }
 
     /// A Burn module optimizer running this update on every parameter.
@@ -68,7 +61,7 @@ impl Adam {
         let bias1 = F::of(1.0 - self.beta1.powi(time));
         let bias2 = F::of(1.0 - self.beta2.powi(time));
         let lr = F::of(lr);
-        let piece = |(((p, g), m), v): (((&mut [F], &[F]), &mut [F]), &mut [F])| {
+        let piece = |(((p, g), m), v): Piece<F>| {
             for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 *m = *m * b1 + g * one_minus_b1;
                 *v = *v * b2 + g * g * one_minus_b2;
@@ -104,22 +97,10 @@ impl Adam {
         let (mut p, g) = (tensor.into_data(), grad.into_data()); // a transposed gradient is laid out here
         let slices = |p: &mut TensorData, m: &mut TensorData, v: &mut TensorData| -> Result<(), DataError> {
             match dtype {
-                DType::F64 => self.update::<f64>(
-                    lr,
-                    t,
-                    p.as_mut_slice()?,
-                    g.as_slice()?,
-                    m.as_mut_slice()?,
-                    v.as_mut_slice()?,
-                ),
-                _ => self.update::<f32>(
-                    lr,
-                    t,
-                    p.as_mut_slice()?,
-                    g.as_slice()?,
-                    m.as_mut_slice()?,
-                    v.as_mut_slice()?,
-                ),
+                DType::F64 => {
+                    self.update::<f64>(lr, t, p.as_mut_slice()?, g.as_slice()?, m.as_mut_slice()?, v.as_mut_slice()?)
+                }
+                _ => self.update::<f32>(lr, t, p.as_mut_slice()?, g.as_slice()?, m.as_mut_slice()?, v.as_mut_slice()?),
             }
             Ok(())
         };
@@ -129,6 +110,9 @@ impl Adam {
         (tensor(p), Some(state))
     }
 }
+
+/// One piece of a parameter's numbers, as the zipped chunks give it: ((p, g), m), v.
+type Piece<'a, F> = (((&'a mut [F], &'a [F]), &'a mut [F]), &'a mut [F]);
 
 /// The float types [`Adam::update`] runs in: f32 and f64.
 pub trait Real:
@@ -214,14 +198,10 @@ mod tests {
                 Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), &dev).cast(dtype)
             };
             let weights = draw(5, 3);
-            let grads: Vec<Tensor<2>> = (0..4)
-                .map(|i| if i % 2 == 0 { draw(5, 3) } else { draw(3, 5).transpose() })
-                .collect();
+            let grads: Vec<Tensor<2>> =
+                (0..4).map(|i| if i % 2 == 0 { draw(5, 3) } else { draw(3, 5).transpose() }).collect();
             let run = |on_host: bool| {
-                let adam = Adam {
-                    on_host,
-                    ..Adam::reference()
-                };
+                let adam = Adam { on_host, ..Adam::reference() };
                 let (mut p, mut state) = (weights.clone(), None);
                 let mut seen = Vec::new();
                 for (step, g) in grads.iter().enumerate() {

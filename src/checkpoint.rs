@@ -4,8 +4,12 @@
 //! vocabulary, run settings) and points to one weights folder `step-NNNNNN/` with the model in
 //! Burn's format (`model.bpk`), the model as safetensors under the reference's weight names
 //! (`model.safetensors`, loadable by PyTorch), and the optimizer state (`optimizer.bpk`).
-//! A save writes a new weights folder completely, then swaps `checkpoint.json` by rename, then
-//! removes the old folder: a crash at any point leaves the previous checkpoint whole.
+//! `checkpoint.json` also records each weight file's size and SHA-256, checked on every load, so
+//! a damaged file is named instead of loading as other weights.
+//! A save writes a new weights folder completely, under a name no folder has had (`step-000200`,
+//! or `step-000200-1` when that step was saved before), then swaps `checkpoint.json` by rename,
+//! then removes every other weights folder: at every moment the directory holds one complete,
+//! loadable checkpoint, and the folder `checkpoint.json` names is never touched.
 //! One training run at a time holds a directory: [`lock`] takes an exclusive lock on
 //! `DIR/.lock` for the whole run, and the operating system drops it with the process, however
 //! the process ends. Readers (`sample`, `eval`) take no lock: they only ever see whole
@@ -13,6 +17,7 @@
 //! checkpoint is intact.
 //! Deliberately left out: keeping more than the latest checkpoint.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use crate::adam::Adam;
 use crate::config::GPTConfig;
 use crate::data::Tokenizer;
-use crate::device::Precision;
+use crate::device::{self, Precision};
+use crate::files::{sha256_hex, sync_dir, tmp_path, write_atomic};
 use crate::model::GPT;
 use crate::rng::PyRandom;
 
@@ -80,6 +86,47 @@ pub struct Meta {
     /// SHA-256 of the data file, lower-case hex.
     #[serde(default)]
     pub data_sha256: Option<String>,
+    /// Size and SHA-256 of each file in the weights folder, checked whenever one is read
+    /// (absent in checkpoints written before they were recorded: those load unchecked).
+    #[serde(default)]
+    pub files: BTreeMap<String, FileDigest>,
+    /// The checkpoint this run's weights started from (`train --init-from`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+}
+
+/// What a checkpoint records of one of its files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lower-case hex.
+    pub sha256: String,
+}
+
+impl FileDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self { size: bytes.len() as u64, sha256: sha256_hex(bytes) }
+    }
+}
+
+/// Where a run's initial weights came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitFrom {
+    /// The checkpoint directory, as an absolute path.
+    pub dir: String,
+    /// The step of the checkpoint loaded.
+    pub step: usize,
+}
+
+/// Whether `dir` holds a training run that a new run saving there would replace: a checkpoint,
+/// or the metrics of one. Says which, for the message.
+pub fn run_in(dir: &Path) -> Option<String> {
+    if let Ok(meta) = read_meta(dir) {
+        return Some(format!("the checkpoint of step {}", meta.step));
+    }
+    [META_FILE, "metrics.csv"].iter().find(|name| dir.join(name).exists()).map(|name| format!("its {name}"))
 }
 
 /// A directory held by one training run; the lock is released when this is dropped or the
@@ -103,10 +150,7 @@ pub fn lock(dir: &Path) -> Result<DirLock> {
     match file.try_lock() {
         Ok(()) => {
             // the holder's process id, for the message of a second run
-            let _ = file
-                .set_len(0)
-                .and_then(|()| write!(file, "{}", std::process::id()))
-                .and_then(|()| file.flush());
+            let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id())).and_then(|()| file.flush());
             Ok(DirLock { _file: file })
         }
         Err(fs::TryLockError::WouldBlock) => {
@@ -128,13 +172,10 @@ pub fn lock(dir: &Path) -> Result<DirLock> {
 /// Whether `err` comes from a full disk (also when a library kept only its message).
 pub fn is_disk_full(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
-            || {
-                let text = cause.to_string();
-                text.contains("No space left on device") || text.contains("not enough space on the disk")
-            }
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull) || {
+            let text = cause.to_string();
+            text.contains("No space left on device") || text.contains("not enough space on the disk")
+        }
     })
 }
 
@@ -156,63 +197,62 @@ pub fn explain_write_error(err: anyhow::Error, dir: &Path, what: &str) -> anyhow
     anyhow::anyhow!("the disk is full: cannot {what} in {}; {intact}", dir.display())
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename, so readers never see half.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    let written = (|| {
-        let mut file = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 /// Save `model` and `optim` after `meta.step` steps into `dir`. On failure nothing half
 /// written stays, and the previous checkpoint is untouched.
 pub fn save(dir: &Path, model: &GPT, optim: &ModuleOptimizer, mut meta: Meta) -> Result<()> {
     let step = meta.step;
+    let failed = |err| explain_write_error(err, dir, &format!("save step {step}"));
     fs::create_dir_all(dir).with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
-    let previous = read_meta(dir).ok().map(|m| m.weights);
-    meta.weights = format!("step-{step:06}");
+    meta.weights = unused_name(dir, step);
     let final_dir = dir.join(&meta.weights);
     let tmp_dir = tmp_path(&final_dir);
-    let written = write_weights(&tmp_dir, model, optim);
-    if let Err(err) = written {
+    match write_weights(&tmp_dir, model, optim) {
+        Ok(files) => meta.files = files,
+        Err(err) => {
+            let _ = fs::remove_dir_all(&tmp_dir);
+            return Err(failed(err));
+        }
+    }
+    if let Err(err) = fs::rename(&tmp_dir, &final_dir) {
         let _ = fs::remove_dir_all(&tmp_dir);
-        return Err(explain_write_error(err, dir, &format!("save step {step}")));
+        return Err(failed(anyhow::Error::from(err).context(format!("cannot rename {}", tmp_dir.display()))));
     }
-
-    if final_dir.exists() {
-        fs::remove_dir_all(&final_dir)?; // a leftover of an earlier run at the same step
-    }
-    fs::rename(&tmp_dir, &final_dir)?;
     let json = serde_json::to_string_pretty(&meta)?;
     if let Err(err) = write_atomic(&dir.join(META_FILE), json.as_bytes()) {
-        if previous.as_deref() != Some(meta.weights.as_str()) {
-            let _ = fs::remove_dir_all(&final_dir);
-        }
-        return Err(explain_write_error(err, dir, &format!("save step {step}")));
+        let _ = fs::remove_dir_all(&final_dir); // a new name: never the folder the pointer names
+        return Err(failed(err));
     }
     sync_dir(dir);
-    if let Some(old) = previous.filter(|old| *old != meta.weights) {
-        let _ = fs::remove_dir_all(dir.join(old));
-    }
+    remove_other_weights(dir, &meta.weights);
     Ok(())
 }
 
-/// The three weight files of a checkpoint, into a new folder `tmp_dir`.
-fn write_weights(tmp_dir: &Path, model: &GPT, optim: &ModuleOptimizer) -> Result<()> {
+/// A weights folder name for `step` that no folder in `dir` has: `step-000200`, else
+/// `step-000200-1`, `step-000200-2`, ... (the step was saved before: by an interrupt landing
+/// on a periodic save, or by an earlier run in this directory).
+fn unused_name(dir: &Path, step: usize) -> String {
+    let base = format!("step-{step:06}");
+    std::iter::once(base.clone())
+        .chain((1..).map(|n| format!("{base}-{n}")))
+        .find(|name| !dir.join(name).exists() && !tmp_path(&dir.join(name)).exists())
+        .expect("an unused name exists")
+}
+
+/// Remove every weights folder of `dir` but `keep`: the previous checkpoint, and what saves
+/// that crashed left behind. Best effort: a folder that stays is only disk space.
+fn remove_other_weights(dir: &Path, keep: &str) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("step-") && name != keep && entry.path().is_dir() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The three weight files of a checkpoint, into a new folder `tmp_dir`; their digests.
+fn write_weights(tmp_dir: &Path, model: &GPT, optim: &ModuleOptimizer) -> Result<BTreeMap<String, FileDigest>> {
     if tmp_dir.exists() {
         fs::remove_dir_all(tmp_dir)?;
     }
@@ -226,36 +266,28 @@ fn write_weights(tmp_dir: &Path, model: &GPT, optim: &ModuleOptimizer) -> Result
     let mut store = SafetensorsStore::from_file(tmp_dir.join(SAFETENSORS_FILE))
         .with_key_remapping(r"^layer\.(\d+)\.", "layer$1.")
         .overwrite(true);
-    weights
-        .save_into(&mut store)
-        .map_err(|err| anyhow::anyhow!("cannot save the safetensors weights: {err}"))?;
+    weights.save_into(&mut store).map_err(|err| anyhow::anyhow!("cannot save the safetensors weights: {err}"))?;
     optim
         .save(tmp_dir.join(OPTIMIZER_FILE))
         .map_err(|err| anyhow::anyhow!("cannot save the optimizer state: {err}"))?;
     sync_dir(tmp_dir);
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(file) = fs::File::open(dir) {
-        let _ = file.sync_all();
-    }
+    [MODEL_FILE, SAFETENSORS_FILE, OPTIMIZER_FILE]
+        .into_iter()
+        .map(|name| {
+            let path = tmp_dir.join(name);
+            let bytes = fs::read(&path).with_context(|| format!("cannot read back {}", path.display()))?;
+            Ok((name.to_string(), FileDigest::of(&bytes)))
+        })
+        .collect()
 }
 
 /// Read and check `checkpoint.json`.
 pub fn read_meta(dir: &Path) -> Result<Meta> {
     if !dir.exists() {
-        bail!(
-            "checkpoint directory {} does not exist: train with --out {} first",
-            dir.display(),
-            dir.display()
-        );
+        bail!("checkpoint directory {} does not exist: train with --out {} first", dir.display(), dir.display());
     }
     if !dir.is_dir() {
-        bail!(
-            "checkpoint {} is not a directory: pass the directory given to --out",
-            dir.display()
-        );
+        bail!("checkpoint {} is not a directory: pass the directory given to --out", dir.display());
     }
     let path = dir.join(META_FILE);
     let text = fs::read_to_string(&path).map_err(|_| {
@@ -272,16 +304,11 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
             path.display()
         ),
         Some(_) => {}
-        None => bail!(
-            "{} has no format_version: it is not a microgpt checkpoint",
-            path.display()
-        ),
+        None => bail!("{} has no format_version: it is not a microgpt checkpoint", path.display()),
     }
     let meta: Meta = serde_json::from_value(version)
         .map_err(|err| anyhow::anyhow!("{} is corrupted ({err}): save the checkpoint again", path.display()))?;
-    meta.config
-        .validate()
-        .with_context(|| format!("{} holds an impossible model config", path.display()))?;
+    meta.config.validate().with_context(|| format!("{} holds an impossible model config", path.display()))?;
     if meta.config.vocab_size != meta.vocab.vocab_size() {
         bail!(
             "{} is inconsistent: vocab_size {} but {} characters in the vocabulary",
@@ -308,26 +335,22 @@ pub fn load(dir: &Path, device: &burn::tensor::Device) -> Result<Loaded> {
     let mut attempt = 0;
     loop {
         let meta = read_meta(dir)?;
-        match load_meta(dir, meta.clone(), device) {
+        match load_weights(dir, meta.clone(), device) {
             Err(_) if attempt < 3 && read_meta(dir).is_ok_and(|now| now.weights != meta.weights) => attempt += 1,
             loaded => return loaded,
         }
     }
 }
 
-fn load_meta(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result<Loaded> {
+/// The weights `meta` names, checked against their recorded digest, loaded onto `device` and
+/// checked to be finite numbers.
+fn load_weights(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result<Loaded> {
     // the initial values are overwritten; any seed builds the right shapes
     let skeleton = GPT::init(&meta.config, &mut PyRandom::new(0), device);
     let path = dir.join(&meta.weights).join(MODEL_FILE);
-    if !path.is_file() {
-        bail!(
-            "{} is missing: the checkpoint is incomplete, save it again",
-            path.display()
-        );
-    }
     // read the whole file now: Burn's file loader maps it lazily, and a training run may
     // delete this folder (after saving a newer one) while the weights are still unread
-    let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_checked(&meta, &path)?;
     let model = catch_load(|| {
         // in the device's precision: an f64 checkpoint on the GPU (f32) is cast, not loaded as f64
         burn::store::ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
@@ -339,23 +362,66 @@ fn load_meta(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result<Lo
             path.display()
         )
     })?;
-    Ok(Loaded {
-        meta,
-        model,
-        dir: dir.to_path_buf(),
-    })
+    if let Some(name) = first_non_finite(&model)? {
+        bail!(
+            "the model in {} (step {}) is broken: its weights are not finite ({name} holds NaN or infinity), so it cannot sample or be evaluated; train again from an earlier checkpoint or at a lower --lr",
+            dir.display(),
+            meta.step
+        );
+    }
+    Ok(Loaded { meta, model, dir: dir.to_path_buf() })
+}
+
+/// The bytes of the weight file at `path`, which must be the ones `meta` recorded for it.
+fn read_checked(meta: &Meta, path: &Path) -> Result<Vec<u8>> {
+    if !path.is_file() {
+        bail!("{} is missing: the checkpoint is incomplete, save it again", path.display());
+    }
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    if meta.files.is_empty() {
+        return Ok(bytes); // written before digests were recorded
+    }
+    let Some(recorded) = meta.files.get(name.as_ref()) else {
+        bail!(
+            "{} records no digest of {name}: the checkpoint is corrupted, save it again",
+            dir_of(path).join(META_FILE).display()
+        );
+    };
+    if *recorded != FileDigest::of(&bytes) {
+        bail!(
+            "{} is damaged: its size or SHA-256 differs from what checkpoint.json records ({} bytes, sha256 {}): restore the file or train again",
+            path.display(),
+            recorded.size,
+            recorded.sha256
+        );
+    }
+    Ok(bytes)
+}
+
+/// The checkpoint directory of a weight file (`DIR/step-N/model.bpk` -> `DIR`).
+fn dir_of(path: &Path) -> &Path {
+    path.parent().and_then(Path::parent).unwrap_or(Path::new("."))
+}
+
+/// The name of the first weight that holds a NaN or an infinity, if any (reads every weight
+/// back from the device).
+pub fn first_non_finite(model: &GPT) -> Result<Option<String>> {
+    for (name, w) in model.named_weights() {
+        if device::read_values(w)?.iter().any(|x| !x.is_finite()) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
 }
 
 impl Loaded {
     /// The optimizer state saved with the weights, for the update `adam`.
     pub fn optimizer(&self, adam: Adam) -> Result<ModuleOptimizer> {
         let path = self.dir.join(&self.meta.weights).join(OPTIMIZER_FILE);
-        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = read_checked(&self.meta, &path)?;
         catch_load(|| adam.init().from_bytes(Bytes::from_bytes_vec(bytes))).map_err(|err| {
-            anyhow::anyhow!(
-                "cannot load the optimizer state {} ({err}): the checkpoint is corrupted",
-                path.display()
-            )
+            anyhow::anyhow!("cannot load the optimizer state {} ({err}): the checkpoint is corrupted", path.display())
         })
     }
 }

@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Preset;
 use crate::device::{DeviceArg, Precision};
 
+/// Where the reference downloads names.txt from, the default of `--data-url`.
+pub const NAMES_URL: &str = "https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt";
+
 /// microGPT on Burn: a complete GPT trained from scratch on names, then sampling new ones.
 ///
 /// With no subcommand, runs the reference: 1,000 steps on data/names.txt at seed 42, then 20
@@ -27,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a model (optionally saving checkpoints), then sample from it.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Sample from a saved checkpoint.
     Sample(SampleArgs),
     /// Print the mean loss per token of a saved checkpoint on a data file.
@@ -44,7 +47,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "PATH", help_heading = "Data")]
     pub data: Option<PathBuf>,
     /// Where to download data/names.txt from when it is absent
-    #[arg(long, value_name = "URL", env = "MICROGPT_DATA_URL", default_value = crate::data::NAMES_URL, help_heading = "Data")]
+    #[arg(long, value_name = "URL", env = "MICROGPT_DATA_URL", default_value = NAMES_URL, help_heading = "Data")]
     pub data_url: String,
 
     // ---- model ----
@@ -63,6 +66,11 @@ pub struct TrainArgs {
     /// Longest context in tokens; longer documents are cut [reference: 16]
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub block_size: Option<usize>,
+
+    /// Start from the weights of the checkpoint in DIR (its sizes and vocabulary) as a new run:
+    /// its own steps, learning rate and data, and a fresh optimizer
+    #[arg(long, value_name = "DIR", conflicts_with = "resume", help_heading = "Model")]
+    pub init_from: Option<PathBuf>,
 
     // ---- optimization ----
     /// Training steps; the learning rate decays linearly to zero over them [default: 1000]
@@ -101,6 +109,9 @@ pub struct TrainArgs {
     /// Continue the run saved in DIR exactly (its model, optimizer, step and settings)
     #[arg(long, value_name = "DIR", help_heading = "Output")]
     pub resume: Option<PathBuf>,
+    /// Replace the training run that --out DIR already holds (without it, such a DIR is refused)
+    #[arg(long, requires = "out", help_heading = "Output")]
+    pub overwrite: bool,
     /// Print (and record in metrics.csv) the loss of every N-th step
     #[arg(long, value_name = "N", default_value = "1", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Output")]
     pub log_every: usize,

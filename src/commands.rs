@@ -1,22 +1,25 @@
 //! What each subcommand does, from parsed flags to printed results: `train` (and the bare
-//! reference run), `sample` and `eval`. The pieces themselves live in their own modules.
+//! reference run), `sample`, `eval` and `inspect`. The pieces themselves live in their own
+//! modules; `train` reads as its phases: settings, data, model, the run, the results.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use burn::module::Module;
+use burn::optim::ModuleOptimizer;
 
 use crate::adam::Adam;
-use crate::checkpoint::{self, RunSettings};
+use crate::batch::Batcher;
+use crate::checkpoint::{self, InitFrom, Meta, RunSettings};
 use crate::cli::{EvalArgs, InspectArgs, SampleArgs, SamplingArgs, TrainArgs};
 use crate::config::{GPTConfig, Preset};
-use crate::data::{self, Batcher, Dataset};
-use crate::device;
+use crate::data::{self, DataFile, Dataset};
+use crate::device::{self, Runtime};
 use crate::inspect;
 use crate::model::GPT;
 use crate::rng::PyRandom;
 use crate::sample::{self, Novelty, SampleOptions};
-use crate::train::{self, Progress, Session, TrainOptions};
+use crate::train::{self, Progress, Session, TrainOptions, TrainReport};
 
 /// How a command ended, for the exit code.
 pub enum Outcome {
@@ -26,116 +29,243 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// What `train` prints after the samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The reference's output and nothing more (the bare `microgpt` run).
+    Reference,
+    /// Also makemore's novelty check: how many samples are training, held-out or new documents.
+    WithNovelty,
+}
+
 /// The reference defaults, filled in where a flag was not given.
 const DEFAULT_STEPS: usize = 1000;
 const DEFAULT_LR: f64 = 0.01;
 const DEFAULT_SEED: u64 = 42;
 
-fn sample_options(args: &SamplingArgs) -> Result<SampleOptions> {
-    let options = SampleOptions {
+/// The sampling flags; clap has checked their ranges, `sample::sample` checks them again for
+/// callers of the library.
+fn sample_options(args: &SamplingArgs) -> SampleOptions {
+    SampleOptions {
         num_samples: args.num_samples,
         temperature: args.temperature,
         top_k: args.top_k,
         prefix: args.prefix.clone(),
-    };
-    options.validate()?;
-    Ok(options)
+    }
 }
 
-/// Where a resumed run's settings must agree with the flags given now.
-fn check_same<T: PartialEq + std::fmt::Display>(flag: &str, given: Option<T>, saved: T) -> Result<T> {
-    match given {
-        Some(value) if value != saved => {
-            bail!("--{flag} {value} differs from the checkpoint's {saved}: a resume continues the saved run as it was")
+/// Where a training run's weights come from.
+enum Start {
+    /// Drawn from the seed, as the reference does.
+    Fresh,
+    /// `--resume DIR`: the saved run, continued exactly as it was.
+    Resume(PathBuf, Meta),
+    /// `--init-from DIR`: the saved weights, trained further as a new run.
+    InitFrom(PathBuf, Meta),
+}
+
+impl Start {
+    fn of(args: &TrainArgs) -> Result<Self> {
+        Ok(match (&args.resume, &args.init_from) {
+            (Some(dir), _) => Start::Resume(dir.clone(), checkpoint::read_meta(dir)?),
+            (None, Some(dir)) => Start::InitFrom(dir.clone(), checkpoint::read_meta(dir)?),
+            (None, None) => Start::Fresh,
+        })
+    }
+
+    /// The checkpoint read, whether resumed or started from.
+    fn checkpoint(&self) -> Option<(&Path, &Meta)> {
+        match self {
+            Start::Fresh => None,
+            Start::Resume(dir, meta) | Start::InitFrom(dir, meta) => Some((dir, meta)),
         }
+    }
+
+    /// Why the checkpoint's model sizes must be kept, for the message of a flag that differs.
+    fn keeps_sizes_because(&self) -> &'static str {
+        match self {
+            Start::InitFrom(..) => "--init-from keeps the checkpoint's model",
+            _ => "a resume continues the saved run as it was",
+        }
+    }
+}
+
+/// Where a saved run's value must agree with the flag given now: the saved value, or why not.
+fn check_same<T: PartialEq + std::fmt::Display>(flag: &str, given: Option<T>, saved: T, because: &str) -> Result<T> {
+    match given {
+        Some(value) if value != saved => bail!("--{flag} {value} differs from the checkpoint's {saved}: {because}"),
         _ => Ok(saved),
     }
 }
 
-/// `microgpt` and `microgpt train`: train, evaluate, sample. `extras` adds what the bare
-/// reference run leaves out (the novelty report).
-pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
-    let sampling = sample_options(&args.sampling)?;
-    if args.save_every.is_some() && args.out.is_none() && args.resume.is_none() {
-        bail!("--save-every needs --out DIR: the directory to save checkpoints in");
-    }
-    let resume = match &args.resume {
-        Some(dir) => Some(checkpoint::read_meta(dir)?),
-        None => None,
-    };
-
-    // settings: the flags, or the checkpoint's when resuming
-    let run = match &resume {
-        Some(meta) => RunSettings {
-            seed: check_same("seed", args.seed, meta.run.seed)?,
-            num_steps: check_same("steps", args.steps, meta.run.num_steps)?,
-            lr: check_same("lr", args.lr, meta.run.lr)?,
-            batch_size: check_same("batch-size", args.batch_size, meta.run.batch_size)?,
-            precision: meta.run.precision,
-        },
-        None => RunSettings {
-            seed: args.seed.unwrap_or(DEFAULT_SEED),
-            num_steps: args.steps.unwrap_or(DEFAULT_STEPS),
-            lr: args.lr.unwrap_or(DEFAULT_LR),
-            batch_size: args.batch_size.unwrap_or(1),
-            precision: device::Precision::F64, // replaced below by the device's
-        },
-    };
-    let dtype = match &resume {
-        Some(meta) => Some(check_same("dtype", args.device.dtype, meta.run.precision)?),
-        None => args.device.dtype,
-    };
-    let runtime = device::open(args.device.device, dtype)?;
-    let run = RunSettings {
-        precision: runtime.precision,
-        ..run
-    };
+/// `microgpt` and `microgpt train`: train, evaluate, sample.
+pub fn train(args: &TrainArgs, report: Report) -> Result<Outcome> {
+    let sampling = sample_options(&args.sampling);
+    let start = Start::of(args)?;
+    let out = output_dir(args, &start)?;
+    let (run, runtime) = settings(args, &start)?;
 
     // data: the reference's shuffle is the generator's first use
-    let (data_path, recorded) = match (&resume, &args.resume) {
-        (Some(meta), Some(dir)) if args.data.is_none() => {
+    let mut rng = PyRandom::new(run.seed);
+    let (dataset, data_file) = load_data(args, &start, &mut rng)?;
+    println!("num docs: {}", dataset.docs.len());
+    println!("vocab size: {}", dataset.tokenizer.vocab_size());
+
+    // model: drawn from the generator even when loaded, so that sampling draws stay aligned
+    let config = architecture(args, &start, &dataset)?;
+    sampling.prefix_tokens(&dataset.tokenizer, config.block_size)?;
+    let _lock = out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
+    warn_of_cut_documents(&dataset, &config);
+    let (model, optim, step) = initial_state(&config, &start, &runtime, &mut rng)?;
+    println!("num params: {}", model.num_params());
+    if let Start::InitFrom(dir, meta) = &start {
+        let before = train::evaluate(&model.valid(), &val_batcher(&dataset, &config, &runtime))?;
+        println!("init from {} (step {}): val loss {before:.4} before training", dir.display(), meta.step);
+    }
+
+    // the run
+    let options = train_options(args, run, data_file, out, &start, &runtime)?;
+    let saved = match &start {
+        Start::Resume(dir, meta) if options.out.as_deref() == Some(dir.as_path()) => Some(meta.step),
+        _ => None,
+    };
+    let stop = train::interrupt_flag();
+    let session = Session { model, optim, step, config: &config, data: &dataset, options: &options, stop, saved };
+    let (model, _optim, trained) = session.run()?;
+    if trained.interrupted {
+        say_interrupted(&trained, &options);
+        return Ok(Outcome::Interrupted);
+    }
+
+    // results: held-out loss, speed, samples
+    print_results(&trained);
+    println!("--- inference (new, hallucinated names) ---");
+    let samples = sample::sample(&model.valid(), &dataset.tokenizer, &sampling, &mut rng)?;
+    print_samples(&samples);
+    if report == Report::WithNovelty {
+        print_novelty(&samples, &dataset);
+    }
+    Ok(Outcome::Done)
+}
+
+/// The directory this run saves in, refused when it holds another run that it would replace
+/// (unless `--overwrite`). Nothing in it is touched here.
+fn output_dir(args: &TrainArgs, start: &Start) -> Result<Option<PathBuf>> {
+    let resumed = match start {
+        Start::Resume(dir, _) => Some(dir.clone()),
+        _ => None,
+    };
+    let out = args.out.clone().or_else(|| resumed.clone());
+    if args.save_every.is_some() && out.is_none() {
+        bail!("--save-every needs --out DIR: the directory to save checkpoints in");
+    }
+    if let Some(dir) = &out
+        && resumed.as_ref() != Some(dir)
+        && !args.overwrite
+        && let Some(what) = checkpoint::run_in(dir)
+    {
+        bail!(
+            "{} already holds a training run ({what}): continue it with --resume {}, pass another --out, or add --overwrite to replace it",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(out)
+}
+
+/// The run settings (the flags, or the checkpoint's when resuming) and the device.
+fn settings(args: &TrainArgs, start: &Start) -> Result<(RunSettings, Runtime)> {
+    let because = start.keeps_sizes_because();
+    let (run, dtype) = match start {
+        Start::Resume(_, meta) => (
+            RunSettings {
+                seed: check_same("seed", args.seed, meta.run.seed, because)?,
+                num_steps: check_same("steps", args.steps, meta.run.num_steps, because)?,
+                lr: check_same("lr", args.lr, meta.run.lr, because)?,
+                batch_size: check_same("batch-size", args.batch_size, meta.run.batch_size, because)?,
+                precision: meta.run.precision,
+            },
+            Some(check_same("dtype", args.device.dtype, meta.run.precision, because)?),
+        ),
+        _ => (
+            RunSettings {
+                seed: args.seed.unwrap_or(DEFAULT_SEED),
+                num_steps: args.steps.unwrap_or(DEFAULT_STEPS),
+                lr: args.lr.unwrap_or(DEFAULT_LR),
+                batch_size: args.batch_size.unwrap_or(1),
+                precision: device::Precision::F64, // replaced below by the device's
+            },
+            args.device.dtype,
+        ),
+    };
+    let runtime = device::open(args.device.device, dtype)?;
+    let run = RunSettings { precision: runtime.precision, ..run };
+    Ok((run, runtime))
+}
+
+/// The documents, shuffled by `rng`, and the data file as checkpoints record it. A resume
+/// without `--data` reads the file its checkpoint records (hashed once); a resume with
+/// `--data` must name the same bytes. A run from `--init-from` speaks the checkpoint's
+/// vocabulary, which must hold every character of the new data.
+fn load_data(args: &TrainArgs, start: &Start, rng: &mut PyRandom) -> Result<(Dataset, DataFile)> {
+    let (path, recorded) = match start {
+        Start::Resume(dir, meta) if args.data.is_none() => {
             let (path, file) = recorded_data(meta, dir)?;
             (path, Some(file))
         }
         _ => (data::resolve_data_path(args.data.as_deref(), &args.data_url)?, None),
     };
-    let docs = data::read_documents(&data_path)?;
-    let data_file = match recorded {
+    let docs = data::read_documents(&path)?;
+    let file = match recorded {
         Some(file) => file,
-        None => data::DataFile::of(&data_path)?,
+        None => DataFile::of(&path)?,
     };
-    let mut rng = PyRandom::new(run.seed);
-    let dataset = Dataset::new(docs, &mut rng)?;
-    dataset
-        .tokenizer
-        .encode(&sampling.prefix)
-        .map_err(|err| anyhow::anyhow!("--prefix {:?}: {err}", sampling.prefix))?;
-    println!("num docs: {}", dataset.docs.len());
-    println!("vocab size: {}", dataset.tokenizer.vocab_size());
-
-    // model: drawn from the generator even when resuming, so that sampling draws stay aligned
-    let config = match &resume {
-        Some(meta) => {
+    let mut dataset = Dataset::new(docs, rng)?;
+    match start {
+        Start::Resume(_, meta) => {
             if meta.vocab != dataset.tokenizer {
                 bail!(
                     "the vocabulary of {} differs from the checkpoint's: pass the --data the checkpoint was trained on",
-                    data_path.display()
+                    path.display()
                 );
             }
-            if args.data.is_some() && !same_data(meta, &data_file) {
+            if args.data.is_some() && !same_data(meta, &file) {
                 bail!(
                     "--data {} is not the file the checkpoint was trained on (its size or SHA-256 differs): a resume continues the saved run as it was",
-                    data_path.display()
+                    path.display()
                 );
             }
-            check_same_sizes(args, &meta.config)?;
-            meta.config.clone()
         }
-        None => model_config(args, dataset.tokenizer.vocab_size())?,
-    };
-    // one run per output directory, held until this process ends
-    let out = args.out.clone().or_else(|| args.resume.clone());
-    let _lock = out.as_deref().map(checkpoint::lock).transpose()?;
+        Start::InitFrom(dir, meta) => {
+            if let Some(ch) = dataset.tokenizer.chars.iter().find(|ch| !meta.vocab.chars.contains(ch)) {
+                bail!(
+                    "{} holds the character {ch:?}, which the model in {} has no token for: --init-from needs data written in the checkpoint's {} characters",
+                    path.display(),
+                    dir.display(),
+                    meta.vocab.chars.len()
+                );
+            }
+            dataset.tokenizer = meta.vocab.clone();
+        }
+        Start::Fresh => {}
+    }
+    Ok((dataset, file))
+}
+
+/// The architecture: a loaded checkpoint's (size flags, if given, must equal it), or the
+/// preset's with the flags that override it.
+fn architecture(args: &TrainArgs, start: &Start, dataset: &Dataset) -> Result<GPTConfig> {
+    match start.checkpoint() {
+        Some((_, meta)) => {
+            check_same_sizes(args, &meta.config, start.keeps_sizes_because())?;
+            Ok(meta.config.clone())
+        }
+        None => model_config(args, dataset.tokenizer.vocab_size()),
+    }
+}
+
+/// One warning for the documents that `block_size` cuts.
+fn warn_of_cut_documents(dataset: &Dataset, config: &GPTConfig) {
     let cut = data::count_cut(&dataset.docs, config.block_size);
     if cut > 0 {
         eprintln!(
@@ -143,82 +273,90 @@ pub fn train(args: &TrainArgs, extras: bool) -> Result<Outcome> {
             config.block_size
         );
     }
-    let ad_device = runtime.device.clone().autodiff();
-    let mut model = GPT::init(&config, &mut rng, &ad_device);
-    let adam = Adam::reference_for(runtime.kind);
-    let mut optim = adam.clone().init();
-    let mut step = 0;
-    if let (Some(meta), Some(dir)) = (&resume, &args.resume) {
-        let loaded = checkpoint::load(dir, &ad_device)?;
-        optim = loaded.optimizer(adam)?;
-        model = loaded.model;
-        step = meta.step;
-    }
-    println!("num params: {}", model.num_params());
+}
 
-    let options = TrainOptions {
-        run: run.clone(),
-        data: data_file,
+/// The model, the optimizer and the steps done: drawn fresh; a resumed checkpoint's weights,
+/// Adam state and step; or an `--init-from` checkpoint's weights with a fresh Adam at step 0.
+/// A new run keeps no Adam state: its moments and bias correction belong to the old schedule,
+/// and microGPT's Adam starts each schedule from zero moments.
+fn initial_state(
+    config: &GPTConfig,
+    start: &Start,
+    runtime: &Runtime,
+    rng: &mut PyRandom,
+) -> Result<(GPT, ModuleOptimizer, usize)> {
+    let ad_device = runtime.device.clone().autodiff();
+    let model = GPT::init(config, rng, &ad_device);
+    let adam = Adam::reference().on_host(!device::is_gpu(runtime.kind));
+    Ok(match start {
+        Start::Fresh => (model, adam.init(), 0),
+        Start::Resume(dir, meta) => {
+            let loaded = checkpoint::load(dir, &ad_device)?;
+            let optim = loaded.optimizer(adam)?;
+            (loaded.model, optim, meta.step)
+        }
+        Start::InitFrom(dir, _) => (checkpoint::load(dir, &ad_device)?.model, adam.init(), 0),
+    })
+}
+
+/// The held-out documents as batches on the device.
+fn val_batcher(dataset: &Dataset, config: &GPTConfig, runtime: &Runtime) -> Batcher {
+    Batcher::new(&dataset.tokenizer, dataset.val_docs(), config.block_size, &runtime.device)
+}
+
+/// How the session runs, from the flags.
+fn train_options(
+    args: &TrainArgs,
+    run: RunSettings,
+    data: DataFile,
+    out: Option<PathBuf>,
+    start: &Start,
+    runtime: &Runtime,
+) -> Result<TrainOptions> {
+    let init_from = match start {
+        Start::InitFrom(dir, meta) => {
+            Some(InitFrom { dir: std::path::absolute(dir)?.display().to_string(), step: meta.step })
+        }
+        _ => None,
+    };
+    Ok(TrainOptions {
         stop_at: args.stop_at,
         eval_every: args.eval_every,
         log_every: args.log_every,
-        sync_every: args
-            .sync_every
-            .unwrap_or_else(|| device::default_sync_every(runtime.kind)),
+        sync_every: args.sync_every.unwrap_or_else(|| device::default_sync_every(runtime.kind)),
         fixed_length: device::is_gpu(runtime.kind),
         out,
         save_every: args.save_every,
         progress: Progress::detect(args.quiet),
-    };
-    let session = Session {
-        model,
-        optim,
-        step,
-        config: &config,
-        data: &dataset,
-        options: &options,
-        stop: train::interrupt_flag(),
-    };
-    let (model, _optim, report) = session.run()?;
-    if report.interrupted {
-        match &options.out {
-            Some(dir) => eprintln!(
-                "interrupted at step {}: checkpoint saved to {}; continue with --resume {}",
-                report.step,
-                dir.display(),
-                dir.display()
-            ),
-            None => eprintln!(
-                "interrupted at step {} (nothing saved: pass --out DIR to keep checkpoints)",
-                report.step
-            ),
-        }
-        return Ok(Outcome::Interrupted);
-    }
+        init_from,
+        ..TrainOptions::new(run, data)
+    })
+}
 
-    // results: held-out loss, speed, samples
-    let model = model.valid();
-    println!(
-        "val loss: {:.4}",
-        report
-            .val_loss
-            .expect("a finished session evaluates the held-out documents")
-    );
-    if report.steps_run > 0 {
-        let secs = report.train_time.as_secs_f64();
+fn say_interrupted(trained: &TrainReport, options: &TrainOptions) {
+    match &options.out {
+        Some(dir) => eprintln!(
+            "interrupted at step {}: checkpoint saved to {}; continue with --resume {}",
+            trained.step,
+            dir.display(),
+            dir.display()
+        ),
+        None => eprintln!("interrupted at step {} (nothing saved: pass --out DIR to keep checkpoints)", trained.step),
+    }
+}
+
+/// `val loss: 2.3689` and the training speed.
+fn print_results(trained: &TrainReport) {
+    let val_loss = trained.val_loss.expect("a finished session evaluates the held-out documents");
+    println!("val loss: {val_loss:.4}");
+    if trained.steps_run > 0 {
+        let secs = trained.train_time.as_secs_f64();
         println!(
             "train time: {secs:.3} s ({:.1} steps/s, {:.0} tokens/s)",
-            report.steps_run as f64 / secs,
-            report.tokens as f64 / secs
+            trained.steps_run as f64 / secs,
+            trained.tokens as f64 / secs
         );
     }
-    println!("--- inference (new, hallucinated names) ---");
-    let samples = sample::sample(&model, &dataset.tokenizer, &sampling, &mut rng)?;
-    print_samples(&samples);
-    if extras {
-        print_novelty(&samples, &dataset);
-    }
-    Ok(Outcome::Done)
 }
 
 /// `sample  1: kamon`, the reference's format.
@@ -230,10 +368,7 @@ fn print_samples(samples: &[String]) {
 
 fn print_novelty(samples: &[String], dataset: &Dataset) {
     let n = Novelty::of(samples, dataset.train_docs(), dataset.val_docs());
-    println!(
-        "samples: {} in the training set, {} in the held-out set, {} new",
-        n.in_train, n.in_val, n.new
-    );
+    println!("samples: {} in the training set, {} in the held-out set, {} new", n.in_train, n.in_val, n.new);
 }
 
 /// The architecture from the preset and the flags that override it.
@@ -255,8 +390,8 @@ fn model_config(args: &TrainArgs, vocab_size: usize) -> Result<GPTConfig> {
     Ok(config)
 }
 
-/// A resume keeps the checkpoint's architecture: size flags, if given, must equal it.
-fn check_same_sizes(args: &TrainArgs, saved: &GPTConfig) -> Result<()> {
+/// A loaded checkpoint keeps its architecture: size flags, if given, must equal it.
+fn check_same_sizes(args: &TrainArgs, saved: &GPTConfig, because: &str) -> Result<()> {
     if let Some(preset) = args.preset {
         let wanted = GPTConfig::preset(preset, saved.vocab_size);
         if wanted != *saved {
@@ -267,28 +402,24 @@ fn check_same_sizes(args: &TrainArgs, saved: &GPTConfig) -> Result<()> {
                 .map(name)
                 .unwrap_or_else(|| "custom sizes".to_string());
             bail!(
-                "--preset {} differs from the checkpoint's {saved_name} ({}): a resume continues the saved run as it was",
+                "--preset {} differs from the checkpoint's {saved_name} ({}): {because}",
                 name(preset),
                 saved.describe()
             );
         }
     }
-    check_same("n-layer", args.n_layer, saved.n_layer)?;
-    check_same("n-embd", args.n_embd, saved.n_embd)?;
-    check_same("n-head", args.n_head, saved.n_head)?;
-    check_same("block-size", args.block_size, saved.block_size)?;
+    check_same("n-layer", args.n_layer, saved.n_layer, because)?;
+    check_same("n-embd", args.n_embd, saved.n_embd, because)?;
+    check_same("n-head", args.n_head, saved.n_head, because)?;
+    check_same("block-size", args.block_size, saved.block_size, because)?;
     Ok(())
 }
 
 /// The data file a checkpoint was trained on, at the absolute path it records, which must
 /// still hold the same bytes: that path, and the file as it is now (read and hashed once).
-fn recorded_data(meta: &checkpoint::Meta, dir: &Path) -> Result<(PathBuf, data::DataFile)> {
+fn recorded_data(meta: &Meta, dir: &Path) -> Result<(PathBuf, DataFile)> {
     let meta_path = dir.join("checkpoint.json");
-    let path = meta
-        .data
-        .as_deref()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(data::DEFAULT_DATA));
+    let path = meta.data.as_deref().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(data::DEFAULT_DATA));
     if !path.is_file() {
         bail!(
             "the data file {} recorded in {} is gone: pass --data PATH to the file the model was trained on",
@@ -308,7 +439,7 @@ fn recorded_data(meta: &checkpoint::Meta, dir: &Path) -> Result<(PathBuf, data::
 }
 
 /// Whether `file` holds the bytes the checkpoint was trained on (true when it recorded none).
-fn same_data(meta: &checkpoint::Meta, file: &data::DataFile) -> bool {
+fn same_data(meta: &Meta, file: &DataFile) -> bool {
     match (meta.data_size, &meta.data_sha256) {
         (Some(size), Some(sha256)) => file.holds(size, sha256),
         _ => true,
@@ -317,7 +448,7 @@ fn same_data(meta: &checkpoint::Meta, file: &data::DataFile) -> bool {
 
 /// `microgpt sample --checkpoint DIR`.
 pub fn sample(args: &SampleArgs) -> Result<Outcome> {
-    let options = sample_options(&args.sampling)?;
+    let options = sample_options(&args.sampling);
     let meta = checkpoint::read_meta(&args.checkpoint)?;
     let runtime = device::open(args.device.device, args.device.dtype)?;
     let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
@@ -333,17 +464,11 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
     let runtime = device::open(args.device.device, args.device.dtype)?;
     let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
     let (docs, what) = match &args.data {
-        Some(path) => (
-            data::read_documents(path)?,
-            format!("every document of {}", path.display()),
-        ),
+        Some(path) => (data::read_documents(path)?, format!("every document of {}", path.display())),
         None => {
             let (path, _) = recorded_data(&meta, &args.checkpoint)?;
             let dataset = Dataset::new(data::read_documents(&path)?, &mut PyRandom::new(meta.run.seed))?;
-            (
-                dataset.val_docs().to_vec(),
-                format!("the held-out documents of {}", path.display()),
-            )
+            (dataset.val_docs().to_vec(), format!("the held-out documents of {}", path.display()))
         }
     };
     for doc in &docs {
@@ -378,11 +503,8 @@ pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
         "pos", "input", "five likeliest next characters", "next", "p(next)", "loss"
     );
     for (pos, p) in seen.predictions.iter().enumerate() {
-        let top: Vec<String> = p
-            .top
-            .iter()
-            .map(|&(id, prob)| format!("{:>3} {prob:.3}", inspect::symbol(vocab, id)))
-            .collect();
+        let top: Vec<String> =
+            p.top.iter().map(|&(id, prob)| format!("{:>3} {prob:.3}", inspect::symbol(vocab, id))).collect();
         println!(
             "{pos:>3}  {:<5}  {:<53}  {:<5} {:>8.4} {:>7.4}",
             inspect::symbol(vocab, p.input),
@@ -392,20 +514,12 @@ pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
             p.loss
         );
     }
-    println!(
-        "mean loss: {:.4} ({} positions)",
-        seen.mean_loss,
-        seen.predictions.len()
-    );
+    println!("mean loss: {:.4} ({} positions)", seen.mean_loss, seen.predictions.len());
 
     let out = args.out.clone().unwrap_or_else(|| args.checkpoint.join("inspect"));
     std::fs::create_dir_all(&out).map_err(|err| anyhow::anyhow!("cannot create {}: {err}", out.display()))?;
     inspect::plot_attention(&seen, vocab, &out.join("attention.png"))?;
     inspect::plot_embeddings(&inspect::embedding_pca(model)?, vocab, &out.join("embeddings.png"))?;
-    println!(
-        "pictures: {} and {}",
-        out.join("attention.png").display(),
-        out.join("embeddings.png").display()
-    );
+    println!("pictures: {} and {}", out.join("attention.png").display(), out.join("embeddings.png").display());
     Ok(Outcome::Done)
 }

@@ -89,7 +89,7 @@ impl GPTConfig {
         if self.vocab_size < 2 {
             bail!("the vocabulary needs at least one character besides BOS");
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             bail!(
                 "--n-embd {} is not divisible by --n-head {}: each head needs a whole number of channels",
                 self.n_embd,

@@ -1,9 +1,8 @@
-//! Documents, the character tokenizer, the train/held-out split and the batches.
+//! Documents, the character tokenizer and the train/held-out split.
 //!
 //! A data file is UTF-8 text with one document per line (names.txt by default, downloaded when
 //! absent as the reference does). The data set owns the vocabulary: the sorted characters of
-//! all documents, plus BOS. Token tables are built once and kept on the device; a step only
-//! slices them. Deliberately left out: sub-word tokenizers, streaming of files larger than
+//! all documents, plus BOS. Deliberately left out: sub-word tokenizers, streaming of files larger than
 //! memory.
 
 use std::collections::BTreeSet;
@@ -11,15 +10,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use burn::tensor::kind::Basic;
-use burn::tensor::{Device, Int, Tensor, TensorData};
-
-use crate::model::Packing;
+use crate::files::{sha256_hex, write_atomic};
 use crate::rng::PyRandom;
+use anyhow::{Context, Result, bail};
 
-/// Where the reference downloads names.txt from.
-pub const NAMES_URL: &str = "https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt";
 /// The data file used when `--data` is not given.
 pub const DEFAULT_DATA: &str = "data/names.txt";
 /// The reference holds out this many of the last shuffled documents.
@@ -28,10 +22,7 @@ pub const VAL_DOCS: usize = 2000;
 /// Read documents: one per line, surrounding whitespace stripped, blank lines skipped.
 pub fn read_documents(path: &Path) -> Result<Vec<String>> {
     if path.is_dir() {
-        bail!(
-            "data file {} is a directory: pass a text file with one document per line",
-            path.display()
-        );
+        bail!("data file {} is a directory: pass a text file with one document per line", path.display());
     }
     let bytes = std::fs::read(path).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!(
@@ -46,17 +37,9 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
 /// Split UTF-8 text into documents; refuses text that is not UTF-8 or holds no document.
 pub fn parse_documents(bytes: &[u8]) -> Result<Vec<String>> {
     let text = std::str::from_utf8(bytes).map_err(|err| {
-        anyhow::anyhow!(
-            "is not UTF-8 text (invalid byte at offset {}): convert it to UTF-8",
-            err.valid_up_to()
-        )
+        anyhow::anyhow!("is not UTF-8 text (invalid byte at offset {}): convert it to UTF-8", err.valid_up_to())
     })?;
-    let docs: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(String::from)
-        .collect();
+    let docs: Vec<String> = text.lines().map(str::trim).filter(|line| !line.is_empty()).map(String::from).collect();
     if docs.is_empty() {
         bail!("holds no documents (it is empty or every line is blank): put one document per line");
     }
@@ -79,11 +62,7 @@ impl DataFile {
     pub fn of(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
         let path = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
-        Ok(Self {
-            path,
-            size: bytes.len() as u64,
-            sha256: sha256_hex(&bytes),
-        })
+        Ok(Self { path, size: bytes.len() as u64, sha256: sha256_hex(&bytes) })
     }
 
     /// Whether the file at `path` still holds what `self` describes: `Ok(false)` when it changed.
@@ -95,11 +74,6 @@ impl DataFile {
     pub fn holds(&self, size: u64, sha256: &str) -> bool {
         self.size == size && self.sha256 == sha256
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Make sure the default data file exists, downloading it from `url` when it does not.
@@ -118,22 +92,14 @@ pub fn ensure_default_data(path: &Path, url: &str) -> Result<()> {
 }
 
 fn download(url: &str, path: &Path) -> Result<()> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(60))).build().into();
     let mut body = Vec::new();
-    agent
-        .get(url)
-        .call()?
-        .into_body()
-        .into_reader()
-        .read_to_end(&mut body)?;
+    agent.get(url).call()?.into_body().into_reader().read_to_end(&mut body)?;
     parse_documents(&body).context("the downloaded file")?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::checkpoint::write_atomic(path, &body)
+    write_atomic(path, &body)
 }
 
 /// Characters to token ids and back. Ids `0..n` are the sorted characters; BOS is `n`.
@@ -147,9 +113,7 @@ impl Tokenizer {
     /// The vocabulary of `docs`: every character that occurs, sorted.
     pub fn from_documents(docs: &[String]) -> Self {
         let set: BTreeSet<char> = docs.iter().flat_map(|d| d.chars()).collect();
-        Self {
-            chars: set.into_iter().collect(),
-        }
+        Self { chars: set.into_iter().collect() }
     }
 
     /// Id of the begin/end-of-sequence token.
@@ -194,19 +158,12 @@ impl Dataset {
     /// 2,000 as the reference does, or a tenth of a smaller file.
     pub fn new(mut docs: Vec<String>, rng: &mut PyRandom) -> Result<Self> {
         if docs.len() < 2 {
-            bail!(
-                "the data holds {} document; training needs at least 2 (one to train on, one held out)",
-                docs.len()
-            );
+            bail!("the data holds {} document; training needs at least 2 (one to train on, one held out)", docs.len());
         }
         rng.shuffle(&mut docs);
         let n_val = VAL_DOCS.min(docs.len() / 10).max(1);
         let tokenizer = Tokenizer::from_documents(&docs);
-        Ok(Self {
-            n_train: docs.len() - n_val,
-            docs,
-            tokenizer,
-        })
+        Ok(Self { n_train: docs.len() - n_val, docs, tokenizer })
     }
 
     /// The documents trained on.
@@ -225,11 +182,7 @@ pub fn doc_tokens(tokenizer: &Tokenizer, doc: &str, block_size: usize) -> Vec<us
     let bos = tokenizer.bos();
     let mut tokens = Vec::with_capacity(doc.len() + 2);
     tokens.push(bos);
-    tokens.extend(
-        tokenizer
-            .encode(doc)
-            .expect("documents only hold vocabulary characters"),
-    );
+    tokens.extend(tokenizer.encode(doc).expect("documents only hold vocabulary characters"));
     tokens.push(bos);
     tokens.truncate(block_size + 1);
     tokens
@@ -238,145 +191,6 @@ pub fn doc_tokens(tokenizer: &Tokenizer, doc: &str, block_size: usize) -> Vec<us
 /// Number of documents whose tokens exceed `block_size + 1`, for the one warning.
 pub fn count_cut(docs: &[String], block_size: usize) -> usize {
     docs.iter().filter(|d| d.chars().count() + 1 > block_size).count()
-}
-
-/// One step's worth of documents on the device.
-pub struct Batch {
-    /// [B, T] input ids.
-    pub inputs: Tensor<2, Int>,
-    /// [B, T] target ids (0 under padding).
-    pub targets: Tensor<2, Int>,
-    /// [B, T] 1 for real targets, 0 for padding; `None` when nothing is padded.
-    pub mask: Option<Tensor<2>>,
-    /// Number of real target tokens.
-    pub n_targets: usize,
-    /// Where the real positions are, and their targets `[N]` (N = `n_targets`): present when the
-    /// batch is padded and not of fixed length, so that training skips the padding's work.
-    pub packed: Option<(Packing, Tensor<1, Int>)>,
-}
-
-/// Documents as padded token tables on the device, built once.
-pub struct Batcher {
-    /// [N, block_size] input ids, right-padded with 0.
-    inputs: Tensor<2, Int>,
-    /// [N, block_size] target ids, right-padded with 0.
-    targets: Tensor<2, Int>,
-    /// [N, block_size] 1.0 where a target is real.
-    mask: Tensor<2>,
-    /// Number of predicted positions per document (`n` in SPEC).
-    lens: Vec<usize>,
-    /// Pad every batch to block_size positions (see [`Batcher::fixed_length`]).
-    fixed_length: bool,
-    device: Device,
-}
-
-impl Batcher {
-    /// Token tables of `docs` (cut to `block_size`) on `device`.
-    pub fn new(tokenizer: &Tokenizer, docs: &[String], block_size: usize, device: &Device) -> Self {
-        let n = docs.len();
-        let mut inputs = vec![0i64; n * block_size];
-        let mut targets = vec![0i64; n * block_size];
-        let mut mask = vec![0f32; n * block_size];
-        let mut lens = Vec::with_capacity(n);
-        for (row, doc) in docs.iter().enumerate() {
-            let tokens = doc_tokens(tokenizer, doc, block_size);
-            let len = tokens.len() - 1;
-            for pos in 0..len {
-                let at = row * block_size + pos;
-                inputs[at] = tokens[pos] as i64;
-                targets[at] = tokens[pos + 1] as i64;
-                mask[at] = 1.0;
-            }
-            lens.push(len);
-        }
-        let shape = [n, block_size];
-        Self {
-            inputs: Tensor::from_data(TensorData::new(inputs, shape), device),
-            targets: Tensor::from_data(TensorData::new(targets, shape), device),
-            mask: Tensor::from_data(TensorData::new(mask, shape), device),
-            lens,
-            fixed_length: false,
-            device: device.clone(),
-        }
-    }
-
-    /// Pad every batch to block_size positions instead of to its longest document, and leave
-    /// the padding in (masked out of the loss) rather than packing the real positions. The loss
-    /// is the same; a GPU then sees one shape for every step, so its kernels are compiled and
-    /// tuned once, not once per document length.
-    pub fn fixed_length(mut self, fixed: bool) -> Self {
-        self.fixed_length = fixed;
-        self
-    }
-
-    /// Number of documents.
-    pub fn len(&self) -> usize {
-        self.lens.len()
-    }
-
-    /// Whether there are no documents.
-    pub fn is_empty(&self) -> bool {
-        self.lens.is_empty()
-    }
-
-    /// Documents `start .. start + size` (wrapping around), padded to the longest of them.
-    /// A single document is not padded at all: that is exactly the reference's step.
-    pub fn batch(&self, start: usize, size: usize) -> Batch {
-        let n = self.len();
-        let rows: Vec<usize> = (start..start + size).map(|i| i % n).collect();
-        let longest = rows
-            .iter()
-            .map(|&r| self.lens[r])
-            .max()
-            .expect("a batch holds at least one document");
-        let t = if self.fixed_length {
-            self.inputs.dims()[1]
-        } else {
-            longest
-        };
-        let n_targets = rows.iter().map(|&r| self.lens[r]).sum();
-        // contiguous rows are a slice; wrapped-around ones a gather by row id
-        let ids = (rows[0] + size > n).then(|| {
-            let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-            Tensor::<1, Int>::from_data(TensorData::new(ids, [size]), &self.device)
-        });
-        let rows_of = |table: &Tensor<2, Int>| Self::rows(table, ids.as_ref(), rows[0], size, t);
-        let (inputs, targets) = (rows_of(&self.inputs), rows_of(&self.targets));
-        let padded = n_targets < size * t;
-        let mask = padded.then(|| Self::rows(&self.mask, ids.as_ref(), rows[0], size, t));
-        let packed = (padded && !self.fixed_length).then(|| {
-            // the real positions of the [size, t] grid, row by row: [n_targets]
-            let real: Vec<i64> = rows
-                .iter()
-                .enumerate()
-                .flat_map(|(i, &r)| (0..self.lens[r]).map(move |pos| (i * t + pos) as i64))
-                .collect();
-            let real = Tensor::<1, Int>::from_data(TensorData::new(real, [n_targets]), &self.device);
-            let targets = targets.clone().reshape([size * t]).select(0, real.clone()); // [N]
-            (Packing { rows: real }, targets)
-        });
-        Batch {
-            inputs,
-            targets,
-            mask,
-            n_targets,
-            packed,
-        }
-    }
-
-    /// Rows `first..first + size` of `table` (or the rows `ids`, when given), first `t` columns.
-    fn rows<K: Basic>(
-        table: &Tensor<2, K>,
-        ids: Option<&Tensor<1, Int>>,
-        first: usize,
-        size: usize,
-        t: usize,
-    ) -> Tensor<2, K> {
-        match ids {
-            None => table.clone().slice([first..first + size, 0..t]),
-            Some(ids) => table.clone().select(0, ids.clone()).slice([0..size, 0..t]),
-        }
-    }
 }
 
 /// Resolve the data path: `--data` when given, else the default file (downloaded if absent).
@@ -404,12 +218,7 @@ mod tests {
     #[test]
     fn empty_blank_and_non_utf8_files_are_refused() {
         assert!(parse_documents(b"").unwrap_err().to_string().contains("no documents"));
-        assert!(
-            parse_documents(b" \n\n \n")
-                .unwrap_err()
-                .to_string()
-                .contains("no documents")
-        );
+        assert!(parse_documents(b" \n\n \n").unwrap_err().to_string().contains("no documents"));
         let err = parse_documents(b"ok\n\xff\xfe").unwrap_err().to_string();
         assert!(err.contains("not UTF-8") && err.contains("offset 3"), "{err}");
     }
@@ -434,10 +243,7 @@ mod tests {
         assert!(file.path.is_absolute());
         assert_eq!(file.size, 3);
         // sha256("abc"), as sha256sum prints it
-        assert_eq!(
-            file.sha256,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(file.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert!(file.unchanged_at(&path).unwrap());
         std::fs::write(&path, "abd").unwrap();
         assert!(!file.unchanged_at(&path).unwrap());

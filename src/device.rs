@@ -19,6 +19,37 @@ pub enum DeviceArg {
     Ndarray,
 }
 
+/// What the program knows of each backend, in one table: its cargo feature, Burn's name for it
+/// (what `BURN_DEVICE` takes), and what a build without it says.
+struct Backend {
+    kind: DeviceArg,
+    feature: &'static str,
+    burn_name: &'static str,
+    missing: &'static str,
+}
+
+const BACKENDS: [Backend; 3] = [
+    Backend { kind: DeviceArg::Cpu, feature: "cpu", burn_name: "flex", missing: "this build has no CPU backend" },
+    Backend { kind: DeviceArg::Gpu, feature: "gpu", burn_name: "wgpu", missing: "this build has no GPU support" },
+    Backend {
+        kind: DeviceArg::Ndarray,
+        feature: "ndarray",
+        burn_name: "ndarray",
+        missing: "this build has no ndarray backend",
+    },
+];
+
+impl DeviceArg {
+    fn backend(self) -> &'static Backend {
+        BACKENDS.iter().find(|b| b.kind == self).expect("BACKENDS has a row for every DeviceArg")
+    }
+
+    /// The cargo feature that builds this backend.
+    pub fn feature(self) -> &'static str {
+        self.backend().feature
+    }
+}
+
 /// Floating-point precision of weights and activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Precision {
@@ -55,18 +86,6 @@ pub struct Runtime {
     pub kind: DeviceArg,
     /// Which float type.
     pub precision: Precision,
-}
-
-impl Runtime {
-    /// `cpu (flex), f64` and the like.
-    pub fn describe(&self) -> String {
-        let name = match self.kind {
-            DeviceArg::Cpu => "cpu (flex)",
-            DeviceArg::Gpu => "gpu (wgpu)",
-            DeviceArg::Ndarray => "cpu (ndarray)",
-        };
-        format!("{name}, {:?}", self.precision).to_lowercase()
-    }
 }
 
 /// The device used when `--device` is not given: the GPU when the build has one.
@@ -119,11 +138,7 @@ pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Run
     let mut device = device;
     set_precision(&mut device, precision)?;
     make_default(kind);
-    Ok(Runtime {
-        device,
-        kind,
-        precision,
-    })
+    Ok(Runtime { device, kind, precision })
 }
 
 /// Make `kind` Burn's default device too. Burn materializes loaded optimizer state on
@@ -132,11 +147,7 @@ pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Run
 /// Burn's own switch for that default; it is set once, before any computation.
 fn make_default(kind: DeviceArg) {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    let name = match kind {
-        DeviceArg::Cpu => "flex",
-        DeviceArg::Gpu => "wgpu",
-        DeviceArg::Ndarray => "ndarray",
-    };
+    let name = kind.backend().burn_name;
     ONCE.call_once(|| {
         if std::env::var("BURN_DEVICE").as_deref() != Ok(name) {
             // SAFETY: called once, from the thread that opens the device, before the training
@@ -161,13 +172,9 @@ fn set_precision(device: &mut Device, precision: Precision) -> Result<()> {
 /// The error for a device whose cargo feature this build lacks.
 #[cfg_attr(all(feature = "cpu", feature = "gpu", feature = "ndarray"), allow(dead_code))]
 fn not_built(kind: DeviceArg) -> anyhow::Error {
-    anyhow::anyhow!(match kind {
-        DeviceArg::Cpu => "this build has no CPU backend: rebuild with `cargo run --release --features cpu`",
-        DeviceArg::Gpu =>
-            "this build has no GPU support: rebuild with `cargo run --release --features gpu`, or use --device cpu",
-        DeviceArg::Ndarray =>
-            "this build has no ndarray backend: rebuild with `cargo run --release --features ndarray`",
-    })
+    let backend = kind.backend();
+    let instead = if kind == DeviceArg::Cpu { "" } else { ", or use --device cpu" };
+    anyhow::anyhow!("{}: rebuild with `cargo run --release --features {}`{instead}", backend.missing, backend.feature)
 }
 
 #[cfg(feature = "cpu")]
@@ -211,11 +218,7 @@ fn gpu_device() -> Result<Device> {
     quiet_vulkan_loader();
     // On Linux only Vulkan: wgpu's OpenGL fallback lacks the float atomics Burn's reductions
     // need, and would fail mid-run instead of saying up front that there is no usable GPU.
-    let api = if cfg!(target_os = "linux") {
-        WgpuBackend::Vulkan
-    } else {
-        WgpuBackend::Auto
-    };
+    let api = if cfg!(target_os = "linux") { WgpuBackend::Vulkan } else { WgpuBackend::Auto };
     Device::wgpu_options().graphics_api(api).init().map_err(|err| {
         anyhow::anyhow!(
             "no GPU adapter found ({}): install Vulkan drivers (Debian: libvulkan1 mesa-vulkan-drivers), or run on the CPU with --device cpu",
@@ -257,13 +260,21 @@ pub fn cpu_f64() -> Device {
 mod tests {
     use super::*;
 
-    /// What `--device gpu` says in a build without the `gpu` feature (CI builds every feature,
-    /// so the message is checked here rather than through the binary).
+    /// Every device names, in its rebuild hint, a feature that Cargo.toml defines and that
+    /// turns on that backend of Burn.
     #[test]
-    fn a_missing_feature_names_the_rebuild() {
-        let gpu = not_built(DeviceArg::Gpu).to_string();
-        assert!(gpu.contains("no GPU support") && gpu.contains("--features gpu") && gpu.contains("--device cpu"));
-        assert!(not_built(DeviceArg::Ndarray).to_string().contains("--features ndarray"));
-        assert!(not_built(DeviceArg::Cpu).to_string().contains("--features cpu"));
+    fn every_device_names_a_feature_of_cargo_toml() {
+        let manifest = include_str!("../Cargo.toml");
+        let features = &manifest[manifest.find("[features]").expect("Cargo.toml has [features]")..];
+        for backend in &BACKENDS {
+            let line = features
+                .lines()
+                .find(|l| l.starts_with(&format!("{} = ", backend.feature)))
+                .unwrap_or_else(|| panic!("Cargo.toml has no feature {:?}", backend.feature));
+            assert!(line.contains(&format!("burn/{}", backend.burn_name)), "{line}");
+            let hint = not_built(backend.kind).to_string();
+            assert!(hint.contains(&format!("--features {}`", backend.feature)), "{hint}");
+        }
+        assert!(not_built(DeviceArg::Gpu).to_string().ends_with("or use --device cpu"));
     }
 }

@@ -67,9 +67,7 @@ pub fn symbol(tokenizer: &Tokenizer, id: usize) -> String {
 /// Run `text` through `model` as training would see it: `[BOS] + text + [BOS]`, cut to
 /// block_size positions (the same rule as training; `cut` says how many characters went).
 pub fn inspect(model: &GPT, tokenizer: &Tokenizer, text: &str) -> Result<Inspection> {
-    tokenizer
-        .encode(text)
-        .map_err(|err| anyhow::anyhow!("--text {text:?}: {err}"))?;
+    tokenizer.encode(text).map_err(|err| anyhow::anyhow!("--text {text:?}: {err}"))?;
     let block_size = model.block_size();
     let tokens = doc_tokens(tokenizer, text, block_size);
     let cut = (text.chars().count() + 1).saturating_sub(block_size);
@@ -105,20 +103,11 @@ pub fn inspect(model: &GPT, tokenizer: &Tokenizer, text: &str) -> Result<Inspect
             let heads = att.dims()[1];
             let values = read_values(att)?; // [1, H, n, n]
             Ok((0..heads)
-                .map(|h| {
-                    (0..n)
-                        .map(|q| values[(h * n + q) * n..(h * n + q + 1) * n].to_vec())
-                        .collect()
-                })
+                .map(|h| (0..n).map(|q| values[(h * n + q) * n..(h * n + q + 1) * n].to_vec()).collect())
                 .collect())
         })
         .collect::<Result<_>>()?;
-    Ok(Inspection {
-        predictions,
-        mean_loss,
-        attention,
-        cut,
-    })
+    Ok(Inspection { predictions, mean_loss, attention, cut })
 }
 
 /// The token embeddings projected onto their first two principal components: one point per
@@ -132,7 +121,7 @@ pub fn embedding_pca(model: &GPT) -> Result<Vec<[f64; 2]>> {
     let centered = wte.clone() - wte.mean_dim(0); // [V, C]
     // centered = U S Vt; the rows of Vt are the principal directions, U S the coordinates
     let (u, s, _vt) = burn::linalg::svd::<2, 1>(centered, 100);
-    let coords = u.slice([0..v, 0..2]) * s.slice([0..2]).unsqueeze::<2>(); // [V, 2]
+    let coords = u.slice([0..v, 0..2]) * s.narrow(0, 0, 2).unsqueeze::<2>(); // [V, 2]
     let values = read_values(coords)?;
     Ok(values.chunks(2).map(|p| [p[0], p[1]]).collect())
 }
@@ -148,11 +137,7 @@ fn weight_colour(w: f64) -> RGBColor {
 /// positions across, both labelled with their characters; one colour scale, drawn on the right.
 pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Path) -> Result<()> {
     let err = plot_err(path);
-    let labels: Vec<String> = inspection
-        .predictions
-        .iter()
-        .map(|p| symbol(tokenizer, p.input))
-        .collect();
+    let labels: Vec<String> = inspection.predictions.iter().map(|p| symbol(tokenizer, p.input)).collect();
     let n = labels.len();
     let layers = inspection.attention.len();
     let heads = inspection.attention.first().map_or(0, Vec::len);
@@ -165,44 +150,31 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
     draw_png(path, (width, height), |root| {
         root.fill(&WHITE).map_err(&err)?;
         let title = ("sans-serif", 20).into_font();
-        root.draw_text(
-            "attention weights (query position down, key position across)",
-            &title.color(&BLACK),
-            (12, 10),
-        )
-        .map_err(&err)?;
+        root.draw_text("attention weights (query position down, key position across)", &title.color(&BLACK), (12, 10))
+            .map_err(&err)?;
         let font = ("sans-serif", (cell - 2).clamp(9, 15)).into_font();
         for (l, layer) in inspection.attention.iter().enumerate() {
             for (h, weights) in layer.iter().enumerate() {
                 let x0 = 10 + h as i32 * panel_w + margin;
                 let y0 = 44 + l as i32 * panel_h + 22;
-                root.draw_text(&format!("layer {l}, head {h}"), &font.color(&BLACK), (x0, y0 - 20))
-                    .map_err(&err)?;
+                root.draw_text(&format!("layer {l}, head {h}"), &font.color(&BLACK), (x0, y0 - 20)).map_err(&err)?;
                 for (q, row) in weights.iter().enumerate() {
                     for (k, &w) in row.iter().enumerate() {
                         let (x, y) = (x0 + k as i32 * cell, y0 + q as i32 * cell);
-                        root.draw(&Rectangle::new(
-                            [(x, y), (x + cell, y + cell)],
-                            weight_colour(w).filled(),
-                        ))
-                        .map_err(&err)?;
+                        root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], weight_colour(w).filled()))
+                            .map_err(&err)?;
                     }
                 }
-                root.draw(&Rectangle::new(
-                    [(x0, y0), (x0 + cell * n as i32, y0 + cell * n as i32)],
-                    BLACK,
-                ))
-                .map_err(&err)?;
+                root.draw(&Rectangle::new([(x0, y0), (x0 + cell * n as i32, y0 + cell * n as i32)], BLACK))
+                    .map_err(&err)?;
                 let small = ("sans-serif", (cell / 2).clamp(7, 12)).into_font().color(&BLACK);
                 for (i, label) in labels.iter().enumerate() {
                     // key labels under the panel, query labels left of it, both centred
                     let (w, h) = root.estimate_text_size(label, &small).map_err(&err)?;
                     let (w, h) = (w as i32, h as i32);
                     let centre = i as i32 * cell + cell / 2;
-                    root.draw_text(label, &small, (x0 + centre - w / 2, y0 + cell * n as i32 + 3))
-                        .map_err(&err)?;
-                    root.draw_text(label, &small, (x0 - w - 4, y0 + centre - h / 2))
-                        .map_err(&err)?;
+                    root.draw_text(label, &small, (x0 + centre - w / 2, y0 + cell * n as i32 + 3)).map_err(&err)?;
+                    root.draw_text(label, &small, (x0 - w - 4, y0 + centre - h / 2)).map_err(&err)?;
                 }
             }
         }
@@ -210,20 +182,14 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
         let (lx, ly, lh) = (10 + panel_w * heads as i32 + 20, 66, 200);
         for i in 0..lh {
             let w = 1.0 - i as f64 / (lh - 1) as f64;
-            root.draw(&Rectangle::new(
-                [(lx, ly + i), (lx + 20, ly + i + 1)],
-                weight_colour(w).filled(),
-            ))
-            .map_err(&err)?;
-        }
-        root.draw(&Rectangle::new([(lx, ly), (lx + 20, ly + lh)], BLACK))
-            .map_err(&err)?;
-        for (text, y) in [("1.0", ly), ("0.5", ly + lh / 2), ("0.0", ly + lh)] {
-            root.draw_text(text, &font.color(&BLACK), (lx + 26, y - 6))
+            root.draw(&Rectangle::new([(lx, ly + i), (lx + 20, ly + i + 1)], weight_colour(w).filled()))
                 .map_err(&err)?;
         }
-        root.draw_text("weight", &font.color(&BLACK), (lx - 6, ly - 20))
-            .map_err(&err)?;
+        root.draw(&Rectangle::new([(lx, ly), (lx + 20, ly + lh)], BLACK)).map_err(&err)?;
+        for (text, y) in [("1.0", ly), ("0.5", ly + lh / 2), ("0.0", ly + lh)] {
+            root.draw_text(text, &font.color(&BLACK), (lx + 26, y - 6)).map_err(&err)?;
+        }
+        root.draw_text("weight", &font.color(&BLACK), (lx - 6, ly - 20)).map_err(&err)?;
         Ok(())
     })
 }
@@ -232,19 +198,15 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
 pub fn plot_embeddings(points: &[[f64; 2]], tokenizer: &Tokenizer, path: &Path) -> Result<()> {
     let err = plot_err(path);
     let range = |i: usize| {
-        let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-            (lo.min(p[i]), hi.max(p[i]))
-        });
+        let (lo, hi) =
+            points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p[i]), hi.max(p[i])));
         let pad = ((hi - lo) * 0.08).max(1e-6);
         (lo - pad)..(hi + pad)
     };
     draw_png(path, (720, 620), |root| {
         root.fill(&WHITE).map_err(&err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "token embeddings (wte), first two principal components",
-                ("sans-serif", 20),
-            )
+            .caption("token embeddings (wte), first two principal components", ("sans-serif", 20))
             .margin(16)
             .x_label_area_size(40)
             .y_label_area_size(56)
@@ -264,11 +226,7 @@ pub fn plot_embeddings(points: &[[f64; 2]], tokenizer: &Tokenizer, path: &Path) 
                 let colour = if id == tokenizer.bos() { RED } else { BLUE };
                 EmptyElement::at((x, y))
                     + Circle::new((0, 0), 3, colour.filled())
-                    + Text::new(
-                        symbol(tokenizer, id),
-                        (5, -8),
-                        ("sans-serif", 17).into_font().color(&colour),
-                    )
+                    + Text::new(symbol(tokenizer, id), (5, -8), ("sans-serif", 17).into_font().color(&colour))
             }))
             .map_err(&err)?;
         Ok(())

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use microgpt_burn::cli::{Cli, Command};
-use microgpt_burn::commands::{self, Outcome};
+use microgpt_burn::commands::{self, Outcome, Report};
 
 /// Panics are bugs (here or in a backend): say so in one line, without a backtrace unless
 /// RUST_BACKTRACE asks for one. Panics of Burn's worker threads are caught and returned by
@@ -25,10 +25,7 @@ fn install_panic_hook() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("unknown panic");
-        let at = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal error{at}: {}", message.lines().next().unwrap_or(""));
     }));
 }
@@ -45,18 +42,14 @@ fn main() -> ExitCode {
         Err(err) => {
             // clap's first paragraph, on one line (the usage and tips that follow are noise here)
             let text = err.to_string();
-            let first: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
+            let first: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
             eprintln!("{}", first.join(" "));
             return ExitCode::from(2);
         }
     };
     let result = match &cli.command {
-        None => commands::train(&cli.train, false),
-        Some(Command::Train(args)) => commands::train(args, true),
+        None => commands::train(&cli.train, Report::Reference),
+        Some(Command::Train(args)) => commands::train(args, Report::WithNovelty),
         Some(Command::Sample(args)) => commands::sample(args),
         Some(Command::Eval(args)) => commands::eval(args),
         Some(Command::Inspect(args)) => commands::inspect(args),

@@ -35,37 +35,26 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// Open `path` for a run starting after `from_step` steps, dropping rows past it.
     pub fn open(path: &Path, from_step: usize) -> Result<Self> {
-        let kept: Vec<Row> = read(path)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.step <= from_step)
-            .collect();
+        let kept: Vec<Row> = read(path).unwrap_or_default().into_iter().filter(|r| r.step <= from_step).collect();
         let mut text = format!("{HEADER}\n");
         for row in &kept {
             text.push_str(&format_row(row));
         }
-        crate::checkpoint::write_atomic(path, text.as_bytes())?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        crate::files::write_atomic(path, text.as_bytes())?;
+        let file =
+            OpenOptions::new().append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(Self { file })
     }
 
     /// Append one row.
     pub fn append(&mut self, row: &Row) -> Result<()> {
-        self.file
-            .write_all(format_row(row).as_bytes())
-            .context("cannot write metrics.csv")
+        self.file.write_all(format_row(row).as_bytes()).context("cannot write metrics.csv")
     }
 }
 
 fn format_row(row: &Row) -> String {
     let val = row.val_loss.map(|v| format!("{v:.6}")).unwrap_or_default();
-    format!(
-        "{},{:.6},{},{:.6e},{:.1},{:.3}\n",
-        row.step, row.train_loss, val, row.lr, row.tokens_per_s, row.elapsed_s
-    )
+    format!("{},{:.6},{},{:.6e},{:.1},{:.3}\n", row.step, row.train_loss, val, row.lr, row.tokens_per_s, row.elapsed_s)
 }
 
 /// Read the rows of a `metrics.csv`.
@@ -82,14 +71,7 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
         if let (Ok(step), Some(train_loss), Some(lr), Some(tokens_per_s), Some(elapsed_s)) =
             (f[0].parse(), num(f[1]), num(f[3]), num(f[4]), num(f[5]))
         {
-            rows.push(Row {
-                step,
-                train_loss,
-                val_loss: num(f[2]),
-                lr,
-                tokens_per_s,
-                elapsed_s,
-            });
+            rows.push(Row { step, train_loss, val_loss: num(f[2]), lr, tokens_per_s, elapsed_s });
         }
     }
     Ok(rows)
@@ -99,18 +81,11 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
 pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
     let err = plot_err(path);
     let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.train_loss)).collect();
-    let val: Vec<(f64, f64)> = rows
-        .iter()
-        .filter_map(|r| r.val_loss.map(|v| (r.step as f64, v)))
-        .collect();
+    let val: Vec<(f64, f64)> = rows.iter().filter_map(|r| r.val_loss.map(|v| (r.step as f64, v))).collect();
     let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
     let losses = train.iter().chain(&val).map(|p| p.1).filter(|v| v.is_finite());
     let (lo, hi) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (lo, hi) = if lo.is_finite() {
-        (lo * 0.95, hi * 1.05)
-    } else {
-        (0.0, 1.0)
-    };
+    let (lo, hi) = if lo.is_finite() { (lo * 0.95, hi * 1.05) } else { (0.0, 1.0) };
 
     draw_png(path, (900, 540), |root| {
         root.fill(&WHITE).map_err(&err)?;
@@ -154,9 +129,7 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
                 .map_err(&err)?
                 .label("val loss")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-            chart
-                .draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled())))
-                .map_err(&err)?;
+            chart.draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled()))).map_err(&err)?;
         }
         chart
             .configure_series_labels()

@@ -20,15 +20,8 @@ impl PyRandom {
     /// `random.seed(seed)`: `init_by_array` with the seed's 32-bit words, least significant
     /// first (0 gives the key `[0]`).
     pub fn new(seed: u64) -> Self {
-        let key: Vec<u32> = if seed >> 32 == 0 {
-            vec![seed as u32]
-        } else {
-            vec![seed as u32, (seed >> 32) as u32]
-        };
-        Self {
-            mt: Mt::new_with_key(key),
-            gauss_next: None,
-        }
+        let key: Vec<u32> = if seed >> 32 == 0 { vec![seed as u32] } else { vec![seed as u32, (seed >> 32) as u32] };
+        Self { mt: Mt::new_with_key(key), gauss_next: None }
     }
 
     /// `random()`: a float in [0, 1) with 53 random bits.
@@ -79,20 +72,47 @@ impl PyRandom {
         mu + z * sigma
     }
 
-    /// `choices(range(len(weights)), weights=weights)[0]`: one weighted draw.
-    pub fn choices(&mut self, weights: &[f64]) -> usize {
-        assert!(!weights.is_empty(), "choices needs at least one weight");
+    /// `choices(range(len(weights)), weights=weights)[0]`: one weighted draw. Refuses, as
+    /// CPython does, weights whose total is not finite (a NaN or an infinity among them) or not
+    /// above zero, rather than returning the first index.
+    pub fn choices(&mut self, weights: &[f64]) -> Result<usize, ChoicesError> {
         let mut cum = Vec::with_capacity(weights.len());
         let mut total = 0.0;
         for w in weights {
             total += w;
             cum.push(total);
         }
+        if !total.is_finite() {
+            return Err(ChoicesError::NotFinite);
+        }
+        if total <= 0.0 {
+            return Err(ChoicesError::NotPositive);
+        }
         let x = self.random() * total;
         // bisect_right(cum, x, 0, n - 1)
-        cum[..weights.len() - 1].partition_point(|&c| c <= x)
+        Ok(cum[..weights.len() - 1].partition_point(|&c| c <= x))
     }
 }
+
+/// Why [`PyRandom::choices`] cannot draw: CPython's two `ValueError`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChoicesError {
+    /// "Total of weights must be finite".
+    NotFinite,
+    /// "Total of weights must be greater than zero" (also: no weights at all).
+    NotPositive,
+}
+
+impl std::fmt::Display for ChoicesError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChoicesError::NotFinite => "the total of the weights is not finite",
+            ChoicesError::NotPositive => "the total of the weights is not above zero",
+        })
+    }
+}
+
+impl std::error::Error for ChoicesError {}
 
 #[cfg(test)]
 mod tests {
@@ -127,8 +147,20 @@ mod tests {
     fn choices_is_bisect_right_on_running_sums() {
         // python3 -c "import random; random.seed(7); print([random.choices(range(3), weights=[0.2,0.5,0.3])[0] for _ in range(10)])"
         let mut r = PyRandom::new(7);
-        let got: Vec<usize> = (0..10).map(|_| r.choices(&[0.2, 0.5, 0.3])).collect();
+        let got: Vec<usize> = (0..10).map(|_| r.choices(&[0.2, 0.5, 0.3]).unwrap()).collect();
         assert_eq!(got, [1, 0, 1, 0, 1, 1, 0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn choices_refuses_what_cpython_refuses() {
+        // CPython: ValueError('Total of weights must be finite') / '... greater than zero'
+        let mut r = PyRandom::new(7);
+        assert_eq!(r.choices(&[0.2, f64::NAN, 0.3]), Err(ChoicesError::NotFinite));
+        assert_eq!(r.choices(&[f64::INFINITY, 1.0]), Err(ChoicesError::NotFinite));
+        assert_eq!(r.choices(&[0.0, 0.0]), Err(ChoicesError::NotPositive));
+        assert_eq!(r.choices(&[]), Err(ChoicesError::NotPositive));
+        // a refusal draws nothing: the stream goes on as if it had not been asked
+        assert_eq!(r.choices(&[0.2, 0.5, 0.3]), Ok(1));
     }
 
     #[test]

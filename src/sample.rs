@@ -31,26 +31,32 @@ pub struct SampleOptions {
 impl SampleOptions {
     /// The reference's: 20 samples at temperature 0.5, no top-k, no prefix.
     pub fn reference() -> Self {
-        Self {
-            num_samples: 20,
-            temperature: 0.5,
-            top_k: None,
-            prefix: String::new(),
-        }
+        Self { num_samples: 20, temperature: 0.5, top_k: None, prefix: String::new() }
     }
 
     /// Refuse a temperature or top-k that cannot sample.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            bail!(
-                "--temperature must be a finite number above 0 (got {})",
-                self.temperature
-            );
+            bail!("--temperature must be a finite number above 0 (got {})", self.temperature);
         }
         if self.top_k == Some(0) {
             bail!("--top-k must be at least 1");
         }
         Ok(())
+    }
+
+    /// The prefix as token ids, checked against the vocabulary and the model's context: the one
+    /// check of `--prefix`, made before training as well as before sampling.
+    pub fn prefix_tokens(&self, tokenizer: &Tokenizer, block_size: usize) -> Result<Vec<usize>> {
+        let prefix =
+            tokenizer.encode(&self.prefix).map_err(|err| anyhow::anyhow!("--prefix {:?}: {err}", self.prefix))?;
+        if prefix.len() >= block_size {
+            bail!(
+                "--prefix is {} characters long; the model's block_size {block_size} leaves no room to continue it",
+                prefix.len()
+            );
+        }
+        Ok(prefix)
     }
 }
 
@@ -96,7 +102,9 @@ pub fn sample_one(
         fed = seq.len();
         let last = device::read_values(logits.slice([0..1, t - 1..t]))?; // [V]
         let probs = probabilities(&last, options.temperature, options.top_k);
-        let token = rng.choices(&probs);
+        let token = rng.choices(&probs).map_err(|err| {
+            anyhow::anyhow!("cannot sample: {err} (the model's outputs overflow: its training diverged)")
+        })?;
         if token == bos || seq.len() == block_size {
             if token != bos {
                 out.push(token);
@@ -111,16 +119,8 @@ pub fn sample_one(
 
 /// Draw `options.num_samples` documents.
 pub fn sample(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng: &mut PyRandom) -> Result<Vec<String>> {
-    let prefix = tokenizer
-        .encode(&options.prefix)
-        .map_err(|err| anyhow::anyhow!("--prefix {:?}: {err}", options.prefix))?;
-    if prefix.len() >= model.block_size() {
-        bail!(
-            "--prefix is {} characters long; the model's block_size {} leaves no room to continue it",
-            prefix.len(),
-            model.block_size()
-        );
-    }
+    options.validate()?;
+    let prefix = options.prefix_tokens(tokenizer, model.block_size())?;
     (0..options.num_samples)
         .map(|_| Ok(tokenizer.decode(&sample_one(model, tokenizer, &prefix, options, rng)?)))
         .collect()
@@ -142,11 +142,7 @@ impl Novelty {
     pub fn of(samples: &[String], train: &[String], val: &[String]) -> Self {
         let train: HashSet<&str> = train.iter().map(String::as_str).collect();
         let val: HashSet<&str> = val.iter().map(String::as_str).collect();
-        let mut novelty = Novelty {
-            in_train: 0,
-            in_val: 0,
-            new: 0,
-        };
+        let mut novelty = Novelty { in_train: 0, in_val: 0, new: 0 };
         for s in samples {
             if train.contains(s.as_str()) {
                 novelty.in_train += 1;
@@ -178,13 +174,6 @@ mod tests {
     fn novelty_counts_train_val_and_new() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let n = Novelty::of(&s(&["ann", "bob", "zed", "ann"]), &s(&["ann"]), &s(&["bob"]));
-        assert_eq!(
-            n,
-            Novelty {
-                in_train: 2,
-                in_val: 1,
-                new: 1
-            }
-        );
+        assert_eq!(n, Novelty { in_train: 2, in_val: 1, new: 1 });
     }
 }

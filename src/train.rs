@@ -15,9 +15,10 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::checkpoint::{self, Meta, RunSettings};
+use crate::batch::Batcher;
+use crate::checkpoint::{self, InitFrom, Meta, RunSettings};
 use crate::config::GPTConfig;
-use crate::data::{Batcher, DataFile, Dataset};
+use crate::data::{DataFile, Dataset};
 use crate::device::{read_scalar, read_values};
 use crate::metrics::{self, MetricsLog, Row};
 use crate::model::GPT;
@@ -75,6 +76,28 @@ pub struct TrainOptions {
     pub save_every: Option<usize>,
     /// Bar, lines or quiet.
     pub progress: Progress,
+    /// The checkpoint the initial weights came from (`--init-from`), recorded in checkpoints.
+    pub init_from: Option<InitFrom>,
+}
+
+impl TrainOptions {
+    /// `run` on `data` with nothing else: no stop, evaluation only at the end, every step logged
+    /// and read back, batches padded to their longest document, nothing saved, no output.
+    pub fn new(run: RunSettings, data: DataFile) -> Self {
+        Self {
+            run,
+            data,
+            stop_at: None,
+            eval_every: None,
+            log_every: 1,
+            sync_every: 1,
+            fixed_length: false,
+            out: None,
+            save_every: None,
+            progress: Progress::Quiet,
+            init_from: None,
+        }
+    }
 }
 
 /// What a training session did.
@@ -140,6 +163,23 @@ pub struct Session<'a> {
     pub options: &'a TrainOptions,
     /// Set by Ctrl-C or SIGTERM; the loop stops between steps.
     pub stop: Arc<AtomicBool>,
+    /// The step whose checkpoint `options.out` already holds (a resume saving back where it
+    /// read): that step is not saved again.
+    pub saved: Option<usize>,
+}
+
+/// What is due after a step, besides reading the losses when `sync_every` of them wait.
+struct Due {
+    last: bool,
+    eval: bool,
+    save: bool,
+    stopping: bool,
+}
+
+impl Due {
+    fn any(&self) -> bool {
+        self.last || self.eval || self.save || self.stopping
+    }
 }
 
 impl Session<'_> {
@@ -147,37 +187,10 @@ impl Session<'_> {
     pub fn run(mut self) -> Result<(GPT, ModuleOptimizer, TrainReport)> {
         let opts = self.options;
         let run = &opts.run;
-        let device = self.model.devices()[0].clone();
-        let block_size = self.config.block_size;
-        let train = Batcher::new(&self.data.tokenizer, self.data.train_docs(), block_size, &device)
-            .fixed_length(opts.fixed_length);
-        let val = Batcher::new(
-            &self.data.tokenizer,
-            self.data.val_docs(),
-            block_size,
-            &device.clone().inner(),
-        )
-        .fixed_length(opts.fixed_length);
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
-        let metrics = match &opts.out {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
-                Some(MetricsLog::open(&dir.join("metrics.csv"), self.step)?)
-            }
-            None => None,
-        };
-        let mut log = StepLog::new(opts, self.step, end, metrics);
-        let mut report = TrainReport {
-            step: self.step,
-            losses: Vec::new(),
-            train_time: Duration::ZERO,
-            steps_run: 0,
-            tokens: 0,
-            interrupted: false,
-            val_loss: None,
-            loss_reads: 0,
-        };
+        let (train, val) = self.batchers();
+        let mut log = StepLog::new(opts, self.step, end, self.open_metrics()?);
+        let mut report = TrainReport::from_step(self.step);
         let mut last_val = None;
         let mut clock = Instant::now();
         while self.step < end {
@@ -185,71 +198,104 @@ impl Session<'_> {
                 report.interrupted = true;
                 break;
             }
-            let step = self.step;
-
             // learning rate: a pure function of the step
-            let lr = lr_at(run.lr, step, run.num_steps);
+            let lr = lr_at(run.lr, self.step, run.num_steps);
 
             // forward, backward, update
-            let batch = train.batch(step * run.batch_size, run.batch_size);
-            let n_targets = batch.n_targets;
+            let batch = train.batch(self.step * run.batch_size, run.batch_size);
+            report.tokens += batch.n_targets;
             let loss = self.model.batch_loss(batch); // forward, then the mean cross-entropy
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             self.model = self.optim.step(lr, self.model, grads);
             self.step += 1;
             report.steps_run += 1;
-            report.tokens += n_targets;
 
             // log: the loss stays on the device until a read of many steps at once (a read
             // waits for the device); evaluating and saving read first, as they wait anyway
-            log.push(
-                self.step,
-                lr,
-                loss.inner(),
-                report.tokens,
-                report.train_time + clock.elapsed(),
-            );
-            let last = self.step == end;
-            let eval_now = opts.eval_every.is_some_and(|n| self.step % n == 0);
-            let save_now = opts.save_every.is_some_and(|n| self.step % n == 0) && !last;
-            let stopping = self.stop.load(Ordering::SeqCst);
-            if !(log.full() || last || eval_now || save_now || stopping) {
+            log.push(self.step, lr, loss.inner(), report.tokens, report.train_time + clock.elapsed());
+            let due = self.due(end);
+            if !(log.full() || due.any()) {
                 continue;
             }
-            let losses = log.read()?;
-            report.loss_reads += 1;
-            report.train_time += clock.elapsed();
-            self.check_finite(&losses, &log)?;
+            let losses = self.read_losses(&mut log, &mut report, &mut clock)?;
 
             // evaluation and checkpoint
-            let val_loss = if eval_now {
-                Some(evaluate(&self.model.valid(), &val)?)
-            } else {
-                None
-            };
-            if val_loss.is_some() {
-                last_val = val_loss;
-            }
+            let val_loss = if due.eval { Some(evaluate(&self.model.valid(), &val)?) } else { None };
+            last_val = val_loss.or(last_val);
             log.show(&losses, val_loss, report.train_time)?;
             report.losses.extend(losses);
-            if save_now {
+            if due.save {
                 self.save(last_val)?;
             }
             clock = Instant::now();
         }
         // an interrupt can land between the last read and the check at the top of the loop
-        let losses = log.read()?;
-        report.loss_reads += usize::from(!losses.is_empty());
-        report.train_time += clock.elapsed();
-        self.check_finite(&losses, &log)?;
+        let losses = self.read_losses(&mut log, &mut report, &mut clock)?;
         log.show(&losses, None, report.train_time)?;
         report.losses.extend(losses);
         log.finish();
+        self.finish(report, last_val, &val)
+    }
+
+    /// The training batches (on the autodiff device) and the held-out ones (without autodiff).
+    fn batchers(&self) -> (Batcher, Batcher) {
+        let device = self.model.devices()[0].clone();
+        let (tokenizer, block_size) = (&self.data.tokenizer, self.config.block_size);
+        let fixed = self.options.fixed_length;
+        let train = Batcher::new(tokenizer, self.data.train_docs(), block_size, &device).fixed_length(fixed);
+        let val = Batcher::new(tokenizer, self.data.val_docs(), block_size, &device.inner()).fixed_length(fixed);
+        (train, val)
+    }
+
+    /// `metrics.csv` in the output directory, kept up to the current step.
+    fn open_metrics(&self) -> Result<Option<MetricsLog>> {
+        let Some(dir) = &self.options.out else { return Ok(None) };
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
+        Ok(Some(MetricsLog::open(&dir.join("metrics.csv"), self.step)?))
+    }
+
+    fn due(&self, end: usize) -> Due {
+        let opts = self.options;
+        let last = self.step == end;
+        Due {
+            last,
+            eval: opts.eval_every.is_some_and(|n| self.step.is_multiple_of(n)),
+            save: opts.save_every.is_some_and(|n| self.step.is_multiple_of(n)) && !last,
+            stopping: self.stop.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The losses waiting on the device, in one read, checked to be finite; the read counts as
+    /// training time (it waits for the steps to finish).
+    fn read_losses(
+        &self,
+        log: &mut StepLog,
+        report: &mut TrainReport,
+        clock: &mut Instant,
+    ) -> Result<Vec<(usize, f64)>> {
+        let losses = log.read()?;
+        report.loss_reads += usize::from(!losses.is_empty());
+        report.train_time += clock.elapsed();
+        *clock = Instant::now();
+        self.check_finite(&losses, log, report.train_time)?;
+        Ok(losses)
+    }
+
+    /// The held-out loss after the last step, and the final save.
+    fn finish(
+        mut self,
+        mut report: TrainReport,
+        last_val: Option<f64>,
+        val: &Batcher,
+    ) -> Result<(GPT, ModuleOptimizer, TrainReport)> {
+        let opts = self.options;
         report.step = self.step;
+        let mut last_val = last_val;
         if !report.interrupted {
-            let evaluated_now = opts.eval_every.is_some_and(|n| self.step % n == 0) && report.steps_run > 0;
+            let evaluated_now = opts.eval_every.is_some_and(|n| self.step.is_multiple_of(n)) && report.steps_run > 0;
             if !evaluated_now {
-                last_val = Some(evaluate(&self.model.valid(), &val)?);
+                last_val = Some(evaluate(&self.model.valid(), val)?);
             }
             report.val_loss = last_val;
         }
@@ -259,26 +305,29 @@ impl Session<'_> {
         Ok((self.model, self.optim, report))
     }
 
-    /// Stop at the first loss that is NaN or infinite, naming its step.
-    fn check_finite(&self, losses: &[(usize, f64)], log: &StepLog) -> Result<()> {
-        match losses.iter().find(|(_, loss)| !loss.is_finite()) {
-            Some(&(step, loss)) => {
-                log.abandon();
-                bail!(divergence_message(
-                    step,
-                    loss,
-                    self.options.run.lr,
-                    self.options,
-                    self.last_saved()
-                ))
-            }
-            None => Ok(()),
-        }
+    /// Stop at the first loss that is NaN or infinite, naming its step, after printing and
+    /// recording every step before it.
+    fn check_finite(&self, losses: &[(usize, f64)], log: &mut StepLog, train_time: Duration) -> Result<()> {
+        let Some(bad) = losses.iter().position(|(_, loss)| !loss.is_finite()) else { return Ok(()) };
+        log.show(&losses[..bad], None, train_time)?;
+        log.abandon();
+        let (step, loss) = losses[bad];
+        bail!(divergence_message(&format!("loss is {loss} at step {step}"), self.options, self.last_saved()))
     }
 
-    /// Save a checkpoint of the current step, and redraw loss.png.
-    fn save(&self, val_loss: Option<f64>) -> Result<()> {
+    /// Save a checkpoint of the current step, unless it is saved already, and redraw loss.png.
+    fn save(&mut self, val_loss: Option<f64>) -> Result<()> {
         let Some(dir) = &self.options.out else { return Ok(()) };
+        if self.saved == Some(self.step) {
+            return Ok(());
+        }
+        // an update can overflow the weights while the step's loss (computed before it) is
+        // finite: such weights are no checkpoint to keep, and the run has diverged
+        if let Some(name) = checkpoint::first_non_finite(&self.model.valid())? {
+            let what = format!("its weights are not finite at step {} ({name} holds NaN or infinity)", self.step);
+            bail!(divergence_message(&what, self.options, self.last_saved()));
+        }
+        let data = &self.options.data;
         let meta = Meta {
             format_version: checkpoint::FORMAT_VERSION,
             step: self.step,
@@ -287,24 +336,38 @@ impl Session<'_> {
             run: self.options.run.clone(),
             weights: String::new(),
             val_loss,
-            data: Some(self.options.data.path.display().to_string()),
-            data_size: Some(self.options.data.size),
-            data_sha256: Some(self.options.data.sha256.clone()),
+            data: Some(data.path.display().to_string()),
+            data_size: Some(data.size),
+            data_sha256: Some(data.sha256.clone()),
+            files: Default::default(),
+            init_from: self.options.init_from.clone(),
         };
         checkpoint::save(dir, &self.model, &self.optim, meta)?;
+        self.saved = Some(self.step);
         metrics::read(&dir.join("metrics.csv"))
             .and_then(|rows| metrics::plot(&rows, &dir.join("loss.png")))
             .map_err(|err| checkpoint::explain_write_error(err, dir, "draw loss.png"))
     }
 
     /// Step of the checkpoint on disk, if any.
-    fn last_saved(&self) -> usize {
-        self.options
-            .out
-            .as_ref()
-            .and_then(|dir| checkpoint::read_meta(dir).ok())
-            .map(|m| m.step)
-            .unwrap_or(0)
+    fn last_saved(&self) -> Option<usize> {
+        let dir = self.options.out.as_ref()?;
+        checkpoint::read_meta(dir).ok().map(|m| m.step)
+    }
+}
+
+impl TrainReport {
+    fn from_step(step: usize) -> Self {
+        Self {
+            step,
+            losses: Vec::new(),
+            train_time: Duration::ZERO,
+            steps_run: 0,
+            tokens: 0,
+            interrupted: false,
+            val_loss: None,
+            loss_reads: 0,
+        }
     }
 }
 
@@ -338,23 +401,11 @@ impl<'a> StepLog<'a> {
             );
             bar
         });
-        Self {
-            opts,
-            end,
-            pending: Vec::with_capacity(opts.sync_every),
-            bar,
-            metrics,
-        }
+        Self { opts, end, pending: Vec::with_capacity(opts.sync_every), bar, metrics }
     }
 
     fn push(&mut self, step: usize, lr: f64, loss: Tensor<1>, tokens: usize, elapsed: Duration) {
-        self.pending.push(PendingLoss {
-            step,
-            lr,
-            loss,
-            tokens,
-            elapsed,
-        });
+        self.pending.push(PendingLoss { step, lr, loss, tokens, elapsed });
     }
 
     /// Whether `sync_every` losses are waiting.
@@ -382,11 +433,7 @@ impl<'a> StepLog<'a> {
             if p.step % opts.log_every != 0 && p.step != self.end && val_loss.is_none() {
                 continue;
             }
-            let elapsed = if i + 1 == losses.len() {
-                train_time
-            } else {
-                p.elapsed.min(train_time)
-            };
+            let elapsed = if i + 1 == losses.len() { train_time } else { p.elapsed.min(train_time) };
             let tokens_per_s = p.tokens as f64 / elapsed.as_secs_f64().max(1e-9);
             let line = format!(
                 "step {:4} / {:4} | loss {loss:.4}{}",
@@ -430,25 +477,27 @@ impl<'a> StepLog<'a> {
     }
 }
 
-fn divergence_message(step: usize, loss: f64, lr: f64, opts: &TrainOptions, saved: usize) -> String {
-    let kept = match (&opts.out, saved) {
-        (Some(dir), s) if s > 0 => format!("; the last good checkpoint (step {s}) is in {}", dir.display()),
-        _ => String::new(),
+/// What to do after a divergence: with a checkpoint, start a new run from it at a tenth of the
+/// learning rate over the steps that were left (a resume must keep its settings, so it cannot
+/// lower the rate); without one, run again at a tenth of it.
+fn divergence_message(what: &str, opts: &TrainOptions, saved: Option<usize>) -> String {
+    let (lr, num_steps) = (opts.run.lr, opts.run.num_steps);
+    let lower = short(lr / 10.0);
+    let advice = match (&opts.out, saved) {
+        (Some(dir), Some(saved)) => format!(
+            "the last good checkpoint (step {saved}) is in {dir}: continue from it at a lower learning rate with `train --init-from {dir} --lr {lower} --steps {} --out NEW_DIR` (--lr {} now)",
+            num_steps.saturating_sub(saved).max(1),
+            short(lr),
+            dir = dir.display()
+        ),
+        _ => format!("lower the learning rate (--lr {} now, try {lower})", short(lr)),
     };
-    format!(
-        "training diverged: loss is {loss} at step {step}; lower the learning rate (--lr {} now, try {}){kept}",
-        short(lr),
-        short(lr / 10.0)
-    )
+    format!("training diverged: {what}; {advice}")
 }
 
 /// A number as a person would type it: `0.01`, `1e300`.
 fn short(x: f64) -> String {
-    if (1e-4..1e5).contains(&x.abs()) {
-        format!("{x}")
-    } else {
-        format!("{x:e}")
-    }
+    if (1e-4..1e5).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
 }
 
 #[cfg(test)]
@@ -457,42 +506,26 @@ mod tests {
 
     /// Losses are read `sync_every` at a time, yet every step's loss is reported, in order, and
     /// equal to what reading every step gives.
+    #[cfg(feature = "cpu")] // f64 on the flex CPU backend
     #[test]
     fn losses_are_read_in_batches_of_steps() {
         use crate::adam::Adam;
         use crate::data::DataFile;
         use crate::device;
         use crate::rng::PyRandom;
-        let docs: Vec<String> = [
-            "anna", "bob", "carla", "dave", "eve", "fran", "gus", "hal", "ida", "jo", "kim",
-        ]
-        .iter()
-        .map(|d| d.to_string())
-        .collect();
+        let docs: Vec<String> = ["anna", "bob", "carla", "dave", "eve", "fran", "gus", "hal", "ida", "jo", "kim"]
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), docs.join("\n")).unwrap();
         let run = |sync_every: usize| {
             let mut rng = PyRandom::new(1);
             let data = Dataset::new(docs.clone(), &mut rng).unwrap();
             let config = GPTConfig::new(data.tokenizer.vocab_size());
-            let options = TrainOptions {
-                run: RunSettings {
-                    seed: 1,
-                    num_steps: 100,
-                    lr: 0.01,
-                    batch_size: 2,
-                    precision: device::Precision::F64,
-                },
-                data: DataFile::of(file.path()).unwrap(),
-                stop_at: None,
-                eval_every: None,
-                log_every: 1,
-                sync_every,
-                fixed_length: false,
-                out: None,
-                save_every: None,
-                progress: Progress::Quiet,
-            };
+            let run =
+                RunSettings { seed: 1, num_steps: 100, lr: 0.01, batch_size: 2, precision: device::Precision::F64 };
+            let options = TrainOptions { sync_every, ..TrainOptions::new(run, DataFile::of(file.path()).unwrap()) };
             let session = Session {
                 model: GPT::init(&config, &mut rng, &device::cpu_f64().autodiff()),
                 optim: Adam::reference().init(),
@@ -501,16 +534,14 @@ mod tests {
                 data: &data,
                 options: &options,
                 stop: Default::default(),
+                saved: None,
             };
             session.run().unwrap().2
         };
         let (every, batched) = (run(1), run(30));
         assert_eq!(every.loss_reads, 100);
         assert_eq!(batched.loss_reads, 4, "30, 60, 90 and the last step");
-        assert_eq!(
-            batched.losses.iter().map(|l| l.0).collect::<Vec<_>>(),
-            (1..=100).collect::<Vec<_>>()
-        );
+        assert_eq!(batched.losses.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
         assert_eq!(batched.losses, every.losses);
     }
 

@@ -1,6 +1,9 @@
 //! The program seen from outside: the reference run's lines, f32 learning, batches, the
 //! download, and the train -> save -> sample / eval / resume workflow with its files.
 
+// every test runs the program on the CPU backend
+#![cfg(feature = "cpu")]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -33,29 +36,14 @@ fn f32_on_cpu_learns_as_well_as_f64() {
     assert!(step_losses(&out).is_empty(), "--quiet prints no step lines");
     let val = val_loss(&out);
     let reference = common::read_reference("seed42_steps1000.txt").eval.unwrap();
-    assert!(
-        (val - reference).abs() < 0.02,
-        "f32 val loss {val} vs f64 reference {reference}"
-    );
+    assert!((val - reference).abs() < 0.02, "f32 val loss {val} vs f64 reference {reference}");
 }
 
 #[test]
 fn batch_32_for_938_steps_reaches_val_loss_2_20() {
     // 938 x 32 = 30,016 training documents: all of them once, none of the held-out 2,000
     let dir = common::scratch_with_names();
-    let out = ok(
-        dir.path(),
-        &[
-            "train",
-            "--batch-size",
-            "32",
-            "--steps",
-            "938",
-            "--quiet",
-            "--dtype",
-            "f32",
-        ],
-    );
+    let out = ok(dir.path(), &["train", "--batch-size", "32", "--steps", "938", "--quiet", "--dtype", "f32"]);
     let val = val_loss(&out);
     assert!(val <= 2.20, "val loss {val}");
 }
@@ -63,25 +51,8 @@ fn batch_32_for_938_steps_reaches_val_loss_2_20() {
 #[test]
 fn log_every_reads_the_loss_less_often_without_skipping_evaluations() {
     let dir = common::scratch_with_names();
-    let out = ok(
-        dir.path(),
-        &[
-            "train",
-            "--steps",
-            "40",
-            "--log-every",
-            "15",
-            "--eval-every",
-            "10",
-            "--out",
-            "ck",
-        ],
-    );
-    let steps: Vec<&str> = out
-        .lines()
-        .filter(|l| l.starts_with("step "))
-        .map(|l| &l[5..9])
-        .collect();
+    let out = ok(dir.path(), &["train", "--steps", "40", "--log-every", "15", "--eval-every", "10", "--out", "ck"]);
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step ")).map(|l| &l[5..9]).collect();
     assert_eq!(steps, ["  10", "  15", "  20", "  30", "  40"], "{out}");
     assert_eq!(out.lines().filter(|l| l.contains("| val loss ")).count(), 4);
     let csv = std::fs::read_to_string(dir.path().join("ck/metrics.csv")).unwrap();
@@ -91,10 +62,7 @@ fn log_every_reads_the_loss_less_often_without_skipping_evaluations() {
 #[test]
 fn eval_every_prints_the_held_out_loss_with_the_training_loss() {
     let dir = common::scratch_with_names();
-    let out = ok(
-        dir.path(),
-        &["train", "--steps", "30", "--eval-every", "10", "--preset", "small"],
-    );
+    let out = ok(dir.path(), &["train", "--steps", "30", "--eval-every", "10", "--preset", "small"]);
     let evals: Vec<&str> = out.lines().filter(|l| l.contains("| val loss ")).collect();
     assert_eq!(evals.len(), 3, "{out}");
     assert!(evals[0].starts_with("step   10 /   30 | loss "), "{}", evals[0]);
@@ -109,10 +77,7 @@ fn serve_once(body: &'static [u8]) -> String {
         let (mut stream, _) = listener.accept().unwrap();
         let mut request = [0u8; 4096];
         let _ = stream.read(&mut request);
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
         stream.write_all(head.as_bytes()).unwrap();
         stream.write_all(body).unwrap();
     });
@@ -140,10 +105,7 @@ fn a_failed_download_says_how_to_fix_it() {
     let out = microgpt(dir.path(), &["--steps", "5"]); // the helper points the URL at a closed port
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains("put names.txt at data/names.txt or pass --data PATH"),
-        "{err}"
-    );
+    assert!(err.contains("put names.txt at data/names.txt or pass --data PATH"), "{err}");
     assert!(!dir.path().join("data/names.txt").exists());
 }
 
@@ -156,13 +118,7 @@ fn safetensors_names(path: &Path) -> Vec<String> {
     let bytes = std::fs::read(path).unwrap();
     let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
-    let mut names: Vec<String> = header
-        .as_object()
-        .unwrap()
-        .keys()
-        .filter(|k| *k != "__metadata__")
-        .cloned()
-        .collect();
+    let mut names: Vec<String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").cloned().collect();
     names.sort();
     names
 }
@@ -178,16 +134,8 @@ fn safetensors_tensors(path: &Path) -> Vec<(String, String, String, Vec<u8>)> {
         .map(|name| {
             let info = &header[&name];
             let offsets = info["data_offsets"].as_array().unwrap();
-            let (start, end) = (
-                offsets[0].as_u64().unwrap() as usize,
-                offsets[1].as_u64().unwrap() as usize,
-            );
-            (
-                name,
-                info["dtype"].to_string(),
-                info["shape"].to_string(),
-                data[start..end].to_vec(),
-            )
+            let (start, end) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
+            (name, info["dtype"].to_string(), info["shape"].to_string(), data[start..end].to_vec())
         })
         .collect();
     tensors.sort();
@@ -197,10 +145,7 @@ fn safetensors_tensors(path: &Path) -> Vec<(String, String, String, Vec<u8>)> {
 #[test]
 fn train_save_sample_and_eval() {
     let dir = common::scratch_with_names();
-    let out = ok(
-        dir.path(),
-        &["train", "--steps", "40", "--eval-every", "20", "--out", "ck"],
-    );
+    let out = ok(dir.path(), &["train", "--steps", "40", "--eval-every", "20", "--out", "ck"]);
     let ck = dir.path().join("ck");
     let meta = read_json(&ck.join("checkpoint.json"));
     assert_eq!(meta["step"], 40);
@@ -226,42 +171,17 @@ fn train_save_sample_and_eval() {
     // novelty report after the samples
     assert!(out.lines().last().unwrap().starts_with("samples: "), "{out}");
 
-    let sampled = ok(
-        dir.path(),
-        &["sample", "--checkpoint", "ck", "--num-samples", "7", "--seed", "3"],
-    );
+    let sampled = ok(dir.path(), &["sample", "--checkpoint", "ck", "--num-samples", "7", "--seed", "3"]);
     assert_eq!(samples(&sampled).len(), 7);
-    let again = ok(
-        dir.path(),
-        &["sample", "--checkpoint", "ck", "--num-samples", "7", "--seed", "3"],
-    );
+    let again = ok(dir.path(), &["sample", "--checkpoint", "ck", "--num-samples", "7", "--seed", "3"]);
     assert_eq!(sampled, again, "the same seed draws the same samples");
-    let prefixed = ok(
-        dir.path(),
-        &[
-            "sample",
-            "--checkpoint",
-            "ck",
-            "--prefix",
-            "ma",
-            "--top-k",
-            "3",
-            "--num-samples",
-            "5",
-        ],
-    );
+    let prefixed =
+        ok(dir.path(), &["sample", "--checkpoint", "ck", "--prefix", "ma", "--top-k", "3", "--num-samples", "5"]);
     assert!(samples(&prefixed).iter().all(|s| s.starts_with("ma")), "{prefixed}");
 
     // eval on the checkpoint's held-out documents reproduces the val loss of the run
     let evaluated = ok(dir.path(), &["eval", "--checkpoint", "ck"]);
-    let loss: f64 = evaluated
-        .strip_prefix("loss: ")
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let loss: f64 = evaluated.strip_prefix("loss: ").unwrap().split(' ').next().unwrap().parse().unwrap();
     assert_eq!(loss, val_loss(&out));
     std::fs::write(dir.path().join("few.txt"), "anna\nbob\n").unwrap();
     let few = ok(dir.path(), &["eval", "--checkpoint", "ck", "--data", "few.txt"]);
@@ -271,16 +191,10 @@ fn train_save_sample_and_eval() {
 #[test]
 fn metrics_csv_and_loss_png_are_written() {
     let dir = common::scratch_with_names();
-    ok(
-        dir.path(),
-        &["train", "--steps", "30", "--eval-every", "10", "--out", "ck", "--quiet"],
-    );
+    ok(dir.path(), &["train", "--steps", "30", "--eval-every", "10", "--out", "ck", "--quiet"]);
     let csv = std::fs::read_to_string(dir.path().join("ck/metrics.csv")).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(
-        lines.next().unwrap(),
-        "step,train_loss,val_loss,lr,tokens_per_s,elapsed_s"
-    );
+    assert_eq!(lines.next().unwrap(), "step,train_loss,val_loss,lr,tokens_per_s,elapsed_s");
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 30);
     for (i, row) in rows.iter().enumerate() {
@@ -288,21 +202,31 @@ fn metrics_csv_and_loss_png_are_written() {
         assert!(row[1].parse::<f64>().unwrap() > 0.0);
         assert_eq!(row[2].is_empty(), (i + 1) % 10 != 0, "val loss only on evaluated steps");
     }
-    let png = std::fs::read(dir.path().join("ck/loss.png")).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
-    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
-    assert_eq!((width, height), (900, 540));
+    // the picture holds both curves: the train loss in blue, the held-out points in red
+    let (pixels, width) = decode_rgb(&dir.path().join("ck/loss.png"));
+    let count = |pick: fn(&[u8]) -> bool| pixels.chunks(3).filter(|p| pick(p)).count();
+    let blue = count(|p| p[2] > 200 && p[0] < 60 && p[1] < 60);
+    let red = count(|p| p[0] > 200 && p[1] < 60 && p[2] < 60);
+    assert!(blue > width, "a train-loss line across the plot: {blue} blue pixels");
+    assert!(red > 3 * 9, "three held-out points: {red} red pixels");
+}
+
+/// A PNG's pixels as RGB bytes, and its width.
+fn decode_rgb(path: &std::path::Path) -> (Vec<u8>, usize) {
+    let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
+    pixels.truncate(info.buffer_size());
+    (pixels, info.width as usize)
 }
 
 #[test]
 fn resume_continues_exactly() {
     let dir = common::scratch_with_names();
     let whole = ok(dir.path(), &["train", "--steps", "60", "--out", "whole"]);
-    let first = ok(
-        dir.path(),
-        &["train", "--steps", "60", "--stop-at", "30", "--out", "half"],
-    );
+    let first = ok(dir.path(), &["train", "--steps", "60", "--stop-at", "30", "--out", "half"]);
     assert_eq!(step_losses(&first).len(), 30);
     assert_eq!(read_json(&dir.path().join("half/checkpoint.json"))["step"], 30);
     let second = ok(dir.path(), &["train", "--resume", "half"]);
@@ -325,28 +249,12 @@ fn any_utf8_data_works() {
     let words =
         "héllo, wörld!\nça va?\nnaïve café\n日本語\n[brackets] & ampersands\nsnake_case-words\nü-umlaut\nmore, text.\n";
     std::fs::write(dir.path().join("words.txt"), words.repeat(3)).unwrap();
-    let out = ok(
-        dir.path(),
-        &[
-            "train",
-            "--data",
-            "words.txt",
-            "--steps",
-            "30",
-            "--num-samples",
-            "5",
-            "--out",
-            "ck",
-        ],
-    );
+    let out = ok(dir.path(), &["train", "--data", "words.txt", "--steps", "30", "--num-samples", "5", "--out", "ck"]);
     let vocab: std::collections::BTreeSet<char> = words.chars().filter(|c| *c != '\n').collect();
     assert!(out.contains(&format!("vocab size: {}\n", vocab.len() + 1)), "{out}");
     let drawn = samples(&out);
     assert_eq!(drawn.len(), 5);
     assert!(drawn.iter().flat_map(|s| s.chars()).all(|c| vocab.contains(&c)));
-    let sampled = ok(
-        dir.path(),
-        &["sample", "--checkpoint", "ck", "--prefix", "日本", "--num-samples", "2"],
-    );
+    let sampled = ok(dir.path(), &["sample", "--checkpoint", "ck", "--prefix", "日本", "--num-samples", "2"]);
     assert!(samples(&sampled).iter().all(|s| s.starts_with("日本")));
 }

@@ -2,30 +2,25 @@
 //! one line on stderr naming the problem and the fix, a non-zero exit, no panic, and leaves no
 //! partial output behind.
 
+// every test runs the program on the CPU backend
+#![cfg(feature = "cpu")]
+
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-use common::{microgpt, ok, stderr};
+use common::{Running, metrics_rows, microgpt, ok, stderr, wait_until};
 
 /// Assert a failure with exactly one stderr line containing `needle`, and no output dir.
 fn fails_with(dir: &Path, args: &[&str], needle: &str) {
     let out = microgpt(dir, args);
     let err = stderr(&out);
     assert!(!out.status.success(), "microgpt {args:?} succeeded");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "panic for {args:?}: {err}"
-    );
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic for {args:?}: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line for {args:?}, got: {err}");
-    assert!(
-        lines[0].contains(needle),
-        "{args:?}: {:?} does not contain {needle:?}",
-        lines[0]
-    );
+    assert!(lines[0].contains(needle), "{args:?}: {:?} does not contain {needle:?}", lines[0]);
     assert!(!dir.join("out").exists(), "{args:?} left an output directory");
 }
 
@@ -45,11 +40,7 @@ fn bad_data_files() {
     fn train(file: &str) -> Vec<&str> {
         vec!["train", "--data", file, "--steps", "3", "--out", "out"]
     }
-    fails_with(
-        d,
-        &train("missing.txt"),
-        "data file missing.txt not found: pass --data PATH",
-    );
+    fails_with(d, &train("missing.txt"), "data file missing.txt not found: pass --data PATH");
     fails_with(d, &train("adir"), "is a directory");
     fails_with(d, &train("empty.txt"), "holds no documents");
     fails_with(d, &train("blank.txt"), "holds no documents");
@@ -60,24 +51,12 @@ fn bad_data_files() {
 #[test]
 fn long_documents_are_cut_with_one_warning() {
     let dir = tempfile::tempdir().unwrap();
-    data_file(
-        dir.path(),
-        "long.txt",
-        b"abcdefghijklmnopqrstuvwxyz\nabcdefghijklmnopqrstu\nshort\nab\n",
-    );
+    data_file(dir.path(), "long.txt", b"abcdefghijklmnopqrstuvwxyz\nabcdefghijklmnopqrstu\nshort\nab\n");
     let out = microgpt(dir.path(), &["train", "--data", "long.txt", "--steps", "3"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let warnings: Vec<String> = stderr(&out)
-        .lines()
-        .filter(|l| l.contains("warning"))
-        .map(String::from)
-        .collect();
+    let warnings: Vec<String> = stderr(&out).lines().filter(|l| l.contains("warning")).map(String::from).collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0].contains("2 documents are longer than block_size 16"),
-        "{}",
-        warnings[0]
-    );
+    assert!(warnings[0].contains("2 documents are longer than block_size 16"), "{}", warnings[0]);
 }
 
 #[test]
@@ -85,40 +64,22 @@ fn bad_flags() {
     let dir = common::scratch_with_names();
     let d = dir.path();
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["train", "--n-embd", "18"],
-            "--n-embd 18 is not divisible by --n-head 4",
-        ),
+        (&["train", "--n-embd", "18"], "--n-embd 18 is not divisible by --n-head 4"),
         (&["train", "--n-layer", "0"], "must be a whole number of at least 1"),
         (&["train", "--n-head", "-2"], "must be a whole number of at least 1"),
-        (
-            &["train", "--steps", "0"],
-            "'--steps <N>': must be a whole number of at least 1",
-        ),
+        (&["train", "--steps", "0"], "'--steps <N>': must be a whole number of at least 1"),
         (&["train", "--steps", "-5"], "must be a whole number of at least 1"),
-        (
-            &["train", "--batch-size", "0"],
-            "'--batch-size <B>': must be a whole number of at least 1",
-        ),
+        (&["train", "--batch-size", "0"], "'--batch-size <B>': must be a whole number of at least 1"),
         (&["train", "--block-size", "0"], "must be a whole number of at least 1"),
-        (
-            &["train", "--temperature", "0"],
-            "'--temperature <T>': must be a finite number above 0",
-        ),
+        (&["train", "--temperature", "0"], "'--temperature <T>': must be a finite number above 0"),
         (&["train", "--temperature", "-1"], "must be a finite number above 0"),
-        (
-            &["train", "--lr", "nan"],
-            "'--lr <LR>': must be a finite number above 0",
-        ),
+        (&["train", "--lr", "nan"], "'--lr <LR>': must be a finite number above 0"),
         (&["train", "--lr", "inf"], "must be a finite number above 0"),
         (&["train", "--lr", "-0.1"], "must be a finite number above 0"),
         (&["train", "--lr", "0"], "must be a finite number above 0"),
         (&["train", "--device", "tpu"], "invalid value 'tpu' for '--device"),
         (&["train", "--bogus"], "unexpected argument '--bogus'"),
-        (
-            &["train", "--steps", "3", "--prefix", "Zq"],
-            "--prefix \"Zq\": character 'Z' is not in the vocabulary",
-        ),
+        (&["train", "--steps", "3", "--prefix", "Zq"], "--prefix \"Zq\": character 'Z' is not in the vocabulary"),
         (&["train", "--save-every", "5"], "--save-every needs --out DIR"),
     ];
     for (args, needle) in cases {
@@ -147,11 +108,7 @@ fn devices_the_build_lacks_or_the_machine_lacks() {
                 && err.contains("--device cpu"),
             "{err}"
         );
-        fails_with(
-            dir.path(),
-            &["train", "--device", "gpu", "--dtype", "f64"],
-            "the GPU computes in f32 only",
-        );
+        fails_with(dir.path(), &["train", "--device", "gpu", "--dtype", "f64"], "the GPU computes in f32 only");
     } else {
         fails_with(
             dir.path(),
@@ -166,10 +123,7 @@ fn devices_the_build_lacks_or_the_machine_lacks() {
 
 /// A finished checkpoint in `dir/ck`.
 fn checkpoint(dir: &Path) -> std::path::PathBuf {
-    ok(
-        dir,
-        &["train", "--steps", "5", "--out", "ck", "--quiet", "--num-samples", "0"],
-    );
+    ok(dir, &["train", "--steps", "5", "--out", "ck", "--quiet", "--num-samples", "0"]);
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("ck/checkpoint.json")).unwrap()).unwrap();
     dir.join("ck").join(meta["weights"].as_str().unwrap())
@@ -191,24 +145,20 @@ fn bad_checkpoints() {
         vec!["sample", "--checkpoint", ck]
     }
     fails_with(d, &sample("nowhere"), "checkpoint directory nowhere does not exist");
-    fails_with(
-        d,
-        &sample("emptydir"),
-        "holds no checkpoint (checkpoint.json is missing)",
-    );
+    fails_with(d, &sample("emptydir"), "holds no checkpoint (checkpoint.json is missing)");
 
     let weights = checkpoint(d);
     let model = weights.join("model.bpk");
     let good = std::fs::read(&model).unwrap();
 
     std::fs::write(&model, &good[..good.len() / 2]).unwrap();
-    fails_with(d, &sample("ck"), "the weights are truncated, corrupted or do not match");
+    fails_with(d, &sample("ck"), "model.bpk is damaged: its size or SHA-256 differs");
     let mut flipped = good.clone();
     for b in flipped.iter_mut().take(64) {
         *b ^= 0x5a;
     }
     std::fs::write(&model, &flipped).unwrap();
-    fails_with(d, &sample("ck"), "the weights are truncated, corrupted or do not match");
+    fails_with(d, &sample("ck"), "model.bpk is damaged: its size or SHA-256 differs");
     std::fs::write(&model, &good).unwrap();
     ok(d, &sample("ck"));
 
@@ -217,11 +167,7 @@ fn bad_checkpoints() {
     edit_meta(d, |m| m["config"]["n_embd"] = 16.into());
 
     edit_meta(d, |m| m["format_version"] = 99.into());
-    fails_with(
-        d,
-        &sample("ck"),
-        "has format version 99, newer than this program's 1: upgrade microgpt",
-    );
+    fails_with(d, &sample("ck"), "has format version 99, newer than this program's 1: upgrade microgpt");
     edit_meta(d, |m| m["format_version"] = 1.into());
 
     std::fs::write(d.join("other.txt"), "ABC\nDEF\nGHI\n").unwrap();
@@ -235,130 +181,131 @@ fn bad_checkpoints() {
     fails_with(d, &sample("ck"), "is corrupted");
 }
 
-fn spawn(dir: &Path, args: &[&str]) -> Child {
-    common::command(dir)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_for(path: &Path, timeout: Duration) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(start.elapsed() < timeout, "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 fn saved_step(dir: &Path) -> u64 {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("ck/checkpoint.json")).unwrap()).unwrap();
     meta["step"].as_u64().unwrap()
 }
 
+/// Whether `dir/ck/checkpoint.json` exists yet.
+fn saved_once(dir: &Path) -> bool {
+    dir.join("ck/checkpoint.json").exists()
+}
+
+#[cfg(unix)]
 #[test]
 fn sigint_and_sigterm_save_and_resume() {
     for name in ["INT", "TERM"] {
         let dir = common::scratch_with_names();
         let d = dir.path();
-        let child = spawn(d, &["train", "--steps", "1000000", "--out", "ck"]);
-        wait_for(&d.join("ck/metrics.csv"), Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(300));
-        signal(&child, name);
-        let out: Output = child.wait_with_output().unwrap();
+        let child = Running::start(d, &["train", "--steps", "1000000", "--out", "ck"]);
+        // some steps in: the interrupt lands inside the loop, not before it
+        wait_until("ten training steps", || metrics_rows(&d.join("ck")) >= 10);
+        child.signal(name);
+        let out = child.wait();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(130), "SIG{name}: {err}");
-        assert!(
-            err.contains("interrupted at step ") && err.contains("continue with --resume ck"),
-            "{err}"
-        );
+        assert!(err.contains("interrupted at step ") && err.contains("continue with --resume ck"), "{err}");
         let step = saved_step(d);
-        assert!(step > 0);
-        ok(
-            d,
-            &[
-                "train",
-                "--resume",
-                "ck",
-                "--stop-at",
-                &(step + 5).to_string(),
-                "--quiet",
-                "--num-samples",
-                "0",
-            ],
-        );
+        assert!(step >= 10, "{step}");
+        assert_eq!(metrics_rows(&d.join("ck")) as u64, step, "every step up to the save is recorded");
+        ok(d, &["train", "--resume", "ck", "--stop-at", &(step + 5).to_string(), "--quiet", "--num-samples", "0"]);
         assert_eq!(saved_step(d), step + 5);
     }
 }
 
+/// A small generator for the kill times: seeded from the clock unless `MICROGPT_TEST_SEED` is
+/// set, and the seed printed, so that a failure can be replayed.
+fn kill_times() -> impl FnMut() -> u64 {
+    let seed = std::env::var("MICROGPT_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64
+    });
+    eprintln!("kill times from MICROGPT_TEST_SEED={seed}");
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// SIGKILL at random moments of runs that save every step, including saves of a step the
+/// directory already holds (a new run over an earlier one, saving the steps it saved): after
+/// each kill the directory holds a loadable checkpoint; a run that ends leaves one folder.
 #[test]
 fn sigkill_during_saves_leaves_a_loadable_checkpoint() {
     let dir = common::scratch_with_names();
     let d = dir.path();
-    // a cheap, seed-free source of varied kill times
-    let mut state = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-        | 1;
-    for round in 0..6 {
-        let args = ["train", "--steps", "1000000", "--save-every", "1", "--out", "ck"];
-        let args: Vec<&str> = if round == 0 {
-            args.to_vec()
-        } else {
-            vec!["train", "--resume", "ck", "--save-every", "1"]
+    let mut next = kill_times();
+    let overwrite = ["train", "--steps", "3", "--save-every", "1", "--out", "ck", "--overwrite", "--num-samples", "0"];
+    for round in 0..8 {
+        let args: Vec<&str> = match round {
+            0 => vec!["train", "--steps", "1000000", "--save-every", "1", "--out", "ck"],
+            1..4 => vec!["train", "--resume", "ck", "--save-every", "1"],
+            _ => overwrite.to_vec(),
         };
-        let mut child = spawn(d, &args);
-        wait_for(&d.join("ck/checkpoint.json"), Duration::from_secs(60));
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        std::thread::sleep(Duration::from_millis(50 + state % 400));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        let child = Running::start(d, &args);
+        if round == 0 {
+            wait_until("the first checkpoint", || saved_once(d));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(next() % 400));
+        child.kill();
         let out = microgpt(d, &["sample", "--checkpoint", "ck", "--num-samples", "1"]);
         assert!(out.status.success(), "round {round}: {}", stderr(&out));
     }
+    ok(d, &overwrite);
+    let folders: Vec<String> = std::fs::read_dir(d.join("ck"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("step-"))
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
 }
 
 #[test]
 fn divergence_stops_with_a_hint_and_keeps_the_last_good_checkpoint() {
     let dir = common::scratch_with_names();
     let d = dir.path();
-    let out = microgpt(
-        d,
-        &[
-            "train",
-            "--lr",
-            "1e300",
-            "--steps",
-            "50",
-            "--save-every",
-            "1",
-            "--out",
-            "ck",
-        ],
-    );
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("training diverged: loss is") && err.contains("lower the learning rate"),
-        "{err}"
-    );
-    assert!(err.contains("the last good checkpoint (step"), "{err}");
+    let out = microgpt(d, &["train", "--lr", "1e300", "--steps", "50", "--save-every", "1", "--out", "ck"]);
+    let err = one_line_error(&out);
+    // the loss of step 3 is NaN, or already the update of step 2 left weights that are not
+    // finite: either way the last good checkpoint is the step before
+    assert!(err.starts_with("error: training diverged: "), "{err}");
     let step = saved_step(d);
     assert!(err.contains(&format!("at step {}", step + 1)), "{err}");
-    ok(d, &["sample", "--checkpoint", "ck", "--num-samples", "1"]);
+    assert!(err.contains(&format!("the last good checkpoint (step {step}) is in ck")), "{err}");
+    // its weights are finite numbers and load; at this rate they are so large that the logits
+    // may overflow, which sampling then says in one line instead of drawing "aaaa..."
+    ok(d, &["eval", "--checkpoint", "ck"]);
+    let sampled = microgpt(d, &["sample", "--checkpoint", "ck", "--num-samples", "1"]);
+    if !sampled.status.success() {
+        assert!(one_line_error(&sampled).contains("cannot sample: the total of the weights is not finite"));
+    }
+    // the advice is a command the program takes: it runs (and, at 1e299, diverges again)
+    let advice = err.split('`').nth(1).expect("a command between backquotes");
+    let expected = format!("train --init-from ck --lr 1e299 --steps {} --out NEW_DIR", 50 - step);
+    assert_eq!(advice, expected);
+    let args: Vec<&str> = advice.replace("NEW_DIR", "retry").leak().split(' ').collect();
+    let again = one_line_error(&microgpt(d, &args));
+    assert!(again.starts_with("error: training diverged"), "{again}");
+}
+
+/// With losses read many steps at a time (as on a GPU), the steps before the first NaN are
+/// still printed and recorded.
+#[test]
+fn the_finite_steps_before_a_divergence_are_printed_and_recorded() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    let out = microgpt(d, &["train", "--lr", "1e300", "--steps", "50", "--sync-every", "50", "--out", "ck"]);
+    let err = one_line_error(&out);
+    let bad: usize = err.split("at step ").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    assert!(bad > 1, "{err}");
+    let printed = common::step_losses(&common::stdout(&out));
+    assert_eq!(printed.len(), bad - 1, "{err}");
+    assert!(printed.iter().all(|l| l.is_finite()));
+    assert_eq!(metrics_rows(&d.join("ck")), bad - 1);
+    assert!(err.contains("lower the learning rate (--lr 1e300 now, try 1e299)"), "nothing saved: {err}");
 }
 
 /// The one stderr line of a failed run, checked to be a single line without a panic.
@@ -375,19 +322,18 @@ fn one_line_error(out: &Output) -> String {
 fn one_run_per_output_directory() {
     let dir = common::scratch_with_names();
     let d = dir.path();
-    let mut first = spawn(d, &["train", "--steps", "1000000", "--save-every", "50", "--out", "ck"]);
-    wait_for(&d.join("ck/checkpoint.json"), Duration::from_secs(60));
+    let mut first = Running::start(d, &["train", "--steps", "1000000", "--save-every", "50", "--out", "ck"]);
+    wait_until("the first checkpoint", || saved_once(d));
 
-    // a second run on the same directory stops at once, naming it and the holder
-    for args in [
-        vec!["train", "--out", "ck", "--steps", "3000", "--seed", "7"],
-        vec!["train", "--resume", "ck"],
-    ] {
-        let started = Instant::now();
+    // a second run on the same directory stops at once, naming it and the holder: the first
+    // (a million steps) is still running when the second has answered
+    for args in
+        [vec!["train", "--out", "ck", "--overwrite", "--steps", "3000", "--seed", "7"], vec!["train", "--resume", "ck"]]
+    {
         let line = one_line_error(&microgpt(d, &args));
         assert!(line.contains("ck is in use by another training run"), "{line}");
         assert!(line.contains(&format!("(process {})", first.id())), "{line}");
-        assert!(started.elapsed() < Duration::from_secs(20), "{args:?} waited");
+        assert!(first.is_running(), "{args:?} waited for the first run to end");
     }
     // readers still read the directory being written, always a whole checkpoint
     for _ in 0..5 {
@@ -395,22 +341,9 @@ fn one_run_per_output_directory() {
         ok(d, &["eval", "--checkpoint", "ck"]);
     }
     // the lock dies with its process
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
     let step = saved_step(d);
-    ok(
-        d,
-        &[
-            "train",
-            "--resume",
-            "ck",
-            "--stop-at",
-            &(step + 3).to_string(),
-            "--quiet",
-            "--num-samples",
-            "0",
-        ],
-    );
+    ok(d, &["train", "--resume", "ck", "--stop-at", &(step + 3).to_string(), "--quiet", "--num-samples", "0"]);
     assert_eq!(saved_step(d), step + 3);
 }
 
@@ -419,23 +352,14 @@ fn resume_refuses_other_model_sizes() {
     let dir = common::scratch_with_names();
     let d = dir.path();
     checkpoint(d);
-    for (flag, value, saved) in [
-        ("--n-layer", "2", "1"),
-        ("--n-embd", "32", "16"),
-        ("--n-head", "2", "4"),
-        ("--block-size", "8", "16"),
-    ] {
+    for (flag, value, saved) in
+        [("--n-layer", "2", "1"), ("--n-embd", "32", "16"), ("--n-head", "2", "4"), ("--block-size", "8", "16")]
+    {
         let line = one_line_error(&microgpt(d, &["train", "--resume", "ck", flag, value]));
-        assert!(
-            line.contains(&format!("{flag} {value} differs from the checkpoint's {saved}")),
-            "{line}"
-        );
+        assert!(line.contains(&format!("{flag} {value} differs from the checkpoint's {saved}")), "{line}");
     }
     let line = one_line_error(&microgpt(d, &["train", "--resume", "ck", "--preset", "small"]));
-    assert!(
-        line.contains("--preset small differs from the checkpoint's reference (n_layer 1, n_embd 16"),
-        "{line}"
-    );
+    assert!(line.contains("--preset small differs from the checkpoint's reference (n_layer 1, n_embd 16"), "{line}");
     // the same sizes, spelled out, are accepted
     ok(
         d,
@@ -472,10 +396,7 @@ fn eval_finds_the_data_from_any_directory_and_notices_changes() {
     let moved = d.join("names-moved.txt");
     std::fs::rename(&names, &moved).unwrap();
     let line = one_line_error(&microgpt(elsewhere.path(), &["eval", "--checkpoint", ck]));
-    assert!(
-        line.contains(&format!("the data file {} recorded in", names.display())),
-        "{line}"
-    );
+    assert!(line.contains(&format!("the data file {} recorded in", names.display())), "{line}");
     assert!(line.contains("is gone: pass --data PATH"), "{line}");
     let line = one_line_error(&microgpt(d, &["train", "--resume", "ck"]));
     assert!(line.contains("is gone: pass --data PATH"), "{line}");
@@ -484,26 +405,11 @@ fn eval_finds_the_data_from_any_directory_and_notices_changes() {
     text.push_str("zzyzx\n");
     std::fs::write(&names, text).unwrap();
     let line = one_line_error(&microgpt(elsewhere.path(), &["eval", "--checkpoint", ck]));
-    assert!(
-        line.contains("has changed since training") && line.contains("pass --data PATH"),
-        "{line}"
-    );
+    assert!(line.contains("has changed since training") && line.contains("pass --data PATH"), "{line}");
     let line = one_line_error(&microgpt(d, &["train", "--resume", "ck", "--data", "data/names.txt"]));
     assert!(line.contains("is not the file the checkpoint was trained on"), "{line}");
     // the moved original still works when named
-    ok(
-        d,
-        &[
-            "train",
-            "--resume",
-            "ck",
-            "--data",
-            "names-moved.txt",
-            "--quiet",
-            "--num-samples",
-            "0",
-        ],
-    );
+    ok(d, &["train", "--resume", "ck", "--data", "names-moved.txt", "--quiet", "--num-samples", "0"]);
 }
 
 /// A 300 KiB tmpfs at `path`, unmounted on drop; `None` where mounting is not allowed.
@@ -511,6 +417,9 @@ struct SmallDisk(std::path::PathBuf);
 
 impl SmallDisk {
     fn mount(path: &Path) -> Option<Self> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
         std::fs::create_dir_all(path).unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=300k", "tmpfs"])
@@ -532,13 +441,13 @@ fn a_full_disk_during_a_save_keeps_the_previous_checkpoint() {
     let dir = common::scratch_with_names();
     let d = dir.path();
     let Some(_disk) = SmallDisk::mount(&d.join("small")) else {
-        eprintln!("skipped: mounting a small tmpfs needs root (this test fills a 300 KiB disk)");
+        common::skip(
+            "a_full_disk_during_a_save_keeps_the_previous_checkpoint",
+            "mounting a small tmpfs needs root on Linux (this test fills a 300 KiB disk)",
+        );
         return;
     };
-    let line = one_line_error(&microgpt(
-        d,
-        &["train", "--steps", "200", "--save-every", "5", "--out", "small/ck"],
-    ));
+    let line = one_line_error(&microgpt(d, &["train", "--steps", "200", "--save-every", "5", "--out", "small/ck"]));
     assert!(line.contains("the disk is full: cannot "), "{line}");
     assert!(line.contains("small/ck"), "{line}");
     let left: Vec<String> = std::fs::read_dir(d.join("small/ck"))
@@ -550,9 +459,139 @@ fn a_full_disk_during_a_save_keeps_the_previous_checkpoint() {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("small/ck/checkpoint.json")).unwrap()).unwrap();
     let step = meta["step"].as_u64().unwrap();
+    assert!(line.contains(&format!("the checkpoint of step {step} in small/ck is intact")), "{line}");
+    ok(d, &["sample", "--checkpoint", "small/ck", "--num-samples", "2"]);
+}
+
+#[test]
+fn a_repeated_out_is_refused_and_overwrite_replaces_the_run() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    ok(d, &["train", "--steps", "20", "--save-every", "10", "--out", "ck", "--quiet", "--num-samples", "0"]);
+    let before: Vec<Vec<u8>> =
+        ["checkpoint.json", "metrics.csv"].iter().map(|f| std::fs::read(d.join("ck").join(f)).unwrap()).collect();
+    for args in [
+        vec!["train", "--steps", "5", "--out", "ck"],
+        vec!["--steps", "5", "--out", "ck"],
+        vec!["train", "--init-from", "ck", "--steps", "5", "--out", "ck"],
+    ] {
+        let line = one_line_error(&microgpt(d, &args));
+        assert!(line.contains("ck already holds a training run (the checkpoint of step 20)"), "{args:?}: {line}");
+        assert!(
+            line.contains("--resume ck") && line.contains("another --out") && line.contains("--overwrite"),
+            "{line}"
+        );
+    }
+    let after: Vec<Vec<u8>> =
+        ["checkpoint.json", "metrics.csv"].iter().map(|f| std::fs::read(d.join("ck").join(f)).unwrap()).collect();
+    assert!(before == after, "a refused run changed the directory");
+    // metrics alone (a run killed before its first save) are a run too
+    std::fs::create_dir(d.join("killed")).unwrap();
+    std::fs::write(d.join("killed/metrics.csv"), "step,train_loss\n1,3.3\n").unwrap();
+    let line = one_line_error(&microgpt(d, &["train", "--steps", "5", "--out", "killed"]));
+    assert!(line.contains("killed already holds a training run (its metrics.csv)"), "{line}");
+    // --overwrite replaces it, and only means something with --out
+    ok(d, &["train", "--steps", "5", "--out", "ck", "--overwrite", "--quiet", "--num-samples", "0"]);
+    assert_eq!(saved_step(d), 5);
+    assert_eq!(metrics_rows(&d.join("ck")), 5);
+    let line = one_line_error(&microgpt(d, &["train", "--steps", "5", "--overwrite"]));
+    assert!(line.contains("--out"), "{line}");
+}
+
+/// A byte changed inside a tensor's numbers (not the file's header) is found by the digest
+/// that checkpoint.json records, and the file is named.
+#[test]
+fn a_flipped_byte_inside_the_weights_is_named() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    let weights = checkpoint(d);
+    let before = ok(d, &["eval", "--checkpoint", "ck"]);
+    for file in ["model.bpk", "optimizer.bpk"] {
+        let path = weights.join(file);
+        let good = std::fs::read(&path).unwrap();
+        let mut bad = good.clone();
+        let at = bad.len() - 9; // among the last tensor's numbers
+        bad[at] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        let args: &[&str] =
+            if file == "model.bpk" { &["eval", "--checkpoint", "ck"] } else { &["train", "--resume", "ck"] };
+        let line = one_line_error(&microgpt(d, args));
+        assert!(line.contains(&format!("{file} is damaged")) && line.contains("SHA-256"), "{line}");
+        std::fs::write(&path, &good).unwrap();
+    }
+    assert_eq!(ok(d, &["eval", "--checkpoint", "ck"]), before);
+}
+
+/// `--init-from`: a new run from a checkpoint's weights, on other data with the same
+/// characters (the names spelled backwards), with its own schedule. It starts where the loaded
+/// model stands on the new data, and learns it.
+#[test]
+fn init_from_fine_tunes_a_saved_model_on_other_data() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    ok(d, &["train", "--steps", "300", "--out", "ck", "--quiet", "--num-samples", "0"]);
+    let names = std::fs::read_to_string(d.join("data/names.txt")).unwrap();
+    let reversed: Vec<String> = names.lines().map(|l| l.chars().rev().collect()).collect();
+    std::fs::write(d.join("reversed.txt"), reversed.join("\n")).unwrap();
+    let out = ok(
+        d,
+        &["train", "--init-from", "ck", "--data", "reversed.txt", "--steps", "300", "--lr", "0.005", "--out", "ft"],
+    );
+    let before: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("init from ck (step 300): val loss "))
+        .expect("the loaded model's held-out loss")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let after = common::val_loss(&out);
+    assert!(after < before - 0.1, "val loss {before} -> {after}");
+    assert_eq!(common::step_losses(&out).len(), 300, "a schedule of its own: steps 1..300");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("ft/checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(meta["init_from"]["step"], 300);
+    assert_eq!(meta["run"]["lr"], 0.005);
+    // what it refuses: other sizes, characters the model has no token for, with --resume
+    let line = one_line_error(&microgpt(d, &["train", "--init-from", "ck", "--n-embd", "32"]));
     assert!(
-        line.contains(&format!("the checkpoint of step {step} in small/ck is intact")),
+        line.contains("--n-embd 32 differs from the checkpoint's 16: --init-from keeps the checkpoint's model"),
         "{line}"
     );
-    ok(d, &["sample", "--checkpoint", "small/ck", "--num-samples", "2"]);
+    std::fs::write(d.join("upper.txt"), "Anna\nBob\nCarl\n").unwrap();
+    let line = one_line_error(&microgpt(d, &["train", "--init-from", "ck", "--data", "upper.txt"]));
+    assert!(line.contains("upper.txt holds the character 'A', which the model in ck has no token for"), "{line}");
+    let line = one_line_error(&microgpt(d, &["train", "--init-from", "ck", "--resume", "ck"]));
+    assert!(line.contains("cannot be used with"), "{line}");
+}
+
+/// A checkpoint whose weights hold a NaN (and whose digests agree: it was saved so) is refused
+/// by every reader in one line, instead of sampling "aaaa...".
+#[test]
+fn a_model_with_non_finite_weights_is_refused() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    let weights = checkpoint(d);
+    // the first number of wte, as stored in model.bpk, becomes a NaN; the digest follows
+    let device = microgpt_burn::device::cpu_f64();
+    let loaded = microgpt_burn::checkpoint::load(&d.join("ck"), &device).unwrap();
+    let first: f64 = loaded.model.named_weights()[0].1.clone().into_data().iter::<f64>().next().unwrap();
+    let model_path = weights.join("model.bpk");
+    let mut bytes = std::fs::read(&model_path).unwrap();
+    let at = bytes.windows(8).position(|w| w == first.to_le_bytes()).expect("wte[0] in model.bpk");
+    bytes[at..at + 8].copy_from_slice(&f64::NAN.to_le_bytes());
+    std::fs::write(&model_path, &bytes).unwrap();
+    edit_meta(d, |m| {
+        m["files"]["model.bpk"]["sha256"] = microgpt_burn::files::sha256_hex(&bytes).into();
+    });
+    for args in [
+        vec!["sample", "--checkpoint", "ck"],
+        vec!["eval", "--checkpoint", "ck"],
+        vec!["inspect", "--checkpoint", "ck", "--text", "emma"],
+        vec!["train", "--resume", "ck"],
+    ] {
+        let line = one_line_error(&microgpt(d, &args));
+        assert!(line.contains("its weights are not finite (wte holds NaN or infinity)"), "{args:?}: {line}");
+    }
 }

@@ -1,11 +1,15 @@
 //! `microgpt inspect`: the values behind its table and pictures, checked against the model's
 //! own sampling and evaluation paths, and the command seen from outside.
 
+// the models here are f64, on the CPU backend
+#![cfg(feature = "cpu")]
+
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
+use microgpt_burn::batch::Batcher;
 use microgpt_burn::config::GPTConfig;
-use microgpt_burn::data::{Batcher, Tokenizer};
+use microgpt_burn::data::Tokenizer;
 use microgpt_burn::device;
 use microgpt_burn::inspect::{self, TOP};
 use microgpt_burn::model::{GPT, KvCache};
@@ -17,16 +21,10 @@ use common::{microgpt, ok, stderr};
 
 /// A two-layer model with random weights over the letters of a few names.
 fn model() -> (GPT, Tokenizer) {
-    let docs: Vec<String> = ["emma", "olivia", "ava", "isabella", "sophia"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let docs: Vec<String> = ["emma", "olivia", "ava", "isabella", "sophia"].iter().map(|s| s.to_string()).collect();
     let tokenizer = Tokenizer::from_documents(&docs);
-    let config = GPTConfig::new(tokenizer.vocab_size())
-        .with_n_layer(2)
-        .with_n_embd(12)
-        .with_n_head(3)
-        .with_block_size(8);
+    let config =
+        GPTConfig::new(tokenizer.vocab_size()).with_n_layer(2).with_n_embd(12).with_n_head(3).with_block_size(8);
     (GPT::init(&config, &mut PyRandom::new(9), &device::cpu_f64()), tokenizer)
 }
 
@@ -40,11 +38,7 @@ fn attention_rows_are_causal_distributions() {
         for head in layer {
             assert_eq!(head.len(), 7, "BOS and six characters");
             for (q, row) in head.iter().enumerate() {
-                assert!(
-                    (row.iter().sum::<f64>() - 1.0).abs() < 1e-12,
-                    "row {q} sums to {}",
-                    row.iter().sum::<f64>()
-                );
+                assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12, "row {q} sums to {}", row.iter().sum::<f64>());
                 assert!(row[q + 1..].iter().all(|&w| w == 0.0), "row {q} looks ahead: {row:?}");
                 assert!(row[..=q].iter().all(|&w| w > 0.0));
             }
@@ -58,10 +52,7 @@ fn predictions_are_the_distribution_sampling_draws_from() {
     let text = "ava";
     let seen = inspect::inspect(&model, &tokenizer, text).unwrap();
     let bos = tokenizer.bos();
-    let tokens: Vec<usize> = std::iter::once(bos)
-        .chain(tokenizer.encode(text).unwrap())
-        .chain([bos])
-        .collect();
+    let tokens: Vec<usize> = std::iter::once(bos).chain(tokenizer.encode(text).unwrap()).chain([bos]).collect();
     assert_eq!(seen.predictions.len(), tokens.len() - 1);
 
     // sampling feeds one token at a time against the KV cache, then softmax(logits / 1.0)
@@ -97,11 +88,7 @@ fn mean_loss_is_what_eval_computes_for_the_text() {
         let seen = inspect::inspect(&model, &tokenizer, text).unwrap();
         let batcher = Batcher::new(&tokenizer, &[text.to_string()], model.block_size(), &device::cpu_f64());
         let eval = evaluate(&model, &batcher).unwrap();
-        assert!(
-            (seen.mean_loss - eval).abs() < 1e-12,
-            "{text}: inspect {} vs eval {eval}",
-            seen.mean_loss
-        );
+        assert!((seen.mean_loss - eval).abs() < 1e-12, "{text}: inspect {} vs eval {eval}", seen.mean_loss);
     }
     // a text longer than block_size 8 is cut as training cuts it: 8 positions
     let seen = inspect::inspect(&model, &tokenizer, "sophiaolivia").unwrap();
@@ -118,10 +105,7 @@ fn embeddings_are_projected_on_their_principal_components() {
     let mean = |i: usize| points.iter().map(|p| p[i]).sum::<f64>() / n;
     let var = |i: usize| points.iter().map(|p| p[i] * p[i]).sum::<f64>() / n;
     assert!(mean(0).abs() < 1e-10 && mean(1).abs() < 1e-10, "centred");
-    assert!(
-        var(0) >= var(1) && var(1) > 0.0,
-        "the first component carries the most variance"
-    );
+    assert!(var(0) >= var(1) && var(1) > 0.0, "the first component carries the most variance");
     let dot = points.iter().map(|p| p[0] * p[1]).sum::<f64>();
     assert!(dot.abs() < 1e-10, "the components are uncorrelated: {dot}");
 
@@ -129,11 +113,7 @@ fn embeddings_are_projected_on_their_principal_components() {
     let wte = device::read_values(model.wte()).unwrap();
     let c = wte.len() / points.len();
     let centred: Vec<Vec<f64>> = (0..points.len())
-        .map(|r| {
-            (0..c)
-                .map(|j| wte[r * c + j] - (0..points.len()).map(|q| wte[q * c + j]).sum::<f64>() / n)
-                .collect()
-        })
+        .map(|r| (0..c).map(|j| wte[r * c + j] - (0..points.len()).map(|q| wte[q * c + j]).sum::<f64>() / n).collect())
         .collect();
     let mut rng = PyRandom::new(1);
     for _ in 0..50 {
@@ -160,48 +140,19 @@ fn png_size(path: &std::path::Path) -> (u32, u32) {
 fn inspect_prints_the_table_and_draws_the_pictures() {
     let dir = common::scratch_with_names();
     let d = dir.path();
-    ok(
-        d,
-        &[
-            "train",
-            "--steps",
-            "30",
-            "--out",
-            "ck",
-            "--quiet",
-            "--num-samples",
-            "0",
-            "--n-layer",
-            "2",
-        ],
-    );
+    ok(d, &["train", "--steps", "30", "--out", "ck", "--quiet", "--num-samples", "0", "--n-layer", "2"]);
     let out = ok(d, &["inspect", "--checkpoint", "ck", "--text", "emma"]);
-    let rows: Vec<&str> = out
-        .lines()
-        .filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .collect();
+    let rows: Vec<&str> =
+        out.lines().filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())).collect();
     assert_eq!(rows.len(), 5, "BOS and four characters: {out}");
-    assert!(
-        rows[0].contains("BOS") && rows[4].split_whitespace().nth(1) == Some("a"),
-        "{out}"
-    );
-    let mean: f64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("mean loss: "))
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    assert!(rows[0].contains("BOS") && rows[4].split_whitespace().nth(1) == Some("a"), "{out}");
+    let mean: f64 =
+        out.lines().find_map(|l| l.strip_prefix("mean loss: ")).unwrap().split(' ').next().unwrap().parse().unwrap();
 
     // the same number as eval on a file holding the text
     std::fs::write(d.join("one.txt"), "emma\n").unwrap();
     let eval = ok(d, &["eval", "--checkpoint", "ck", "--data", "one.txt"]);
-    assert_eq!(
-        eval.strip_prefix("loss: ").unwrap().split(' ').next().unwrap(),
-        format!("{mean:.4}")
-    );
+    assert_eq!(eval.strip_prefix("loss: ").unwrap().split(' ').next().unwrap(), format!("{mean:.4}"));
 
     // two layers of four heads: a 4 x 2 grid of panels
     let (w, h) = png_size(&d.join("ck/inspect/attention.png"));

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// names.txt: `data/names.txt` of the checkout (written by the first `cargo run`, or by
 /// `.ci/run`), else `../shared/data/names.txt` beside it.
@@ -31,11 +32,7 @@ pub struct Reference {
 
 pub fn read_reference(name: &str) -> Reference {
     let text = std::fs::read_to_string(reference(name)).expect("reference file exists");
-    let mut r = Reference {
-        losses: vec![],
-        eval: None,
-        samples: vec![],
-    };
+    let mut r = Reference { losses: vec![], eval: None, samples: vec![] };
     for line in text.lines() {
         let mut parts = line.splitn(3, ' ');
         match (parts.next(), parts.next(), parts.next()) {
@@ -62,9 +59,7 @@ pub fn scratch_with_names() -> tempfile::TempDir {
 /// `microgpt` in `dir`, on the CPU unless `--device` says otherwise, never downloading.
 pub fn command(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_microgpt"));
-    cmd.current_dir(dir)
-        .env("MICROGPT_DEVICE", "cpu")
-        .env("MICROGPT_DATA_URL", "http://127.0.0.1:9/unreachable");
+    cmd.current_dir(dir).env("MICROGPT_DEVICE", "cpu").env("MICROGPT_DATA_URL", "http://127.0.0.1:9/unreachable");
     cmd
 }
 
@@ -93,37 +88,104 @@ pub fn step_losses(stdout: &str) -> Vec<f64> {
     stdout
         .lines()
         .filter(|l| l.starts_with("step "))
-        .map(|l| {
-            l.split("| loss ")
-                .nth(1)
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(|l| l.split("| loss ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap())
         .collect()
 }
 
 /// The value of the `val loss: X` line.
 pub fn val_loss(stdout: &str) -> f64 {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("val loss: "))
-        .expect("a val loss line")
-        .parse()
-        .unwrap()
+    stdout.lines().find_map(|l| l.strip_prefix("val loss: ")).expect("a val loss line").parse().unwrap()
 }
 
 /// The sampled names, in order.
 pub fn samples(stdout: &str) -> Vec<String> {
     stdout
         .lines()
-        .filter_map(|l| {
-            l.strip_prefix("sample ")
-                .and_then(|r| r.split_once(": "))
-                .map(|(_, s)| s.to_string())
-        })
+        .filter_map(|l| l.strip_prefix("sample ").and_then(|r| r.split_once(": ")).map(|(_, s)| s.to_string()))
         .collect()
+}
+
+/// Say that a test is skipped, and why: on stderr, and as a line of the file named by
+/// `MICROGPT_SKIP_LOG` (CI sets it and prints the count, since libtest counts a skipped test
+/// as passed).
+pub fn skip(test: &str, why: &str) {
+    eprintln!("skipped {test}: {why}");
+    if let Some(log) = std::env::var_os("MICROGPT_SKIP_LOG") {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        writeln!(file, "{test}: {why}").unwrap();
+    }
+}
+
+/// A `microgpt` run in the background, killed (and reaped) when dropped: a failed assertion
+/// leaves no training run behind.
+pub struct Running(Option<Child>);
+
+impl Running {
+    /// Start `microgpt args...` in `dir`, stdout discarded, stderr kept.
+    pub fn start(dir: &Path, args: &[&str]) -> Self {
+        let child = command(dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the microgpt binary starts");
+        Running(Some(child))
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.0.as_mut().expect("running").try_wait().unwrap().is_none()
+    }
+
+    /// Send it a signal by name (`INT`, `TERM`).
+    #[cfg(unix)]
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Kill it (SIGKILL on Unix) and wait for it.
+    pub fn kill(mut self) {
+        let mut child = self.0.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Wait for it to end by itself, with its output.
+    pub fn wait(mut self) -> Output {
+        self.0.take().expect("running").wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How long a test waits for something that should happen in seconds before calling it a hang:
+/// a guard against hanging forever, not a timing (a slow or busy machine only waits longer).
+pub const HANG: Duration = Duration::from_secs(600);
+
+/// Wait until `ready()` holds, polling; panics (naming `what`) only after [`HANG`].
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < HANG, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Data rows of `dir/metrics.csv` so far (0 while it does not exist).
+pub fn metrics_rows(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("metrics.csv")).map(|text| text.lines().count().saturating_sub(1)).unwrap_or(0)
 }
