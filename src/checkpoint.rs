@@ -6,8 +6,8 @@
 //! (`model.safetensors`, loadable by PyTorch), and the optimizer state (`optimizer.bpk`).
 //! `checkpoint.json` also records each weight file's size and SHA-256, checked on every load, so
 //! a damaged file is named instead of loading as other weights.
-//! A save writes a new weights folder completely, under a name no folder has had (`step-000200`,
-//! or `step-000200-1` when that step was saved before), then swaps `checkpoint.json` by rename,
+//! A save writes a new weights folder completely, under a name no folder in the directory has
+//! (`step-000200`, or `step-000200-1` when that one is taken), then swaps `checkpoint.json` by rename,
 //! then removes every other weights folder: at every moment the directory holds one complete,
 //! loadable checkpoint, and the folder `checkpoint.json` names is never touched.
 //! One training run at a time holds a directory: [`lock`] takes an exclusive lock on
@@ -38,7 +38,10 @@ use crate::model::GPT;
 use crate::rng::PyRandom;
 
 /// Bumped whenever the layout changes; newer checkpoints are refused with a clear message.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The first format whose `checkpoint.json` records the weight files' digests (version 1 did
+/// not: such checkpoints load unchecked).
+const DIGESTS_SINCE: u32 = 2;
 const META_FILE: &str = "checkpoint.json";
 const MODEL_FILE: &str = "model.bpk";
 const SAFETENSORS_FILE: &str = "model.safetensors";
@@ -153,20 +156,33 @@ pub fn lock(dir: &Path) -> Result<DirLock> {
             let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id())).and_then(|()| file.flush());
             Ok(DirLock { _file: file })
         }
-        Err(fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = match holder.trim() {
-                "" => String::new(),
-                pid => format!(" (process {pid})"),
-            };
-            bail!(
-                "{} is in use by another training run{holder}: wait for it to end, or pass another --out",
-                dir.display()
-            )
-        }
+        Err(fs::TryLockError::WouldBlock) => Err(in_use(dir, &mut file)),
         Err(fs::TryLockError::Error(err)) => bail!("cannot lock {}: {err}", path.display()),
     }
+}
+
+/// Fail as [`lock`] would when another run holds `dir`, without taking the lock or writing
+/// anything (so that a refusal leaves the directory as it was).
+pub fn check_not_held(dir: &Path) -> Result<()> {
+    let Ok(mut file) = fs::File::open(dir.join(LOCK_FILE)) else { return Ok(()) };
+    match file.try_lock() {
+        Err(fs::TryLockError::WouldBlock) => Err(in_use(dir, &mut file)),
+        _ => Ok(()), // free (released when `file` closes), or an error that `lock` will report
+    }
+}
+
+/// "DIR is in use by another training run (process N)", read from the lock file.
+fn in_use(dir: &Path, file: &mut fs::File) -> anyhow::Error {
+    let mut holder = String::new();
+    let _ = file.read_to_string(&mut holder);
+    let holder = match holder.trim() {
+        "" => String::new(),
+        pid => format!(" (process {pid})"),
+    };
+    anyhow::anyhow!(
+        "{} is in use by another training run{holder}: wait for it to end, or pass another --out",
+        dir.display()
+    )
 }
 
 /// Whether `err` comes from a full disk (also when a library kept only its message).
@@ -217,6 +233,7 @@ pub fn save(dir: &Path, model: &GPT, optim: &ModuleOptimizer, mut meta: Meta) ->
         let _ = fs::remove_dir_all(&tmp_dir);
         return Err(failed(anyhow::Error::from(err).context(format!("cannot rename {}", tmp_dir.display()))));
     }
+    sync_dir(dir); // the new folder's name, before the pointer to it
     let json = serde_json::to_string_pretty(&meta)?;
     if let Err(err) = write_atomic(&dir.join(META_FILE), json.as_bytes()) {
         let _ = fs::remove_dir_all(&final_dir); // a new name: never the folder the pointer names
@@ -228,14 +245,26 @@ pub fn save(dir: &Path, model: &GPT, optim: &ModuleOptimizer, mut meta: Meta) ->
 }
 
 /// A weights folder name for `step` that no folder in `dir` has: `step-000200`, else
-/// `step-000200-1`, `step-000200-2`, ... (the step was saved before: by an interrupt landing
-/// on a periodic save, or by an earlier run in this directory).
+/// `step-000200-1`, `step-000200-2`, ... (taken when an earlier run in this directory, or a
+/// save that crashed, left that step's folder).
 fn unused_name(dir: &Path, step: usize) -> String {
     let base = format!("step-{step:06}");
     std::iter::once(base.clone())
         .chain((1..).map(|n| format!("{base}-{n}")))
         .find(|name| !dir.join(name).exists() && !tmp_path(&dir.join(name)).exists())
         .expect("an unused name exists")
+}
+
+/// Whether `name` is one of the names [`save`] gives: `step-NNNNNN`, `step-NNNNNN-K`, either
+/// with a `.tmp-PID` of a save in progress. A user's own `step-notes/` is none of them.
+fn is_weights_folder(name: &str) -> bool {
+    let name = name
+        .split_once(".tmp-")
+        .map_or(name, |(base, pid)| if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) { base } else { "" });
+    let Some(rest) = name.strip_prefix("step-") else { return false };
+    let (step, again) = rest.split_once('-').unwrap_or((rest, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    step.len() >= 6 && digits(step) && digits(again)
 }
 
 /// Remove every weights folder of `dir` but `keep`: the previous checkpoint, and what saves
@@ -245,7 +274,7 @@ fn remove_other_weights(dir: &Path, keep: &str) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("step-") && name != keep && entry.path().is_dir() {
+        if is_weights_folder(&name) && name != keep && entry.path().is_dir() {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -276,6 +305,10 @@ fn write_weights(tmp_dir: &Path, model: &GPT, optim: &ModuleOptimizer) -> Result
         .map(|name| {
             let path = tmp_dir.join(name);
             let bytes = fs::read(&path).with_context(|| format!("cannot read back {}", path.display()))?;
+            // on the disk before checkpoint.json names them, a power cut included
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot flush {}", path.display()))?;
             Ok((name.to_string(), FileDigest::of(&bytes)))
         })
         .collect()
@@ -364,7 +397,7 @@ fn load_weights(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result
     })?;
     if let Some(name) = first_non_finite(&model)? {
         bail!(
-            "the model in {} (step {}) is broken: its weights are not finite ({name} holds NaN or infinity), so it cannot sample or be evaluated; train again from an earlier checkpoint or at a lower --lr",
+            "the model in {} (step {}) is broken: its weights are not finite ({name} holds NaN or infinity) in this precision; train again from an earlier checkpoint or at a lower --lr",
             dir.display(),
             meta.step
         );
@@ -379,7 +412,7 @@ fn read_checked(meta: &Meta, path: &Path) -> Result<Vec<u8>> {
     }
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    if meta.files.is_empty() {
+    if meta.format_version < DIGESTS_SINCE {
         return Ok(bytes); // written before digests were recorded
     }
     let Some(recorded) = meta.files.get(name.as_ref()) else {
@@ -440,5 +473,37 @@ fn catch_load<T, E: std::fmt::Display>(load: impl FnOnce() -> Result<T, E>) -> R
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "malformed data".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the folders a save makes are ever removed: not a user's own `step-...` folder.
+    #[test]
+    fn weights_folders_are_the_names_saves_give() {
+        for ours in [
+            "step-000200",
+            "step-1234567",
+            "step-000200-1",
+            "step-000200-12",
+            "step-000200.tmp-4242",
+            "step-000200-1.tmp-7",
+        ] {
+            assert!(is_weights_folder(ours), "{ours}");
+        }
+        for theirs in [
+            "step-notes",
+            "step-000100-best",
+            "step-00020",
+            "step-",
+            "step-000200.tmp-",
+            "step-000200.tmp-x",
+            "steps-000200",
+            "step-000200-",
+        ] {
+            assert!(!is_weights_folder(theirs), "{theirs}");
+        }
     }
 }

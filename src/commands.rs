@@ -126,7 +126,7 @@ pub fn train(args: &TrainArgs, report: Report) -> Result<Outcome> {
     // the run
     let options = train_options(args, run, data_file, out, &start, &runtime)?;
     let saved = match &start {
-        Start::Resume(dir, meta) if options.out.as_deref() == Some(dir.as_path()) => Some(meta.step),
+        Start::Resume(dir, meta) if options.out.as_deref().is_some_and(|out| same_dir(out, dir)) => Some(meta.step),
         _ => None,
     };
     let stop = train::interrupt_flag();
@@ -159,8 +159,11 @@ fn output_dir(args: &TrainArgs, start: &Start) -> Result<Option<PathBuf>> {
     if args.save_every.is_some() && out.is_none() {
         bail!("--save-every needs --out DIR: the directory to save checkpoints in");
     }
+    if let Some(dir) = &out {
+        checkpoint::check_not_held(dir)?; // a run writing there now: say so, whatever else
+    }
     if let Some(dir) = &out
-        && resumed.as_ref() != Some(dir)
+        && !resumed.as_deref().is_some_and(|resumed| same_dir(resumed, dir))
         && !args.overwrite
         && let Some(what) = checkpoint::run_in(dir)
     {
@@ -171,6 +174,14 @@ fn output_dir(args: &TrainArgs, start: &Start) -> Result<Option<PathBuf>> {
         );
     }
     Ok(out)
+}
+
+/// Whether two paths name one directory (`ck` and `./ck`).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// The run settings (the flags, or the checkpoint's when resuming) and the device.
@@ -288,14 +299,22 @@ fn initial_state(
     let ad_device = runtime.device.clone().autodiff();
     let model = GPT::init(config, rng, &ad_device);
     let adam = Adam::reference().on_host(!device::is_gpu(runtime.kind));
+    // the weights of the checkpoint whose settings were read, not of one saved since
+    let load = |dir: &Path, meta: &Meta| {
+        let loaded = checkpoint::load(dir, &ad_device)?;
+        if loaded.meta.weights != meta.weights {
+            bail!("{} changed while it was read (a run saved a newer checkpoint there): try again", dir.display());
+        }
+        Ok(loaded)
+    };
     Ok(match start {
         Start::Fresh => (model, adam.init(), 0),
         Start::Resume(dir, meta) => {
-            let loaded = checkpoint::load(dir, &ad_device)?;
+            let loaded = load(dir, meta)?;
             let optim = loaded.optimizer(adam)?;
             (loaded.model, optim, meta.step)
         }
-        Start::InitFrom(dir, _) => (checkpoint::load(dir, &ad_device)?.model, adam.init(), 0),
+        Start::InitFrom(dir, meta) => (load(dir, meta)?.model, adam.init(), 0),
     })
 }
 
@@ -449,9 +468,10 @@ fn same_data(meta: &Meta, file: &DataFile) -> bool {
 /// `microgpt sample --checkpoint DIR`.
 pub fn sample(args: &SampleArgs) -> Result<Outcome> {
     let options = sample_options(&args.sampling);
-    let meta = checkpoint::read_meta(&args.checkpoint)?;
+    checkpoint::read_meta(&args.checkpoint)?; // a bad checkpoint is reported before the device opens
     let runtime = device::open(args.device.device, args.device.dtype)?;
     let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
+    let meta = &loaded.meta; // what was loaded: a run may have saved a newer one since
     let mut rng = PyRandom::new(args.seed);
     let samples = sample::sample(&loaded.model, &meta.vocab, &options, &mut rng)?;
     print_samples(&samples);
@@ -460,13 +480,14 @@ pub fn sample(args: &SampleArgs) -> Result<Outcome> {
 
 /// `microgpt eval --checkpoint DIR [--data PATH]`.
 pub fn eval(args: &EvalArgs) -> Result<Outcome> {
-    let meta = checkpoint::read_meta(&args.checkpoint)?;
+    checkpoint::read_meta(&args.checkpoint)?; // a bad checkpoint is reported before the device opens
     let runtime = device::open(args.device.device, args.device.dtype)?;
     let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
+    let meta = &loaded.meta; // what was loaded: a run may have saved a newer one since
     let (docs, what) = match &args.data {
         Some(path) => (data::read_documents(path)?, format!("every document of {}", path.display())),
         None => {
-            let (path, _) = recorded_data(&meta, &args.checkpoint)?;
+            let (path, _) = recorded_data(meta, &args.checkpoint)?;
             let dataset = Dataset::new(data::read_documents(&path)?, &mut PyRandom::new(meta.run.seed))?;
             (dataset.val_docs().to_vec(), format!("the held-out documents of {}", path.display()))
         }
@@ -484,9 +505,10 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
 
 /// `microgpt inspect --checkpoint DIR --text TEXT [--out OUT]`.
 pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
-    let meta = checkpoint::read_meta(&args.checkpoint)?;
+    checkpoint::read_meta(&args.checkpoint)?; // a bad checkpoint is reported before the device opens
     let runtime = device::open(args.device.device, args.device.dtype)?;
     let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
+    let meta = &loaded.meta; // what was loaded: a run may have saved a newer one since
     let (model, vocab) = (&loaded.model, &meta.vocab);
     let seen = inspect::inspect(model, vocab, &args.text)?;
     if seen.cut > 0 {

@@ -349,10 +349,10 @@ impl Session<'_> {
             .map_err(|err| checkpoint::explain_write_error(err, dir, "draw loss.png"))
     }
 
-    /// Step of the checkpoint on disk, if any.
+    /// Step of the checkpoint this run saved (or resumed from) in its output directory, if any;
+    /// not one of an earlier run that `--overwrite` is replacing.
     fn last_saved(&self) -> Option<usize> {
-        let dir = self.options.out.as_ref()?;
-        checkpoint::read_meta(dir).ok().map(|m| m.step)
+        self.options.out.as_ref().and(self.saved)
     }
 }
 
@@ -484,12 +484,19 @@ fn divergence_message(what: &str, opts: &TrainOptions, saved: Option<usize>) -> 
     let (lr, num_steps) = (opts.run.lr, opts.run.num_steps);
     let lower = short(lr / 10.0);
     let advice = match (&opts.out, saved) {
-        (Some(dir), Some(saved)) => format!(
-            "the last good checkpoint (step {saved}) is in {dir}: continue from it at a lower learning rate with `train --init-from {dir} --lr {lower} --steps {} --out NEW_DIR` (--lr {} now)",
-            num_steps.saturating_sub(saved).max(1),
-            short(lr),
-            dir = dir.display()
-        ),
+        (Some(dir), Some(saved)) => {
+            let batch = match opts.run.batch_size {
+                1 => String::new(),
+                b => format!(" --batch-size {b}"),
+            };
+            format!(
+                "the last good checkpoint (step {saved}) is in {dir}: continue from it at a lower learning rate with `train --init-from {dir} --data {data} --lr {lower} --steps {steps}{batch} --out NEW_DIR` (--lr {} now)",
+                short(lr),
+                dir = dir.display(),
+                data = opts.data.path.display(),
+                steps = num_steps.saturating_sub(saved).max(1),
+            )
+        }
         _ => format!("lower the learning rate (--lr {} now, try {lower})", short(lr)),
     };
     format!("training diverged: {what}; {advice}")
@@ -497,6 +504,8 @@ fn divergence_message(what: &str, opts: &TrainOptions, saved: Option<usize>) -> 
 
 /// A number as a person would type it: `0.01`, `1e300`.
 fn short(x: f64) -> String {
+    // seven significant digits: a tenth of 1e150 is 1e149, not 9.99999999999999e148
+    let x: f64 = format!("{x:.6e}").parse().expect("a formatted float parses");
     if (1e-4..1e5).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
 }
 
@@ -543,6 +552,14 @@ mod tests {
         assert_eq!(batched.loss_reads, 4, "30, 60, 90 and the last step");
         assert_eq!(batched.losses.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
         assert_eq!(batched.losses, every.losses);
+    }
+
+    #[test]
+    fn numbers_are_short_as_typed() {
+        assert_eq!(short(1e150 / 10.0), "1e149");
+        assert_eq!(short(0.01 / 10.0), "0.001");
+        assert_eq!(short(3e-3), "0.003");
+        assert_eq!(short(0.1 + 0.2), "0.3");
     }
 
     #[test]

@@ -149,7 +149,7 @@ fn train_save_sample_and_eval() {
     let ck = dir.path().join("ck");
     let meta = read_json(&ck.join("checkpoint.json"));
     assert_eq!(meta["step"], 40);
-    assert_eq!(meta["format_version"], 1);
+    assert_eq!(meta["format_version"], 2);
     assert_eq!(meta["config"]["n_embd"], 16);
     assert_eq!(meta["vocab"]["chars"].as_array().unwrap().len(), 26);
     let weights = ck.join(meta["weights"].as_str().unwrap());
@@ -202,13 +202,19 @@ fn metrics_csv_and_loss_png_are_written() {
         assert!(row[1].parse::<f64>().unwrap() > 0.0);
         assert_eq!(row[2].is_empty(), (i + 1) % 10 != 0, "val loss only on evaluated steps");
     }
-    // the picture holds both curves: the train loss in blue, the held-out points in red
-    let (pixels, width) = decode_rgb(&dir.path().join("ck/loss.png"));
-    let count = |pick: fn(&[u8]) -> bool| pixels.chunks(3).filter(|p| pick(p)).count();
-    let blue = count(|p| p[2] > 200 && p[0] < 60 && p[1] < 60);
-    let red = count(|p| p[0] > 200 && p[1] < 60 && p[2] < 60);
-    assert!(blue > width, "a train-loss line across the plot: {blue} blue pixels");
-    assert!(red > 3 * 9, "three held-out points: {red} red pixels");
+    // the picture holds both curves: the train loss in blue, the held-out loss in red, which a
+    // run that never evaluated during training has none of
+    ok(dir.path(), &["train", "--steps", "30", "--out", "no-eval", "--quiet"]);
+    let colours = |run: &str| {
+        let (pixels, width) = decode_rgb(&dir.path().join(run).join("loss.png"));
+        let count = |pick: fn(&[u8]) -> bool| pixels.chunks(3).filter(|p| pick(p)).count();
+        let blue = count(|p| p[2] > 200 && p[0] < 60 && p[1] < 60);
+        let red = count(|p| p[0] > 200 && p[1] < 60 && p[2] < 60);
+        assert!(blue > width, "{run}: a train-loss line across the plot: {blue} blue pixels");
+        red
+    };
+    assert!(colours("ck") > 3 * 9, "three held-out points and their line");
+    assert_eq!(colours("no-eval"), 0, "no held-out loss, no red");
 }
 
 /// A PNG's pixels as RGB bytes, and its width.

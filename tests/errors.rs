@@ -167,8 +167,13 @@ fn bad_checkpoints() {
     edit_meta(d, |m| m["config"]["n_embd"] = 16.into());
 
     edit_meta(d, |m| m["format_version"] = 99.into());
-    fails_with(d, &sample("ck"), "has format version 99, newer than this program's 1: upgrade microgpt");
-    edit_meta(d, |m| m["format_version"] = 1.into());
+    fails_with(d, &sample("ck"), "has format version 99, newer than this program's 2: upgrade microgpt");
+    // a version-2 checkpoint without its digests is no checkpoint of this program
+    edit_meta(d, |m| m["format_version"] = 2.into());
+    let files = std::fs::read_to_string(d.join("ck/checkpoint.json")).unwrap();
+    edit_meta(d, |m| m["files"] = serde_json::json!({}));
+    fails_with(d, &sample("ck"), "records no digest of model.bpk: the checkpoint is corrupted");
+    std::fs::write(d.join("ck/checkpoint.json"), files).unwrap();
 
     std::fs::write(d.join("other.txt"), "ABC\nDEF\nGHI\n").unwrap();
     fails_with(
@@ -198,7 +203,7 @@ fn sigint_and_sigterm_save_and_resume() {
     for name in ["INT", "TERM"] {
         let dir = common::scratch_with_names();
         let d = dir.path();
-        let child = Running::start(d, &["train", "--steps", "1000000", "--out", "ck"]);
+        let child = Running::start(d, &["train", "--steps", "1000000", "--save-every", "1", "--out", "ck"]);
         // some steps in: the interrupt lands inside the loop, not before it
         wait_until("ten training steps", || metrics_rows(&d.join("ck")) >= 10);
         child.signal(name);
@@ -209,6 +214,9 @@ fn sigint_and_sigterm_save_and_resume() {
         let step = saved_step(d);
         assert!(step >= 10, "{step}");
         assert_eq!(metrics_rows(&d.join("ck")) as u64, step, "every step up to the save is recorded");
+        // every step was saved by --save-every 1: the interrupt's save of the same step is
+        // skipped, so the one folder keeps its first name (a second save would be step-N-1)
+        assert_eq!(step_folders(d), [format!("step-{step:06}")]);
         ok(d, &["train", "--resume", "ck", "--stop-at", &(step + 5).to_string(), "--quiet", "--num-samples", "0"]);
         assert_eq!(saved_step(d), step + 5);
     }
@@ -239,11 +247,14 @@ fn sigkill_during_saves_leaves_a_loadable_checkpoint() {
     let d = dir.path();
     let mut next = kill_times();
     let overwrite = ["train", "--steps", "3", "--save-every", "1", "--out", "ck", "--overwrite", "--num-samples", "0"];
-    for round in 0..8 {
+    // saves only at its end, step 3, which the runs before it saved: always the same step
+    let same_step = ["train", "--steps", "3", "--out", "ck", "--overwrite", "--num-samples", "0"];
+    for round in 0..10 {
         let args: Vec<&str> = match round {
             0 => vec!["train", "--steps", "1000000", "--save-every", "1", "--out", "ck"],
             1..4 => vec!["train", "--resume", "ck", "--save-every", "1"],
-            _ => overwrite.to_vec(),
+            4 | 6 => overwrite.to_vec(),
+            _ => same_step.to_vec(),
         };
         let child = Running::start(d, &args);
         if round == 0 {
@@ -255,12 +266,20 @@ fn sigkill_during_saves_leaves_a_loadable_checkpoint() {
         assert!(out.status.success(), "round {round}: {}", stderr(&out));
     }
     ok(d, &overwrite);
-    let folders: Vec<String> = std::fs::read_dir(d.join("ck"))
+    assert_eq!(step_folders(d).len(), 1, "{:?}", step_folders(d));
+    ok(d, &same_step);
+    assert_eq!(step_folders(d), ["step-000003-1"], "the same step under a new name");
+}
+
+/// The weights folders in `dir/ck`, sorted.
+fn step_folders(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("ck"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with("step-"))
         .collect();
-    assert_eq!(folders.len(), 1, "{folders:?}");
+    names.sort();
+    names
 }
 
 #[test]
@@ -284,7 +303,9 @@ fn divergence_stops_with_a_hint_and_keeps_the_last_good_checkpoint() {
     }
     // the advice is a command the program takes: it runs (and, at 1e299, diverges again)
     let advice = err.split('`').nth(1).expect("a command between backquotes");
-    let expected = format!("train --init-from ck --lr 1e299 --steps {} --out NEW_DIR", 50 - step);
+    let data = d.canonicalize().unwrap().join("data/names.txt");
+    let expected =
+        format!("train --init-from ck --data {} --lr 1e299 --steps {} --out NEW_DIR", data.display(), 50 - step);
     assert_eq!(advice, expected);
     let args: Vec<&str> = advice.replace("NEW_DIR", "retry").leak().split(' ').collect();
     let again = one_line_error(&microgpt(d, &args));
@@ -297,7 +318,7 @@ fn divergence_stops_with_a_hint_and_keeps_the_last_good_checkpoint() {
 fn the_finite_steps_before_a_divergence_are_printed_and_recorded() {
     let dir = common::scratch_with_names();
     let d = dir.path();
-    let out = microgpt(d, &["train", "--lr", "1e300", "--steps", "50", "--sync-every", "50", "--out", "ck"]);
+    let out = microgpt(d, &["train", "--lr", "1e100", "--steps", "50", "--sync-every", "50", "--out", "ck"]);
     let err = one_line_error(&out);
     let bad: usize = err.split("at step ").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
     assert!(bad > 1, "{err}");
@@ -305,7 +326,7 @@ fn the_finite_steps_before_a_divergence_are_printed_and_recorded() {
     assert_eq!(printed.len(), bad - 1, "{err}");
     assert!(printed.iter().all(|l| l.is_finite()));
     assert_eq!(metrics_rows(&d.join("ck")), bad - 1);
-    assert!(err.contains("lower the learning rate (--lr 1e300 now, try 1e299)"), "nothing saved: {err}");
+    assert!(err.contains("lower the learning rate (--lr 1e100 now, try 1e99)"), "nothing saved: {err}");
 }
 
 /// The one stderr line of a failed run, checked to be a single line without a panic.
@@ -327,9 +348,11 @@ fn one_run_per_output_directory() {
 
     // a second run on the same directory stops at once, naming it and the holder: the first
     // (a million steps) is still running when the second has answered
-    for args in
-        [vec!["train", "--out", "ck", "--overwrite", "--steps", "3000", "--seed", "7"], vec!["train", "--resume", "ck"]]
-    {
+    for args in [
+        vec!["train", "--out", "ck", "--steps", "3000", "--seed", "7"],
+        vec!["train", "--out", "ck", "--overwrite", "--steps", "3000", "--seed", "7"],
+        vec!["train", "--resume", "ck"],
+    ] {
         let line = one_line_error(&microgpt(d, &args));
         assert!(line.contains("ck is in use by another training run"), "{line}");
         assert!(line.contains(&format!("(process {})", first.id())), "{line}");
@@ -490,8 +513,10 @@ fn a_repeated_out_is_refused_and_overwrite_replaces_the_run() {
     std::fs::write(d.join("killed/metrics.csv"), "step,train_loss\n1,3.3\n").unwrap();
     let line = one_line_error(&microgpt(d, &["train", "--steps", "5", "--out", "killed"]));
     assert!(line.contains("killed already holds a training run (its metrics.csv)"), "{line}");
-    // --overwrite replaces it, and only means something with --out
+    // --overwrite replaces it (and nothing of the user's), and only means something with --out
+    std::fs::create_dir(d.join("ck/step-notes")).unwrap();
     ok(d, &["train", "--steps", "5", "--out", "ck", "--overwrite", "--quiet", "--num-samples", "0"]);
+    assert!(d.join("ck/step-notes").is_dir(), "a folder the program did not make stays");
     assert_eq!(saved_step(d), 5);
     assert_eq!(metrics_rows(&d.join("ck")), 5);
     let line = one_line_error(&microgpt(d, &["train", "--steps", "5", "--overwrite"]));

@@ -58,6 +58,7 @@ fn gpu_trains_batches_and_larger_models() {
     assert!(val < 2.6, "the held-out loss after 60 steps: {val}");
     if cfg!(feature = "cpu") {
         let cpu = ok(d, &[&args[..], &["--device", "cpu", "--dtype", "f32"]].concat());
+        assert_eq!(step_losses(&cpu).len(), losses.len());
         for (a, b) in losses.iter().zip(step_losses(&cpu)) {
             assert!((a - b).abs() < 0.02, "gpu {a} vs cpu {b}");
         }
