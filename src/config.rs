@@ -33,7 +33,8 @@ pub enum Preset {
     Small,
     /// 4 layers, 128 channels, 4 heads (~0.8M parameters): a CPU still copes, a GPU shines.
     Medium,
-    /// 6 layers, 384 channels, 6 heads (~10.7M parameters, nanoGPT's "baby GPT"): for a GPU.
+    /// 6 layers, 384 channels, 6 heads (10,643,712 parameters on names.txt: the widths of nanoGPT's "baby GPT",
+    /// whose block is 256 where every preset here keeps 16): for a GPU.
     Large,
 }
 
@@ -108,6 +109,8 @@ mod tests {
     fn reference_has_4192_params_on_names() {
         let config = GPTConfig::preset(Preset::Reference, 27);
         assert_eq!(config.num_params(), 4192);
+        // the counts the presets' docs and the README give
+        assert_eq!(GPTConfig::preset(Preset::Large, 27).num_params(), 10_643_712);
         assert_eq!(config.head_dim(), 4);
         config.validate().unwrap();
     }
