@@ -170,6 +170,7 @@ fn set_precision(device: &mut Device, precision: Precision) -> Result<()> {
 }
 
 /// The error for a device whose cargo feature this build lacks.
+// with every backend built, only the tests call it
 #[cfg_attr(all(feature = "cpu", feature = "gpu", feature = "ndarray"), allow(dead_code))]
 fn not_built(kind: DeviceArg) -> anyhow::Error {
     let backend = kind.backend();

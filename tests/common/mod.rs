@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: the data file, the reference outputs, and running
 //! the `microgpt` binary in a scratch directory.
+// each test binary uses only some of these helpers
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
