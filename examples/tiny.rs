@@ -6,7 +6,7 @@ use burn::optim::GradientsParams;
 use microgpt_burn::{adam::Adam, batch::Batcher, config::GPTConfig, data::Dataset, device, model::GPT, rng::PyRandom};
 use microgpt_burn::{
     sample::{SampleOptions, sample},
-    train::lr_at,
+    schedule::lr_at,
 };
 
 const WORDS: &str = "amber apple aspen basil berry birch cedar cherry clover coral daisy ember fern fig \

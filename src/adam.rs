@@ -9,7 +9,8 @@
 //! On a CPU each parameter is updated in one pass over its numbers ([`Adam::update`], the loop
 //! microgpt.py runs per parameter); on a GPU the same formula runs as tensor operations, which
 //! Burn fuses into one kernel.
-//! Deliberately left out: weight decay, AMSGrad, gradient clipping (the reference has none).
+//! AdamW's decoupled weight decay is a setting (off in the reference's).
+//! Deliberately left out: AMSGrad; gradient clipping is the training loop's (`train::clip_grad_norm`).
 
 use std::ops::{Add, Div, Mul, Sub};
 
@@ -32,18 +33,26 @@ pub struct Adam {
     /// buffer); off on a GPU, whose fused kernels run the tensor operations in one launch and
     /// where reading the numbers back would cost a transfer per parameter.
     pub on_host: bool,
+    /// AdamW's decoupled weight decay: each step first multiplies the weights by
+    /// `1 - lr * weight_decay` (PyTorch's `AdamW`). 0 is the reference's plain Adam.
+    pub weight_decay: f64,
 }
 
 impl Adam {
     /// The reference's settings: betas 0.85 and 0.99, eps 1e-8, updated on the host (a CPU).
     pub fn reference() -> Self {
-        Self { beta1: 0.85, beta2: 0.99, eps: 1e-8, on_host: true }
+        Self { beta1: 0.85, beta2: 0.99, eps: 1e-8, on_host: true, weight_decay: 0.0 }
     }
 
     /// These settings with the update run on the host (`true`, for a CPU) or as tensor
     /// operations (`false`, for a GPU); see `on_host`.
     pub fn on_host(self, on_host: bool) -> Self {
         Self { on_host, ..self }
+    }
+
+    /// These settings with AdamW's decoupled weight decay (see `weight_decay`).
+    pub fn weight_decay(self, weight_decay: f64) -> Self {
+        Self { weight_decay, ..self }
     }
 
     /// A Burn module optimizer running this update on every parameter.
@@ -60,12 +69,16 @@ impl Adam {
         let (one_minus_b1, one_minus_b2) = (F::of(1.0 - self.beta1), F::of(1.0 - self.beta2));
         let bias1 = F::of(1.0 - self.beta1.powi(time));
         let bias2 = F::of(1.0 - self.beta2.powi(time));
+        let decay = (self.weight_decay != 0.0).then(|| F::of(1.0 - lr * self.weight_decay));
         let lr = F::of(lr);
         let piece = |(((p, g), m), v): Piece<F>| {
             for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 *m = *m * b1 + g * one_minus_b1;
                 *v = *v * b2 + g * g * one_minus_b2;
                 let update = (*m / bias1) * lr / ((*v / bias2).sqrt() + eps);
+                if let Some(decay) = decay {
+                    *p = *p * decay;
+                }
                 *p = *p - update;
             }
         };
@@ -169,6 +182,7 @@ impl Optimizer for Adam {
         // lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m / bias1 and v_hat = v / bias2
         let update = (m.clone() / bias1) * lr / ((v.clone() / bias2).sqrt() + self.eps);
         let state = AdamState::new(AdaptiveMomentumState::new(time, m, v));
+        let tensor = if self.weight_decay != 0.0 { tensor * (1.0 - lr * self.weight_decay) } else { tensor };
         (tensor - update, Some(state))
     }
 
@@ -191,7 +205,9 @@ mod tests {
     #[test]
     fn the_host_update_is_the_tensor_update() {
         let dev = device::cpu_f64();
-        for dtype in [FloatDType::F64, FloatDType::F32] {
+        for (dtype, weight_decay) in
+            [(FloatDType::F64, 0.0), (FloatDType::F32, 0.0), (FloatDType::F64, 0.1), (FloatDType::F32, 0.1)]
+        {
             let mut rng = PyRandom::new(7);
             let mut draw = |rows: usize, cols: usize| {
                 let values: Vec<f64> = (0..rows * cols).map(|_| rng.gauss(0.0, 1.0)).collect();
@@ -201,7 +217,7 @@ mod tests {
             let grads: Vec<Tensor<2>> =
                 (0..4).map(|i| if i % 2 == 0 { draw(5, 3) } else { draw(3, 5).transpose() }).collect();
             let run = |on_host: bool| {
-                let adam = Adam { on_host, ..Adam::reference() };
+                let adam = Adam { on_host, weight_decay, ..Adam::reference() };
                 let (mut p, mut state) = (weights.clone(), None);
                 let mut seen = Vec::new();
                 for (step, g) in grads.iter().enumerate() {

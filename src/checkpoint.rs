@@ -36,6 +36,7 @@ use crate::device::{self, Precision};
 use crate::files::{sha256_hex, sync_dir, tmp_path, write_atomic};
 use crate::model::GPT;
 use crate::rng::PyRandom;
+use crate::schedule::{Decay, Schedule};
 
 /// Bumped whenever the layout changes; newer checkpoints are refused with a clear message.
 pub const FORMAT_VERSION: u32 = 2;
@@ -55,12 +56,59 @@ pub struct RunSettings {
     pub seed: u64,
     /// Steps of the whole run (the learning-rate schedule spans them).
     pub num_steps: usize,
-    /// Initial learning rate.
+    /// Initial learning rate (the peak, after a warmup).
     pub lr: f64,
     /// Documents per step.
     pub batch_size: usize,
     /// Float precision of the weights.
     pub precision: Precision,
+    /// Steps of linear learning-rate warmup (0, the reference: none).
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// How the learning rate falls after the warmup (linear, the reference's, or cosine).
+    #[serde(default)]
+    pub decay: Decay,
+    /// The learning rate the decay ends at (0, the reference's).
+    #[serde(default)]
+    pub min_lr: f64,
+    /// AdamW's decoupled weight decay, on every weight (all are matrices, as nanoGPT decays
+    /// its matrices); 0, the reference's, is plain Adam.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Scale the gradients so that their norm, all together, is at most this (none: the
+    /// reference).
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+}
+
+impl RunSettings {
+    /// The reference's settings for the rest: no warmup, linear decay to 0, no weight decay,
+    /// no clipping.
+    pub fn new(seed: u64, num_steps: usize, lr: f64, batch_size: usize, precision: Precision) -> Self {
+        Self {
+            seed,
+            num_steps,
+            lr,
+            batch_size,
+            precision,
+            warmup_steps: 0,
+            decay: Decay::Linear,
+            min_lr: 0.0,
+            weight_decay: 0.0,
+            grad_clip: None,
+        }
+    }
+
+    /// The learning-rate schedule of these settings.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_steps: self.warmup_steps,
+            num_steps: self.num_steps,
+            decay: self.decay,
+        }
+    }
 }
 
 /// Contents of `checkpoint.json`.

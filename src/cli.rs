@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Preset;
 use crate::device::{DeviceArg, Precision};
+use crate::schedule::Decay;
 
 /// Where the reference downloads names.txt from, the default of `--data-url`.
 pub const NAMES_URL: &str = "https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt";
@@ -79,6 +80,21 @@ pub struct TrainArgs {
     /// Initial learning rate of Adam [default: 0.01]
     #[arg(long, value_name = "LR", value_parser = positive_number, allow_negative_numbers = true, help_heading = "Optimization")]
     pub lr: Option<f64>,
+    /// Steps of linear warmup up to --lr, before the decay [default: 0, none]
+    #[arg(long, value_name = "N", help_heading = "Optimization")]
+    pub warmup_steps: Option<usize>,
+    /// How the learning rate falls after the warmup, to --min-lr at the last step [default: linear]
+    #[arg(long, value_enum, help_heading = "Optimization")]
+    pub decay: Option<Decay>,
+    /// The learning rate the decay ends at [default: 0]
+    #[arg(long, value_name = "LR", value_parser = non_negative_number, allow_negative_numbers = true, help_heading = "Optimization")]
+    pub min_lr: Option<f64>,
+    /// AdamW's decoupled weight decay on every weight [default: 0, plain Adam]
+    #[arg(long, value_name = "WD", value_parser = non_negative_number, allow_negative_numbers = true, help_heading = "Optimization")]
+    pub weight_decay: Option<f64>,
+    /// Clip the norm of all gradients together to this [default: no clipping]
+    #[arg(long, value_name = "NORM", value_parser = positive_number, allow_negative_numbers = true, help_heading = "Optimization")]
+    pub grad_clip: Option<f64>,
     /// Documents per step, padded to the longest; 1 is the reference [default: 1]
     #[arg(long, value_name = "B", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub batch_size: Option<usize>,
@@ -191,6 +207,13 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("must be a whole number of at least 1".into()),
+    }
+}
+
+fn non_negative_number(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err("must be a finite number of at least 0".into()),
     }
 }
 

@@ -116,7 +116,7 @@ pub fn train(args: &TrainArgs, report: Report) -> Result<Outcome> {
     sampling.prefix_tokens(&dataset.tokenizer, config.block_size)?;
     let _lock = out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
     warn_of_cut_documents(&dataset, &config);
-    let (model, optim, step) = initial_state(&config, &start, &runtime, &mut rng)?;
+    let (model, optim, step) = initial_state(&config, &start, &runtime, run.weight_decay, &mut rng)?;
     println!("num params: {}", model.num_params());
     if let Start::InitFrom(dir, meta) = &start {
         let before = train::evaluate(&model.valid(), &val_batcher(&dataset, &config, &runtime))?;
@@ -176,6 +176,21 @@ fn output_dir(args: &TrainArgs, start: &Start) -> Result<Option<PathBuf>> {
     Ok(out)
 }
 
+/// Refuse a schedule that cannot run: a warmup as long as the run, a floor above the peak.
+fn check_schedule(run: &RunSettings) -> Result<()> {
+    if run.warmup_steps >= run.num_steps {
+        bail!(
+            "--warmup-steps {} leaves no step to decay over in --steps {}: warm up for fewer steps",
+            run.warmup_steps,
+            run.num_steps
+        );
+    }
+    if run.min_lr > run.lr {
+        bail!("--min-lr {} is above --lr {}: the decay ends below where it starts", run.min_lr, run.lr);
+    }
+    Ok(())
+}
+
 /// Whether two paths name one directory (`ck` and `./ck`).
 fn same_dir(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
@@ -188,26 +203,44 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 fn settings(args: &TrainArgs, start: &Start) -> Result<(RunSettings, Runtime)> {
     let because = start.keeps_sizes_because();
     let (run, dtype) = match start {
-        Start::Resume(_, meta) => (
-            RunSettings {
-                seed: check_same("seed", args.seed, meta.run.seed, because)?,
-                num_steps: check_same("steps", args.steps, meta.run.num_steps, because)?,
-                lr: check_same("lr", args.lr, meta.run.lr, because)?,
-                batch_size: check_same("batch-size", args.batch_size, meta.run.batch_size, because)?,
-                precision: meta.run.precision,
-            },
-            Some(check_same("dtype", args.device.dtype, meta.run.precision, because)?),
-        ),
-        _ => (
-            RunSettings {
-                seed: args.seed.unwrap_or(DEFAULT_SEED),
-                num_steps: args.steps.unwrap_or(DEFAULT_STEPS),
-                lr: args.lr.unwrap_or(DEFAULT_LR),
-                batch_size: args.batch_size.unwrap_or(1),
-                precision: device::Precision::F64, // replaced below by the device's
-            },
-            args.device.dtype,
-        ),
+        Start::Resume(_, meta) => {
+            let saved = &meta.run;
+            let run = RunSettings {
+                seed: check_same("seed", args.seed, saved.seed, because)?,
+                num_steps: check_same("steps", args.steps, saved.num_steps, because)?,
+                lr: check_same("lr", args.lr, saved.lr, because)?,
+                batch_size: check_same("batch-size", args.batch_size, saved.batch_size, because)?,
+                precision: saved.precision,
+                warmup_steps: check_same("warmup-steps", args.warmup_steps, saved.warmup_steps, because)?,
+                decay: check_same("decay", args.decay, saved.decay, because)?,
+                min_lr: check_same("min-lr", args.min_lr, saved.min_lr, because)?,
+                weight_decay: check_same("weight-decay", args.weight_decay, saved.weight_decay, because)?,
+                grad_clip: match (args.grad_clip, saved.grad_clip) {
+                    (Some(given), saved) if Some(given) != saved => bail!(
+                        "--grad-clip {given} differs from the checkpoint's {}: {because}",
+                        saved.map_or("none".to_string(), |s| s.to_string())
+                    ),
+                    (_, saved) => saved,
+                },
+            };
+            (run, Some(check_same("dtype", args.device.dtype, saved.precision, because)?))
+        }
+        _ => {
+            let mut run = RunSettings::new(
+                args.seed.unwrap_or(DEFAULT_SEED),
+                args.steps.unwrap_or(DEFAULT_STEPS),
+                args.lr.unwrap_or(DEFAULT_LR),
+                args.batch_size.unwrap_or(1),
+                device::Precision::F64, // replaced below by the device's
+            );
+            run.warmup_steps = args.warmup_steps.unwrap_or(0);
+            run.decay = args.decay.unwrap_or_default();
+            run.min_lr = args.min_lr.unwrap_or(0.0);
+            run.weight_decay = args.weight_decay.unwrap_or(0.0);
+            run.grad_clip = args.grad_clip;
+            check_schedule(&run)?;
+            (run, args.device.dtype)
+        }
     };
     let runtime = device::open(args.device.device, dtype)?;
     let run = RunSettings { precision: runtime.precision, ..run };
@@ -294,11 +327,12 @@ fn initial_state(
     config: &GPTConfig,
     start: &Start,
     runtime: &Runtime,
+    weight_decay: f64,
     rng: &mut PyRandom,
 ) -> Result<(GPT, ModuleOptimizer, usize)> {
     let ad_device = runtime.device.clone().autodiff();
     let model = GPT::init(config, rng, &ad_device);
-    let adam = Adam::reference().on_host(!device::is_gpu(runtime.kind));
+    let adam = Adam::reference().on_host(!device::is_gpu(runtime.kind)).weight_decay(weight_decay);
     // the weights of the checkpoint whose settings were read, not of one saved since
     let load = |dir: &Path, meta: &Meta| {
         let loaded = checkpoint::load(dir, &ad_device)?;

@@ -4,8 +4,8 @@
 //! One module per concept, each importing only those listed before it:
 //! `rng` (Python-compatible random numbers), `config` (architecture), `device` (the one place
 //! that knows the backends), `files` (atomic writes, digests), `data` (documents, tokenizer,
-//! split), `batch` (token tables and batches on the device), `model` (the GPT), `adam` (the
-//! optimizer), `checkpoint` (saving and loading), `metrics` (CSV and plot), `sample`
+//! split), `batch` (token tables and batches on the device), `model` (the GPT), `schedule` (the learning
+//! rate), `adam` (the optimizer), `checkpoint` (saving and loading), `metrics` (CSV and plot), `sample`
 //! (generation), `inspect` (predictions, attention and embeddings of a trained model), `train`
 //! (the loop), and the program: `cli` (flags) and `commands` (what each subcommand does).
 //!
@@ -27,4 +27,5 @@ pub mod metrics;
 pub mod model;
 pub mod rng;
 pub mod sample;
+pub mod schedule;
 pub mod train;

@@ -305,6 +305,12 @@ impl GPT {
         model.weights_mut().into_iter().map(|(name, w)| (name, w.val())).collect()
     }
 
+    /// The ids of the weights, in [`GPT::named_weights`]' order: the keys of their gradients.
+    pub fn weight_ids(&self) -> Vec<burn::module::ParamId> {
+        let mut model = self.clone();
+        model.weights_mut().into_iter().map(|(_, w)| w.id).collect()
+    }
+
     /// The one list of the weights: every weight under its reference name, in the reference's
     /// drawing order (wte, wpe, lm_head, then `layer{i}.attn_wq` ... `layer{i}.mlp_fc2`).
     fn weights_mut(&mut self) -> Vec<(String, &mut Param<Tensor<2>>)> {

@@ -1,7 +1,7 @@
 //! The training loop, flat and in the reference's order: learning rate, batch, forward, loss,
 //! backward, Adam update, log; plus held-out evaluation, checkpoints, metrics, and a clean stop
-//! on Ctrl-C or SIGTERM. Deliberately left out: gradient accumulation, mixed precision,
-//! learning-rate warmup (the reference decays linearly from the first step).
+//! on Ctrl-C or SIGTERM, and the global gradient clipping of longer runs ([`clip_grad_norm`]).
+//! Deliberately left out: gradient accumulation, mixed precision.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,11 +22,6 @@ use crate::data::{DataFile, Dataset};
 use crate::device::{read_scalar, read_values};
 use crate::metrics::{self, MetricsLog, Row};
 use crate::model::GPT;
-
-/// The learning rate of step `step` (0-based): linear decay from `lr` to zero over `num_steps`.
-pub fn lr_at(lr: f64, step: usize, num_steps: usize) -> f64 {
-    lr * (1.0 - step as f64 / num_steps as f64)
-}
 
 /// How training reports progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,6 +183,8 @@ impl Session<'_> {
         let opts = self.options;
         let run = &opts.run;
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
+        let schedule = run.schedule();
+        let weights = self.model.weight_ids();
         let (train, val) = self.batchers();
         let mut log = StepLog::new(opts, self.step, end, self.open_metrics()?);
         let mut report = TrainReport::from_step(self.step);
@@ -199,13 +196,16 @@ impl Session<'_> {
                 break;
             }
             // learning rate: a pure function of the step
-            let lr = lr_at(run.lr, self.step, run.num_steps);
+            let lr = schedule.at(self.step);
 
             // forward, backward, update
             let batch = train.batch(self.step * run.batch_size, run.batch_size);
             report.tokens += batch.n_targets;
             let loss = self.model.batch_loss(batch); // forward, then the mean cross-entropy
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            if let Some(max_norm) = run.grad_clip {
+                grads = clip_grad_norm(grads, &weights, max_norm);
+            }
             self.model = self.optim.step(lr, self.model, grads);
             self.step += 1;
             report.steps_run += 1;
@@ -477,6 +477,21 @@ impl<'a> StepLog<'a> {
     }
 }
 
+/// nanoGPT's `clip_grad_norm_`: when the norm of all the gradients together exceeds
+/// `max_norm`, scale every one of them by `max_norm / (norm + 1e-6)`. On the device: the scale
+/// is a tensor, never read back.
+pub fn clip_grad_norm(mut grads: GradientsParams, ids: &[ParamId], max_norm: f64) -> GradientsParams {
+    let squares = ids.iter().filter_map(|&id| grads.get::<2>(id)).map(|g| g.square().sum()); // [1] each
+    let Some(total) = squares.reduce(|a, b| a + b) else { return grads };
+    let scale = (total.sqrt() + 1e-6).recip().mul_scalar(max_norm).clamp_max(1.0).unsqueeze::<2>(); // [1, 1]
+    for &id in ids {
+        if let Some(g) = grads.remove::<2>(id) {
+            grads.register(id, g * scale.clone());
+        }
+    }
+    grads
+}
+
 /// What to do after a divergence: with a checkpoint, start a new run from it at a tenth of the
 /// learning rate over the steps that were left (a resume must keep its settings, so it cannot
 /// lower the rate); without one, run again at a tenth of it.
@@ -532,8 +547,7 @@ mod tests {
             let mut rng = PyRandom::new(1);
             let data = Dataset::new(docs.clone(), &mut rng).unwrap();
             let config = GPTConfig::new(data.tokenizer.vocab_size());
-            let run =
-                RunSettings { seed: 1, num_steps: 100, lr: 0.01, batch_size: 2, precision: device::Precision::F64 };
+            let run = RunSettings::new(1, 100, 0.01, 2, device::Precision::F64);
             let options = TrainOptions { sync_every, ..TrainOptions::new(run, DataFile::of(file.path()).unwrap()) };
             let session = Session {
                 model: GPT::init(&config, &mut rng, &device::cpu_f64().autodiff()),
@@ -554,18 +568,43 @@ mod tests {
         assert_eq!(batched.losses, every.losses);
     }
 
+    /// Clipping scales all gradients together down to the norm asked for, and leaves them be
+    /// when they are already within it.
+    #[cfg(feature = "cpu")] // f64 on the flex CPU backend
+    #[test]
+    fn clipping_bounds_the_norm_of_all_gradients_together() {
+        use crate::batch::Batcher;
+        use crate::data::Tokenizer;
+        use crate::device;
+        use crate::rng::PyRandom;
+        let device = device::cpu_f64().autodiff();
+        let docs: Vec<String> = ["anna", "bo", "eve"].iter().map(|d| d.to_string()).collect();
+        let tokenizer = Tokenizer::from_documents(&docs);
+        let config = GPTConfig::new(tokenizer.vocab_size()).with_n_embd(8).with_n_head(2);
+        let model = GPT::init(&config, &mut PyRandom::new(3), &device);
+        let batch = Batcher::new(&tokenizer, &docs, config.block_size, &device).batch(0, 3);
+        let ids = model.weight_ids();
+        let norm = |grads: &GradientsParams| -> f64 {
+            let sum: f64 = ids
+                .iter()
+                .map(|&id| crate::device::read_values(grads.get::<2>(id).unwrap().square().sum()).unwrap()[0])
+                .sum();
+            sum.sqrt()
+        };
+        let grads = GradientsParams::from_grads(model.batch_loss(batch).backward(), &model);
+        let before = norm(&grads);
+        assert!(before > 0.1, "{before}");
+        let kept = clip_grad_norm(grads, &ids, 1e3);
+        assert_eq!(norm(&kept), before, "within the bound: unchanged");
+        let clipped = clip_grad_norm(kept, &ids, 0.01);
+        assert!((norm(&clipped) - 0.01).abs() < 1e-6, "{}", norm(&clipped));
+    }
+
     #[test]
     fn numbers_are_short_as_typed() {
         assert_eq!(short(1e150 / 10.0), "1e149");
         assert_eq!(short(0.01 / 10.0), "0.001");
         assert_eq!(short(3e-3), "0.003");
         assert_eq!(short(0.1 + 0.2), "0.3");
-    }
-
-    #[test]
-    fn lr_decays_linearly_to_zero() {
-        assert_eq!(lr_at(0.01, 0, 1000), 0.01);
-        assert!((lr_at(0.01, 500, 1000) - 0.005).abs() < 1e-15);
-        assert!((lr_at(0.01, 999, 1000) - 0.00001).abs() < 1e-15);
     }
 }

@@ -264,3 +264,78 @@ fn any_utf8_data_works() {
     let sampled = ok(dir.path(), &["sample", "--checkpoint", "ck", "--prefix", "日本", "--num-samples", "2"]);
     assert!(samples(&sampled).iter().all(|s| s.starts_with("日本")));
 }
+
+/// What a longer run adds (warmup, cosine decay to a floor, AdamW's weight decay, gradient
+/// clipping): the learning rates of metrics.csv follow the schedule, the settings are recorded
+/// in checkpoint.json and a resume keeps them.
+#[test]
+fn warmup_cosine_weight_decay_and_clipping_are_recorded_and_kept() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    let flags = [
+        "--steps",
+        "200",
+        "--lr",
+        "0.01",
+        "--warmup-steps",
+        "20",
+        "--decay",
+        "cosine",
+        "--min-lr",
+        "0.001",
+        "--weight-decay",
+        "0.1",
+        "--grad-clip",
+        "1.0",
+        "--batch-size",
+        "8",
+    ];
+    let out = ok(d, &[&["train", "--out", "ck", "--stop-at", "100"][..], &flags[..]].concat());
+    assert_eq!(common::step_losses(&out).len(), 100);
+    let csv = std::fs::read_to_string(d.join("ck/metrics.csv")).unwrap();
+    let lrs: Vec<f64> = csv.lines().skip(1).map(|l| l.split(',').nth(3).unwrap().parse().unwrap()).collect();
+    assert!((lrs[0] - 0.01 / 21.0).abs() < 1e-9, "warmup starts at lr / (warmup + 1): {}", lrs[0]);
+    assert!((lrs[20] - 0.01).abs() < 1e-9, "the peak after the warmup: {}", lrs[20]);
+    assert!((lrs[20..]).windows(2).all(|w| w[1] < w[0]), "then it falls");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("ck/checkpoint.json")).unwrap()).unwrap();
+    let run = &meta["run"];
+    assert_eq!((run["warmup_steps"].as_u64(), run["decay"].as_str()), (Some(20), Some("cosine")));
+    assert_eq!(
+        (run["min_lr"].as_f64(), run["weight_decay"].as_f64(), run["grad_clip"].as_f64()),
+        (Some(0.001), Some(0.1), Some(1.0))
+    );
+    // a resume keeps them: another value is refused, the same (or none) continues to the end
+    for (flag, value) in
+        [("--weight-decay", "0.2"), ("--decay", "linear"), ("--grad-clip", "2"), ("--warmup-steps", "0")]
+    {
+        let out = microgpt(d, &["train", "--resume", "ck", flag, value]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(&format!("{flag} {value} differs from the checkpoint's")), "{}", stderr(&out));
+    }
+    let resumed = ok(d, &["train", "--resume", "ck", "--weight-decay", "0.1", "--quiet"]);
+    let whole = ok(d, &[&["train"][..], &flags[..], &["--quiet"]].concat());
+    assert_eq!(val_loss(&resumed), val_loss(&whole), "a resume continues the run exactly");
+    assert!(val_loss(&whole) < 2.7, "it learns: {}", val_loss(&whole));
+}
+
+#[test]
+fn schedules_that_cannot_run_are_refused() {
+    let dir = common::scratch_with_names();
+    for (args, needle) in [
+        (
+            &["--steps", "10", "--warmup-steps", "10"][..],
+            "--warmup-steps 10 leaves no step to decay over in --steps 10",
+        ),
+        (&["--lr", "0.01", "--min-lr", "0.1"][..], "--min-lr 0.1 is above --lr 0.01"),
+        (&["--weight-decay", "-1"][..], "must be a finite number of at least 0"),
+        (&["--grad-clip", "0"][..], "must be a finite number above 0"),
+        (&["--decay", "step"][..], "invalid value 'step' for '--decay"),
+    ] {
+        let out = microgpt(dir.path(), &[&["train"][..], args].concat());
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -64,7 +64,7 @@ fn valid_checkpoint() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
             step: 1,
             config,
             vocab,
-            run: RunSettings { seed: 1, num_steps: 2, lr: 0.01, batch_size: 1, precision: Precision::F64 },
+            run: RunSettings::new(1, 2, 0.01, 1, Precision::F64),
             weights: String::new(),
             val_loss: None,
             data: None,

@@ -36,7 +36,7 @@ fn run_on(backend: DeviceArg, seed: u64, steps: usize) -> Run {
     let dataset = Dataset::new(docs, &mut rng).unwrap();
     let config = GPTConfig::new(dataset.tokenizer.vocab_size());
     let model = GPT::init(&config, &mut rng, &runtime.device.clone().autodiff());
-    let run = RunSettings { seed, num_steps: steps, lr: 0.01, batch_size: 1, precision: Precision::F64 };
+    let run = RunSettings::new(seed, steps, 0.01, 1, Precision::F64);
     let options = TrainOptions::new(run, data::DataFile::of(&common::names_txt()).unwrap());
     let session = Session {
         model,
