@@ -79,6 +79,9 @@ pub struct RunSettings {
     /// reference).
     #[serde(default)]
     pub grad_clip: Option<f64>,
+    /// The probability of zeroing an activation in training (0, the reference's: no dropout).
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 impl RunSettings {
@@ -96,6 +99,7 @@ impl RunSettings {
             min_lr: 0.0,
             weight_decay: 0.0,
             grad_clip: None,
+            dropout: 0.0,
         }
     }
 

@@ -95,6 +95,9 @@ pub struct TrainArgs {
     /// Clip the norm of all gradients together to this [default: no clipping]
     #[arg(long, value_name = "NORM", value_parser = positive_number, allow_negative_numbers = true, help_heading = "Optimization")]
     pub grad_clip: Option<f64>,
+    /// Dropout in training: the probability of zeroing an activation, below 1 [default: 0]
+    #[arg(long, value_name = "P", value_parser = probability, allow_negative_numbers = true, help_heading = "Optimization")]
+    pub dropout: Option<f64>,
     /// Documents per step, padded to the longest; 1 is the reference [default: 1]
     #[arg(long, value_name = "B", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub batch_size: Option<usize>,
@@ -207,6 +210,13 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("must be a whole number of at least 1".into()),
+    }
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
+        _ => Err("must be a number from 0 up to (not including) 1".into()),
     }
 }
 

@@ -222,6 +222,7 @@ fn settings(args: &TrainArgs, start: &Start) -> Result<(RunSettings, Runtime)> {
                     ),
                     (_, saved) => saved,
                 },
+                dropout: check_same("dropout", args.dropout, saved.dropout, because)?,
             };
             (run, Some(check_same("dtype", args.device.dtype, saved.precision, because)?))
         }
@@ -238,6 +239,7 @@ fn settings(args: &TrainArgs, start: &Start) -> Result<(RunSettings, Runtime)> {
             run.min_lr = args.min_lr.unwrap_or(0.0);
             run.weight_decay = args.weight_decay.unwrap_or(0.0);
             run.grad_clip = args.grad_clip;
+            run.dropout = args.dropout.unwrap_or(0.0);
             check_schedule(&run)?;
             (run, args.device.dtype)
         }

@@ -4,12 +4,12 @@
 //! Shapes: `B` batch, `T` time (positions), `C` channels (`n_embd`), `H` heads, `D` head_dim,
 //! `V` vocab_size. Training runs attention over the whole sequence at once under a causal mask;
 //! sampling runs one position at a time against a key/value cache ([`KvCache`]).
-//! Deliberately left out: biases, dropout, learnable norm gains, weight tying (the reference has
-//! none of them).
+//! Dropout is off unless a training run asks for it ([`GPT::training_loss`]).
+//! Deliberately left out: biases, learnable norm gains, weight tying (the reference has none).
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{log_softmax, relu, softmax};
-use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::batch::{Batch, Packing};
 use crate::config::GPTConfig;
@@ -87,14 +87,30 @@ fn rmsnorm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x * (ms + RMS_EPS).powf_scalar(-0.5)
 }
 
-/// The rows the position-wise layers run on: all B·T positions, or only the packed N.
+/// The rows the position-wise layers run on: all B·T positions, or only the packed N; and the
+/// dropout of a training pass.
 struct Layout<'a> {
     b: usize,
     t: usize,
     packing: Option<&'a Packing>,
+    /// The probability of zeroing an activation (nanoGPT's places: the embeddings, the attention
+    /// weights, each residual branch); `None` outside training.
+    dropout: Option<f64>,
 }
 
 impl Layout<'_> {
+    /// Inverted dropout: each number kept with probability 1 - p and scaled by 1 / (1 - p), so
+    /// that the expected value is unchanged; the identity without dropout.
+    fn drop<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self.dropout {
+            Some(p) if p > 0.0 => {
+                let keep = x.random_like(Distribution::Bernoulli(1.0 - p)); // 1.0 or 0.0
+                x * keep / (1.0 - p)
+            }
+            _ => x,
+        }
+    }
+
     /// [B, T, C] -> [R, C]: the rows position-wise layers work on.
     fn pack(&self, x: Tensor<3>) -> Tensor<2> {
         let c = x.dims()[2];
@@ -183,15 +199,15 @@ impl Block {
             Some(future) => scores.mask_fill(future.clone(), f64::NEG_INFINITY),
             None => scores, // one query, at the last position: it sees every key
         };
-        let att = softmax(scores, 3); // [B, H, T, t_all]
+        let att = layout.drop(softmax(scores, 3)); // [B, H, T, t_all]
         let y = att.clone().matmul(v); // [B, H, T, D]
         let y = y.swap_dims(1, 2).reshape([b, t, c]); // concatenate heads: [B, T, C]
-        let x = linear(layout.pack(y), &self.attn_wo) + r; // [R, C]
+        let x = layout.drop(linear(layout.pack(y), &self.attn_wo)) + r; // [R, C]
 
         // MLP
         let r = x.clone();
         let x = rmsnorm(x);
-        (linear(relu(linear(x, &self.mlp_fc1)), &self.mlp_fc2) + r, att) // [R, C]
+        (layout.drop(linear(relu(linear(x, &self.mlp_fc1)), &self.mlp_fc2)) + r, att) // [R, C]
     }
 }
 
@@ -219,14 +235,14 @@ impl GPT {
     /// Token ids [B, T] -> logits [N, V] of the N real positions of `packing` only, row by row:
     /// the same numbers as [`GPT::forward`] at those positions, without computing the padding.
     pub fn forward_packed(&self, idx: Tensor<2, Int>, packing: &Packing) -> Tensor<2> {
-        self.forward_rows(idx, 0, None, Some(packing)).0
+        self.forward_rows(idx, 0, None, Some(packing), None).0
     }
 
     /// Token ids [B, T] at positions `pos0..pos0+T` -> logits [B, T, V]. With a cache holding
     /// positions `0..pos0`, only the new positions are computed; the cache grows by T.
     pub fn forward_at(&self, idx: Tensor<2, Int>, pos0: usize, cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t] = idx.dims();
-        let logits = self.forward_rows(idx, pos0, cache, None).0; // [B·T, V]
+        let logits = self.forward_rows(idx, pos0, cache, None, None).0; // [B·T, V]
         let v = logits.dims()[1];
         logits.reshape([b, t, v])
     }
@@ -235,7 +251,7 @@ impl GPT {
     /// row i of a head's weights is how much position i draws from each position up to i.
     pub fn forward_with_attention(&self, idx: Tensor<2, Int>) -> (Tensor<3>, Vec<Tensor<4>>) {
         let [b, t] = idx.dims();
-        let (logits, attention) = self.forward_rows(idx, 0, None, None);
+        let (logits, attention) = self.forward_rows(idx, 0, None, None, None);
         let v = logits.dims()[1];
         (logits.reshape([b, t, v]), attention)
     }
@@ -247,13 +263,14 @@ impl GPT {
         pos0: usize,
         mut cache: Option<&mut KvCache>,
         packing: Option<&Packing>,
+        dropout: Option<f64>,
     ) -> (Tensor<2>, Vec<Tensor<4>>) {
         let [b, t] = idx.dims();
-        let layout = Layout { b, t, packing };
+        let layout = Layout { b, t, packing, dropout };
         let c = self.wte.dims()[1];
         let tok_emb = self.wte.val().select(0, idx.reshape([b * t])).reshape([b, t, c]); // [B, T, C]
         let pos_emb = self.wpe.val().narrow(0, pos0, t).unsqueeze::<3>(); // [1, T, C]
-        let mut x = rmsnorm(layout.pack(tok_emb + pos_emb)); // [R, C]
+        let mut x = layout.drop(rmsnorm(layout.pack(tok_emb + pos_emb))); // [R, C]
         let t_past = cache.as_deref().map_or(0, KvCache::len);
         let future = (t > 1).then(|| causal_mask(t, t_past + t, &x.device()));
         let mut attention = Vec::with_capacity(self.layer.len());
@@ -269,9 +286,23 @@ impl GPT {
     /// The mean loss of a batch: on its packed real positions when it has them (the padding is
     /// never computed), else on the padded grid under its mask.
     pub fn batch_loss(&self, batch: Batch) -> Tensor<1> {
+        self.training_loss(batch, None)
+    }
+
+    /// [`GPT::batch_loss`] with dropout `p` (`None`: none, as for evaluation): the loss a
+    /// training step of a run with `--dropout` backpropagates.
+    pub fn training_loss(&self, batch: Batch, dropout: Option<f64>) -> Tensor<1> {
+        let [b, t] = batch.inputs.dims();
         match batch.packed {
-            Some((packing, targets)) => Self::loss_packed(self.forward_packed(batch.inputs, &packing), targets),
-            None => Self::loss(self.forward(batch.inputs), batch.targets, batch.mask.map(|m| (m, batch.n_targets))),
+            Some((packing, targets)) => {
+                Self::loss_packed(self.forward_rows(batch.inputs, 0, None, Some(&packing), dropout).0, targets)
+            }
+            None => {
+                let logits = self.forward_rows(batch.inputs, 0, None, None, dropout).0; // [B·T, V]
+                let v = logits.dims()[1];
+                let mask = batch.mask.map(|m| (m, batch.n_targets));
+                Self::loss(logits.reshape([b, t, v]), batch.targets, mask)
+            }
         }
     }
 

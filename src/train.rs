@@ -184,6 +184,7 @@ impl Session<'_> {
         let run = &opts.run;
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
         let schedule = run.schedule();
+        let device = self.model.devices()[0].clone();
         let weights = self.model.weight_ids();
         let (train, val) = self.batchers();
         let mut log = StepLog::new(opts, self.step, end, self.open_metrics()?);
@@ -201,7 +202,12 @@ impl Session<'_> {
             // forward, backward, update
             let batch = train.batch(self.step * run.batch_size, run.batch_size);
             report.tokens += batch.n_targets;
-            let loss = self.model.batch_loss(batch); // forward, then the mean cross-entropy
+            let dropout = (run.dropout > 0.0).then(|| {
+                // each step's masks from the seed and the step, so that a resume draws the same
+                device.seed(run.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.step as u64);
+                run.dropout
+            });
+            let loss = self.model.training_loss(batch, dropout); // forward, then the mean cross-entropy
             let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
             if let Some(max_norm) = run.grad_clip {
                 grads = clip_grad_norm(grads, &weights, max_norm);

@@ -339,3 +339,30 @@ fn schedules_that_cannot_run_are_refused() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// Dropout: drawn from the seed and the step, so that a run is repeatable and a resume equals
+/// the whole run; recorded and kept on resume; off when evaluating (eval of the saved model
+/// gives the run's own held-out loss).
+#[test]
+fn dropout_is_repeatable_kept_on_resume_and_off_in_evaluation() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    let flags = ["--preset", "small", "--batch-size", "8", "--steps", "60", "--dropout", "0.2", "--quiet"];
+    let with = |extra: &[&str]| ok(d, &[&["train"][..], &flags[..], extra].concat());
+    let whole = with(&["--out", "whole"]);
+    assert_eq!(val_loss(&with(&[])), val_loss(&whole), "the same masks again");
+    with(&["--out", "half", "--stop-at", "30"]);
+    let line = stderr(&microgpt(d, &["train", "--resume", "half", "--dropout", "0.1"]));
+    assert!(line.contains("--dropout 0.1 differs from the checkpoint's 0.2"), "{line}");
+    let resumed = ok(d, &["train", "--resume", "half", "--quiet"]);
+    assert_eq!(val_loss(&resumed), val_loss(&whole), "a resume draws the masks the whole run drew");
+    let plain = ok(d, &["train", "--preset", "small", "--batch-size", "8", "--steps", "60", "--quiet"]);
+    assert_ne!(val_loss(&plain), val_loss(&whole), "dropout changes training");
+    let eval = ok(d, &["eval", "--checkpoint", "whole"]);
+    assert_eq!(eval.split(' ').nth(1).unwrap(), format!("{:.4}", val_loss(&whole)), "{eval}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("whole/checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(meta["run"]["dropout"], 0.2);
+    let out = microgpt(d, &["train", "--dropout", "1"]);
+    assert!(stderr(&out).contains("must be a number from 0 up to (not including) 1"), "{}", stderr(&out));
+}
