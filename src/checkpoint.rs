@@ -39,7 +39,9 @@ use crate::rng::PyRandom;
 use crate::schedule::{Decay, Schedule};
 
 /// Bumped whenever the layout changes; newer checkpoints are refused with a clear message.
-pub const FORMAT_VERSION: u32 = 2;
+/// 2: the weight files' digests; 3: the longer runs' settings (warmup, decay, floor, weight
+/// decay, clipping, dropout), which an older program must not ignore on resume.
+pub const FORMAT_VERSION: u32 = 3;
 /// The first format whose `checkpoint.json` records the weight files' digests (version 1 did
 /// not: such checkpoints load unchecked).
 const DIGESTS_SINCE: u32 = 2;

@@ -83,7 +83,7 @@ pub struct TrainArgs {
     /// Steps of linear warmup up to --lr, before the decay [default: 0, none]
     #[arg(long, value_name = "N", help_heading = "Optimization")]
     pub warmup_steps: Option<usize>,
-    /// How the learning rate falls after the warmup, to --min-lr at the last step [default: linear]
+    /// How the learning rate falls after the warmup, towards --min-lr (reached just after the last step) [default: linear]
     #[arg(long, value_enum, help_heading = "Optimization")]
     pub decay: Option<Decay>,
     /// The learning rate the decay ends at [default: 0]

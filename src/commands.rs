@@ -188,6 +188,14 @@ fn check_schedule(run: &RunSettings) -> Result<()> {
     if run.min_lr > run.lr {
         bail!("--min-lr {} is above --lr {}: the decay ends below where it starts", run.min_lr, run.lr);
     }
+    if run.lr * run.weight_decay >= 1.0 {
+        bail!(
+            "--weight-decay {} at --lr {} would scale every weight by {} a step: keep lr * weight decay below 1",
+            run.weight_decay,
+            run.lr,
+            1.0 - run.lr * run.weight_decay
+        );
+    }
     Ok(())
 }
 

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decay {
-    /// Straight down to the floor at the last step (the reference's).
+    /// Straight down towards the floor, reached just after the last step (the reference's).
     #[default]
     Linear,
-    /// Half a cosine down to the floor at the last step (nanoGPT's).
+    /// Half a cosine down towards the floor, reached just after the last step (nanoGPT's).
     Cosine,
 }
 
@@ -92,6 +92,6 @@ mod tests {
         assert_eq!(s.at(100), 1e-3, "the peak right after the warmup");
         assert!((100..1999).all(|i| s.at(i) > s.at(i + 1)), "the decay falls");
         assert!((s.at(1050) - 5.5e-4).abs() < 1e-9, "halfway down the cosine: the mean of peak and floor");
-        assert!(s.at(1999) > 1e-4 && s.at(1999) - 1e-4 < 1e-9, "the floor at the last step");
+        assert!(s.at(1999) > 1e-4 && s.at(1999) - 1e-4 < 1e-9, "just above the floor at the last step");
     }
 }

@@ -22,6 +22,7 @@ use crate::data::{DataFile, Dataset};
 use crate::device::{read_scalar, read_values};
 use crate::metrics::{self, MetricsLog, Row};
 use crate::model::GPT;
+use crate::schedule::Decay;
 
 /// How training reports progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -506,21 +507,47 @@ fn divergence_message(what: &str, opts: &TrainOptions, saved: Option<usize>) -> 
     let lower = short(lr / 10.0);
     let advice = match (&opts.out, saved) {
         (Some(dir), Some(saved)) => {
-            let batch = match opts.run.batch_size {
-                1 => String::new(),
-                b => format!(" --batch-size {b}"),
-            };
+            let steps = num_steps.saturating_sub(saved).max(1);
             format!(
-                "the last good checkpoint (step {saved}) is in {dir}: continue from it at a lower learning rate with `train --init-from {dir} --data {data} --lr {lower} --steps {steps}{batch} --out NEW_DIR` (--lr {} now)",
+                "the last good checkpoint (step {saved}) is in {dir}: continue from it at a lower learning rate with `train --init-from {dir} --data {data} --lr {lower} --steps {steps}{rest} --out NEW_DIR` (--lr {} now)",
                 short(lr),
                 dir = dir.display(),
                 data = opts.data.path.display(),
-                steps = num_steps.saturating_sub(saved).max(1),
+                rest = other_settings(&opts.run, steps),
             )
         }
         _ => format!("lower the learning rate (--lr {} now, try {lower})", short(lr)),
     };
     format!("training diverged: {what}; {advice}")
+}
+
+/// The flags that repeat a run's settings other than its steps and rates, for a new run of
+/// `steps` steps from its checkpoint: those that differ from the defaults (the floor a tenth,
+/// as the rate; the warmup shorter than the new run).
+fn other_settings(run: &RunSettings, steps: usize) -> String {
+    let mut flags = Vec::new();
+    if run.batch_size != 1 {
+        flags.push(format!("--batch-size {}", run.batch_size));
+    }
+    if run.warmup_steps > 0 {
+        flags.push(format!("--warmup-steps {}", run.warmup_steps.min(steps - 1)));
+    }
+    if run.decay != Decay::Linear {
+        flags.push(format!("--decay {}", run.decay));
+    }
+    if run.min_lr > 0.0 {
+        flags.push(format!("--min-lr {}", short(run.min_lr / 10.0)));
+    }
+    if run.weight_decay > 0.0 {
+        flags.push(format!("--weight-decay {}", short(run.weight_decay)));
+    }
+    if let Some(clip) = run.grad_clip {
+        flags.push(format!("--grad-clip {}", short(clip)));
+    }
+    if run.dropout > 0.0 {
+        flags.push(format!("--dropout {}", short(run.dropout)));
+    }
+    flags.iter().map(|f| format!(" {f}")).collect()
 }
 
 /// A number as a person would type it: `0.01`, `1e300`.
@@ -604,6 +631,19 @@ mod tests {
         assert_eq!(norm(&kept), before, "within the bound: unchanged");
         let clipped = clip_grad_norm(kept, &ids, 0.01);
         assert!((norm(&clipped) - 0.01).abs() < 1e-6, "{}", norm(&clipped));
+    }
+
+    /// The divergence advice repeats what the run set beyond its steps and rate.
+    #[test]
+    fn the_advice_repeats_the_runs_other_settings() {
+        let mut run = RunSettings::new(42, 2000, 1e-3, 1, crate::device::Precision::F32);
+        assert_eq!(other_settings(&run, 500), "");
+        (run.batch_size, run.warmup_steps, run.decay, run.min_lr) = (12, 100, Decay::Cosine, 1e-4);
+        (run.weight_decay, run.grad_clip, run.dropout) = (0.1, Some(1.0), 0.2);
+        assert_eq!(
+            other_settings(&run, 50),
+            " --batch-size 12 --warmup-steps 49 --decay cosine --min-lr 1e-5 --weight-decay 0.1 --grad-clip 1 --dropout 0.2"
+        );
     }
 
     #[test]
