@@ -102,7 +102,7 @@ fn check_same<T: PartialEq + std::fmt::Display>(flag: &str, given: Option<T>, sa
 pub fn train(args: &TrainArgs, report: Report) -> Result<Outcome> {
     let sampling = sample_options(&args.sampling);
     let start = Start::of(args)?;
-    let out = output_dir(args, &start)?;
+    let (out, saved) = output_dir(args, &start)?;
     let (run, runtime) = settings(args, &start)?;
 
     // data: the reference's shuffle is the generator's first use
@@ -125,10 +125,6 @@ pub fn train(args: &TrainArgs, report: Report) -> Result<Outcome> {
 
     // the run
     let options = train_options(args, run, data_file, out, &start, &runtime)?;
-    let saved = match &start {
-        Start::Resume(dir, meta) if options.out.as_deref().is_some_and(|out| same_dir(out, dir)) => Some(meta.step),
-        _ => None,
-    };
     let stop = train::interrupt_flag();
     let session = Session { model, optim, step, config: &config, data: &dataset, options: &options, stop, saved };
     let (model, _optim, trained) = session.run()?;
@@ -149,21 +145,21 @@ pub fn train(args: &TrainArgs, report: Report) -> Result<Outcome> {
 }
 
 /// The directory this run saves in, refused when it holds another run that it would replace
-/// (unless `--overwrite`). Nothing in it is touched here.
-fn output_dir(args: &TrainArgs, start: &Start) -> Result<Option<PathBuf>> {
+/// (unless `--overwrite`), and the step whose checkpoint it already holds when a resume saves
+/// back where it read (that step is not saved again). Nothing in it is touched here.
+fn output_dir(args: &TrainArgs, start: &Start) -> Result<(Option<PathBuf>, Option<usize>)> {
     let resumed = match start {
-        Start::Resume(dir, _) => Some(dir.clone()),
+        Start::Resume(dir, meta) => Some((dir, meta.step)),
         _ => None,
     };
-    let out = args.out.clone().or_else(|| resumed.clone());
+    let out = args.out.clone().or_else(|| resumed.map(|(dir, _)| dir.clone()));
     if args.save_every.is_some() && out.is_none() {
         bail!("--save-every needs --out DIR: the directory to save checkpoints in");
     }
-    if let Some(dir) = &out {
-        checkpoint::check_not_held(dir)?; // a run writing there now: say so, whatever else
-    }
-    if let Some(dir) = &out
-        && !resumed.as_deref().is_some_and(|resumed| same_dir(resumed, dir))
+    let Some(dir) = &out else { return Ok((None, None)) };
+    checkpoint::check_not_held(dir)?; // a run writing there now: say so, whatever else
+    let saved = resumed.filter(|(resumed, _)| same_dir(resumed, dir)).map(|(_, step)| step);
+    if saved.is_none()
         && !args.overwrite
         && let Some(what) = checkpoint::run_in(dir)
     {
@@ -173,7 +169,7 @@ fn output_dir(args: &TrainArgs, start: &Start) -> Result<Option<PathBuf>> {
             dir.display()
         );
     }
-    Ok(out)
+    Ok((out, saved))
 }
 
 /// Refuse a schedule that cannot run: a warmup as long as the run, a floor above the peak.

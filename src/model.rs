@@ -232,12 +232,6 @@ impl GPT {
         self.forward_at(idx, 0, None)
     }
 
-    /// Token ids [B, T] -> logits [N, V] of the N real positions of `packing` only, row by row:
-    /// the same numbers as [`GPT::forward`] at those positions, without computing the padding.
-    pub fn forward_packed(&self, idx: Tensor<2, Int>, packing: &Packing) -> Tensor<2> {
-        self.forward_rows(idx, 0, None, Some(packing), None).0
-    }
-
     /// Token ids [B, T] at positions `pos0..pos0+T` -> logits [B, T, V]. With a cache holding
     /// positions `0..pos0`, only the new positions are computed; the cache grows by T.
     pub fn forward_at(&self, idx: Tensor<2, Int>, pos0: usize, cache: Option<&mut KvCache>) -> Tensor<3> {
@@ -290,7 +284,9 @@ impl GPT {
     }
 
     /// [`GPT::batch_loss`] with dropout `p` (`None`: none, as for evaluation): the loss a
-    /// training step of a run with `--dropout` backpropagates.
+    /// training step of a run with `--dropout` backpropagates. A packed batch's logits are those
+    /// of its N real positions only, row by row ([N, V]): the same numbers as
+    /// [`GPT::forward`] at those positions, without computing the padding.
     pub fn training_loss(&self, batch: Batch, dropout: Option<f64>) -> Tensor<1> {
         let [b, t] = batch.inputs.dims();
         match batch.packed {
