@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 
-use common::{microgpt, ok, samples, stderr, stdout, step_losses, val_loss};
+use common::{microgpt, ok, read_json, samples, stderr, stdout, step_losses, val_loss};
 
 #[test]
 fn bare_run_prints_the_reference_lines() {
@@ -107,10 +107,6 @@ fn a_failed_download_says_how_to_fix_it() {
     let err = stderr(&out);
     assert!(err.contains("put names.txt at data/names.txt or pass --data PATH"), "{err}");
     assert!(!dir.path().join("data/names.txt").exists());
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// Names of the tensors in a safetensors file (its JSON header).
@@ -297,8 +293,7 @@ fn warmup_cosine_weight_decay_and_clipping_are_recorded_and_kept() {
     assert!((lrs[0] - 0.01 / 21.0).abs() < 1e-9, "warmup starts at lr / (warmup + 1): {}", lrs[0]);
     assert!((lrs[20] - 0.01).abs() < 1e-9, "the peak after the warmup: {}", lrs[20]);
     assert!((lrs[20..]).windows(2).all(|w| w[1] < w[0]), "then it falls");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("ck/checkpoint.json")).unwrap()).unwrap();
+    let meta = read_json(&d.join("ck/checkpoint.json"));
     let run = &meta["run"];
     assert_eq!((run["warmup_steps"].as_u64(), run["decay"].as_str()), (Some(20), Some("cosine")));
     assert_eq!(
@@ -362,8 +357,7 @@ fn dropout_is_repeatable_kept_on_resume_and_off_in_evaluation() {
     assert_ne!(val_loss(&plain), val_loss(&whole), "dropout changes training");
     let eval = ok(d, &["eval", "--checkpoint", "whole"]);
     assert_eq!(eval.split(' ').nth(1).unwrap(), format!("{:.4}", val_loss(&whole)), "{eval}");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("whole/checkpoint.json")).unwrap()).unwrap();
+    let meta = read_json(&d.join("whole/checkpoint.json"));
     assert_eq!(meta["run"]["dropout"], 0.2);
     let out = microgpt(d, &["train", "--dropout", "1"]);
     assert!(stderr(&out).contains("must be a number from 0 up to (not including) 1"), "{}", stderr(&out));

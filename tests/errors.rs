@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{Running, metrics_rows, microgpt, ok, stderr, wait_until};
+use common::{Running, metrics_rows, microgpt, ok, read_json, stderr, wait_until};
 
 /// Assert a failure with exactly one stderr line containing `needle`, and no output dir.
 fn fails_with(dir: &Path, args: &[&str], needle: &str) {
@@ -124,14 +124,13 @@ fn devices_the_build_lacks_or_the_machine_lacks() {
 /// A finished checkpoint in `dir/ck`.
 fn checkpoint(dir: &Path) -> std::path::PathBuf {
     ok(dir, &["train", "--steps", "5", "--out", "ck", "--quiet", "--num-samples", "0"]);
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("ck/checkpoint.json")).unwrap()).unwrap();
+    let meta = read_json(&dir.join("ck/checkpoint.json"));
     dir.join("ck").join(meta["weights"].as_str().unwrap())
 }
 
 fn edit_meta(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("ck/checkpoint.json");
-    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut meta = read_json(&path);
     edit(&mut meta);
     std::fs::write(path, serde_json::to_string(&meta).unwrap()).unwrap();
 }
@@ -187,8 +186,7 @@ fn bad_checkpoints() {
 }
 
 fn saved_step(dir: &Path) -> u64 {
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("ck/checkpoint.json")).unwrap()).unwrap();
+    let meta = read_json(&dir.join("ck/checkpoint.json"));
     meta["step"].as_u64().unwrap()
 }
 
@@ -479,8 +477,7 @@ fn a_full_disk_during_a_save_keeps_the_previous_checkpoint() {
         .filter(|name| name.contains(".tmp"))
         .collect();
     assert!(left.is_empty(), "half-written files stay: {left:?}");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("small/ck/checkpoint.json")).unwrap()).unwrap();
+    let meta = read_json(&d.join("small/ck/checkpoint.json"));
     let step = meta["step"].as_u64().unwrap();
     assert!(line.contains(&format!("the checkpoint of step {step} in small/ck is intact")), "{line}");
     ok(d, &["sample", "--checkpoint", "small/ck", "--num-samples", "2"]);
@@ -574,8 +571,7 @@ fn init_from_fine_tunes_a_saved_model_on_other_data() {
     let after = common::val_loss(&out);
     assert!(after < before - 0.1, "val loss {before} -> {after}");
     assert_eq!(common::step_losses(&out).len(), 300, "a schedule of its own: steps 1..300");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("ft/checkpoint.json")).unwrap()).unwrap();
+    let meta = read_json(&d.join("ft/checkpoint.json"));
     assert_eq!(meta["init_from"]["step"], 300);
     assert_eq!(meta["run"]["lr"], 0.005);
     // what it refuses: other sizes, characters the model has no token for, with --resume

@@ -186,6 +186,11 @@ pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// A JSON file (checkpoint.json), parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// Data rows of `dir/metrics.csv` so far (0 while it does not exist).
 pub fn metrics_rows(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("metrics.csv")).map(|text| text.lines().count().saturating_sub(1)).unwrap_or(0)
