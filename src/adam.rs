@@ -50,6 +50,11 @@ impl Adam {
         Self { on_host, ..self }
     }
 
+    /// These settings with other decay rates of the two moments.
+    pub fn betas(self, beta1: f64, beta2: f64) -> Self {
+        Self { beta1, beta2, ..self }
+    }
+
     /// These settings with AdamW's decoupled weight decay (see `weight_decay`).
     pub fn weight_decay(self, weight_decay: f64) -> Self {
         Self { weight_decay, ..self }

@@ -4,12 +4,16 @@
 //! The tables are built once ([`Batcher::new`]); a step only slices (or, wrapping around the end,
 //! gathers) its rows. A batch is right-padded to its longest document; on a CPU it also carries
 //! the positions of its real tokens ([`Packing`]) so that the model skips the padding's work.
-//! Deliberately left out: sampling batches at random (the reference walks the documents in order).
+//! A text ([`Windows`]) has no documents: a batch is windows of `block_size` + 1 tokens at
+//! offsets drawn from the run's seed and the step, so that a step's batch is the same however
+//! the run got there (a resume draws what the whole run would have).
+//! Deliberately left out: sampling documents at random (the reference walks them in order).
 
 use burn::tensor::kind::Basic;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::{Tokenizer, doc_tokens};
+use crate::data::{Data, Tokenizer, doc_tokens};
+use crate::rng::PyRandom;
 
 /// The real positions of a right-padded [B, T] batch. Everything except attention works on each
 /// position alone (embeddings, rmsnorm, every projection, the MLP, the logits), so it needs
@@ -143,5 +147,178 @@ impl Batcher {
             None => table.clone().slice([first..first + size, 0..t]),
             Some(ids) => table.clone().select(0, ids.clone()).slice([0..size, 0..t]),
         }
+    }
+}
+
+/// A stream of tokens (one part of a text) cut into windows of `block_size` + 1 tokens: a
+/// window's first `block_size` tokens are the inputs, its last `block_size` the targets. Every
+/// position is a target: there is no padding.
+pub struct Windows {
+    tokens: Vec<i64>,
+    block_size: usize,
+    device: Device,
+}
+
+impl Windows {
+    /// The windows of `tokens`, which must hold at least one (`block_size` + 1 tokens).
+    pub fn new(tokens: &[usize], block_size: usize, device: &Device) -> Self {
+        assert!(tokens.len() > block_size, "{} tokens hold no window of {}", tokens.len(), block_size + 1);
+        Self { tokens: tokens.iter().map(|&t| t as i64).collect(), block_size, device: device.clone() }
+    }
+
+    /// Number of distinct windows: the offsets `0..count()`.
+    pub fn count(&self) -> usize {
+        self.tokens.len() - self.block_size
+    }
+
+    /// `n` offsets drawn uniformly (with replacement, as nanoGPT's `get_batch`) by `rng`.
+    pub fn draw(&self, rng: &mut PyRandom, n: usize) -> Vec<usize> {
+        let count = u32::try_from(self.count()).expect("texts up to 4 G characters");
+        (0..n).map(|_| rng.randbelow(count) as usize).collect()
+    }
+
+    /// The offsets of step `step` (0-based) of a run seeded `seed`: a generator of their own,
+    /// seeded from both, so that any step's batch is drawn without the steps before it.
+    pub fn draw_for_step(&self, seed: u64, step: usize, n: usize) -> Vec<usize> {
+        self.draw(&mut PyRandom::new(step_seed(seed, step as u64)), n)
+    }
+
+    /// Windows side by side from the start, `block_size` apart: each target once; the tail
+    /// shorter than a window is left out.
+    pub fn tiled(&self) -> Vec<usize> {
+        (0..self.tokens.len() - 1)
+            .step_by(self.block_size)
+            .filter(|&o| o + self.block_size < self.tokens.len())
+            .collect()
+    }
+
+    /// The windows at `offsets` as one [B, block_size] batch.
+    pub fn batch(&self, offsets: &[usize]) -> Batch {
+        let t = self.block_size;
+        let mut inputs = Vec::with_capacity(offsets.len() * t);
+        let mut targets = Vec::with_capacity(offsets.len() * t);
+        for &o in offsets {
+            inputs.extend_from_slice(&self.tokens[o..o + t]);
+            targets.extend_from_slice(&self.tokens[o + 1..o + t + 1]);
+        }
+        let shape = [offsets.len(), t];
+        Batch {
+            inputs: Tensor::from_data(TensorData::new(inputs, shape), &self.device),
+            targets: Tensor::from_data(TensorData::new(targets, shape), &self.device),
+            mask: None,
+            n_targets: offsets.len() * t,
+            packed: None,
+        }
+    }
+}
+
+/// The seed of step `step`'s window draw: the run's seed and the step mixed (SplitMix64's
+/// finaliser), so that neighbouring steps and seeds draw unrelated windows.
+fn step_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The seed of a run's held-out windows, drawn once: apart from every step's.
+pub fn held_out_seed(seed: u64) -> u64 {
+    step_seed(seed, u64::MAX)
+}
+
+/// Where a run's training batches come from: its documents in order, or windows of its text.
+pub enum TrainSet {
+    /// The training documents, `batch_size` at a time, in order (the reference's walk).
+    Documents(Box<Batcher>),
+    /// Windows of the training part of a text, drawn anew for every step.
+    Windows(Windows),
+}
+
+impl TrainSet {
+    /// The training part of `data` on `device`; documents padded to block_size when `fixed`.
+    pub fn of(data: &Data, block_size: usize, fixed: bool, device: &Device) -> Self {
+        match data {
+            Data::Lines(d) => Self::Documents(Box::new(
+                Batcher::new(&d.tokenizer, d.train_docs(), block_size, device).fixed_length(fixed),
+            )),
+            Data::Text(t) => Self::Windows(Windows::new(t.train_tokens(), block_size, device)),
+        }
+    }
+
+    /// The batch of step `step` (0-based) of a run with this seed and batch size.
+    pub fn batch(&self, step: usize, batch_size: usize, seed: u64) -> Batch {
+        match self {
+            Self::Documents(b) => b.batch(step * batch_size, batch_size),
+            Self::Windows(w) => w.batch(&w.draw_for_step(seed, step, batch_size)),
+        }
+    }
+}
+
+/// What a held-out loss is the mean over: every held-out document, or a fixed set of windows of
+/// the held-out part of a text.
+pub enum EvalSet {
+    /// Documents, evaluated 512 at a time.
+    Documents(Box<Batcher>),
+    /// Windows at these offsets.
+    Windows(Windows, Vec<usize>),
+}
+
+impl EvalSet {
+    /// The held-out part of `data`: its documents, or `windows` windows drawn once from `seed`.
+    pub fn held_out(data: &Data, block_size: usize, windows: usize, seed: u64, fixed: bool, device: &Device) -> Self {
+        match data {
+            Data::Lines(d) => Self::Documents(Box::new(
+                Batcher::new(&d.tokenizer, d.val_docs(), block_size, device).fixed_length(fixed),
+            )),
+            Data::Text(t) => {
+                let w = Windows::new(t.val_tokens(), block_size, device);
+                let offsets = w.draw(&mut PyRandom::new(held_out_seed(seed)), windows);
+                Self::Windows(w, offsets)
+            }
+        }
+    }
+
+    /// Every target of `tokens` once: windows side by side (see [`Windows::tiled`]).
+    pub fn tiled(tokens: &[usize], block_size: usize, device: &Device) -> Self {
+        let w = Windows::new(tokens, block_size, device);
+        let offsets = w.tiled();
+        Self::Windows(w, offsets)
+    }
+
+    /// The batches, in order: at most 512 documents, or about 8,192 positions, each.
+    pub fn batches(&self) -> Vec<Batch> {
+        match self {
+            Self::Documents(b) => {
+                (0..b.len()).step_by(512).map(|start| b.batch(start, 512.min(b.len() - start))).collect()
+            }
+            Self::Windows(w, offsets) => {
+                offsets.chunks((8192 / w.block_size).max(1)).map(|chunk| w.batch(chunk)).collect()
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "cpu"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_shifted_by_one_drawn_in_range_and_repeatable() {
+        let device = crate::device::cpu_f64();
+        let tokens: Vec<usize> = (0..50).collect();
+        let windows = Windows::new(&tokens, 8, &device);
+        assert_eq!(windows.count(), 42);
+        let a = windows.draw_for_step(7, 3, 64);
+        assert!(a.iter().all(|&o| o < 42), "{a:?}");
+        assert_eq!(a, windows.draw_for_step(7, 3, 64), "a step draws the same windows every time");
+        assert_ne!(a, windows.draw_for_step(7, 4, 64), "the next step draws others");
+        assert_ne!(a, windows.draw_for_step(8, 3, 64), "another seed draws others");
+        let batch = windows.batch(&[0, 41]);
+        let ints = |t: Tensor<2, Int>| t.into_data().iter::<i64>().collect::<Vec<_>>();
+        assert_eq!(ints(batch.inputs), [(0..8).collect::<Vec<i64>>(), (41..49).collect()].concat());
+        assert_eq!(ints(batch.targets), [(1..9).collect::<Vec<i64>>(), (42..50).collect()].concat());
+        assert_eq!(batch.n_targets, 16);
+        assert!(batch.mask.is_none() && batch.packed.is_none(), "no padding");
+        assert_eq!(windows.tiled(), [0, 8, 16, 24, 32, 40], "every target once, the short tail left out");
     }
 }

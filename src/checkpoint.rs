@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
 use crate::config::GPTConfig;
-use crate::data::Tokenizer;
+use crate::data::{Layout, Tokenizer};
 use crate::device::{self, Precision};
 use crate::files::{sha256_hex, sync_dir, tmp_path, write_atomic};
 use crate::model::GPT;
@@ -40,8 +40,9 @@ use crate::schedule::{Decay, Schedule};
 
 /// Bumped whenever the layout changes; newer checkpoints are refused with a clear message.
 /// 2: the weight files' digests; 3: the longer runs' settings (warmup, decay, floor, weight
-/// decay, clipping, dropout), which an older program must not ignore on resume.
-pub const FORMAT_VERSION: u32 = 3;
+/// decay, clipping, dropout), which an older program must not ignore on resume; 4: the text
+/// layout, Adam's betas and the held-out windows.
+pub const FORMAT_VERSION: u32 = 4;
 /// The first format whose `checkpoint.json` records the weight files' digests (version 1 did
 /// not: such checkpoints load unchecked).
 const DIGESTS_SINCE: u32 = 2;
@@ -84,7 +85,36 @@ pub struct RunSettings {
     /// The probability of zeroing an activation in training (0, the reference's: no dropout).
     #[serde(default)]
     pub dropout: f64,
+    /// Adam's decay rate of the mean of the gradients (0.85, the reference's).
+    #[serde(default = "reference_beta1")]
+    pub beta1: f64,
+    /// Adam's decay rate of the mean of the squared gradients (0.99, the reference's).
+    #[serde(default = "reference_beta2")]
+    pub beta2: f64,
+    /// How the data file is read: one document per line (the reference's) or one text.
+    #[serde(default)]
+    pub layout: Layout,
+    /// The text layout's held-out loss is the mean over this many windows of the held-out
+    /// tenth, drawn once from the seed (unused by the line layout, which evaluates every
+    /// held-out document).
+    #[serde(default = "default_eval_windows")]
+    pub eval_windows: usize,
 }
+
+fn reference_beta1() -> f64 {
+    Adam::reference().beta1
+}
+
+fn reference_beta2() -> f64 {
+    Adam::reference().beta2
+}
+
+fn default_eval_windows() -> usize {
+    DEFAULT_EVAL_WINDOWS
+}
+
+/// Held-out windows of a text run unless `--eval-windows` says otherwise.
+pub const DEFAULT_EVAL_WINDOWS: usize = 500;
 
 impl RunSettings {
     /// The reference's settings for the rest: no warmup, linear decay to 0, no weight decay,
@@ -102,6 +132,10 @@ impl RunSettings {
             weight_decay: 0.0,
             grad_clip: None,
             dropout: 0.0,
+            beta1: reference_beta1(),
+            beta2: reference_beta2(),
+            layout: Layout::Lines,
+            eval_windows: DEFAULT_EVAL_WINDOWS,
         }
     }
 

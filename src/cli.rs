@@ -6,11 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Preset;
+use crate::data::{Layout, Named};
 use crate::device::{DeviceArg, Precision};
 use crate::schedule::Decay;
-
-/// Where the reference downloads names.txt from, the default of `--data-url`.
-pub const NAMES_URL: &str = "https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt";
 
 /// microGPT on Burn: a complete GPT trained from scratch on names, then sampling new ones.
 ///
@@ -44,12 +42,22 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     // ---- data ----
-    /// Text file with one document per line [default: data/names.txt, downloaded when absent]
-    #[arg(long, value_name = "PATH", help_heading = "Data")]
+    /// Text file to train on: one document per line, or one text with --layout text [default: the --dataset's file]
+    #[arg(long, value_name = "PATH", conflicts_with = "dataset", help_heading = "Data")]
     pub data: Option<PathBuf>,
-    /// Where to download data/names.txt from when it is absent
-    #[arg(long, value_name = "URL", env = "MICROGPT_DATA_URL", default_value = NAMES_URL, help_heading = "Data")]
-    pub data_url: String,
+    /// A data set known by name, kept in data/ and downloaded when absent: names (data/names.txt,
+    /// one per line) or shakespeare (data/shakespeare.txt, Karpathy's tinyshakespeare, one text)
+    /// [default: names, or the Shakespeare presets' shakespeare]
+    #[arg(long, value_enum, value_name = "NAME", help_heading = "Data")]
+    pub dataset: Option<Named>,
+    /// How to read the data: lines (one document per line, the reference's) or text (the whole
+    /// file as one stream of characters: random windows of --block-size + 1, the last tenth held
+    /// out) [default: lines; text for the shakespeare data set and presets]
+    #[arg(long, value_enum, help_heading = "Data")]
+    pub layout: Option<Layout>,
+    /// Where to download the data set from when its file is absent [default: the data set's own URL]
+    #[arg(long, value_name = "URL", env = "MICROGPT_DATA_URL", help_heading = "Data")]
+    pub data_url: Option<String>,
 
     // ---- model ----
     /// Named model size; the flags below override its values [default: reference]
@@ -64,7 +72,7 @@ pub struct TrainArgs {
     /// Attention heads; must divide --n-embd [reference: 4]
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub n_head: Option<usize>,
-    /// Longest context in tokens; longer documents are cut [reference: 16]
+    /// Longest context in tokens; longer documents are cut; a text's windows are this long [reference: 16]
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub block_size: Option<usize>,
 
@@ -98,10 +106,16 @@ pub struct TrainArgs {
     /// Dropout in training: the probability of zeroing an activation, below 1 [default: 0]
     #[arg(long, value_name = "P", value_parser = probability, allow_negative_numbers = true, help_heading = "Optimization")]
     pub dropout: Option<f64>,
-    /// Documents per step, padded to the longest; 1 is the reference [default: 1]
+    /// Documents (padded to the longest) or text windows per step; 1 is the reference [default: 1]
     #[arg(long, value_name = "B", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub batch_size: Option<usize>,
-    /// Seed of the Python-compatible generator: shuffle, initial weights, samples [default: 42]
+    /// Adam's decay of the mean of the gradients, below 1 [default: 0.85, the reference's]
+    #[arg(long, value_name = "B1", value_parser = probability, allow_negative_numbers = true, help_heading = "Optimization")]
+    pub beta1: Option<f64>,
+    /// Adam's decay of the mean of the squared gradients, below 1 [default: 0.99]
+    #[arg(long, value_name = "B2", value_parser = probability, allow_negative_numbers = true, help_heading = "Optimization")]
+    pub beta2: Option<f64>,
+    /// Seed of the Python-compatible generator: shuffle, initial weights, samples, text windows [default: 42]
     #[arg(long, value_name = "N", help_heading = "Optimization")]
     pub seed: Option<u64>,
     /// Stop after this step (saving a checkpoint), keeping the schedule of --steps
@@ -109,9 +123,12 @@ pub struct TrainArgs {
     pub stop_at: Option<usize>,
 
     // ---- evaluation ----
-    /// Evaluate on the held-out documents every N steps (always once at the end)
+    /// Evaluate on the held-out documents (or windows) every N steps (always once at the end)
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Evaluation")]
     pub eval_every: Option<usize>,
+    /// Text layout: the held-out loss is the mean over N windows of the held-out tenth, drawn once from --seed [default: 500]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Evaluation")]
+    pub eval_windows: Option<usize>,
 
     // ---- sampling ----
     /// Sampling flags.
@@ -150,17 +167,20 @@ pub struct TrainArgs {
 /// How to sample.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
-    /// Number of samples to draw
+    /// Number of samples to draw (of a model trained on documents)
     #[arg(long, value_name = "N", default_value = "20", help_heading = "Sampling")]
     pub num_samples: usize,
+    /// Length of the passage to write (of a model trained on a text), in characters
+    #[arg(long, value_name = "N", default_value = "500", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Sampling")]
+    pub num_chars: usize,
     /// Softmax temperature: lower is safer, higher is more inventive
     #[arg(long, value_name = "T", default_value = "0.5", value_parser = positive_number, allow_negative_numbers = true, help_heading = "Sampling")]
     pub temperature: f64,
     /// Draw only among the K most likely characters
     #[arg(long, value_name = "K", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Sampling")]
     pub top_k: Option<usize>,
-    /// Start every sample with this text
-    #[arg(long, value_name = "TEXT", default_value = "", help_heading = "Sampling")]
+    /// Start every sample with this text (a passage: continue it) [default: none; a passage starts a line]
+    #[arg(long, value_name = "TEXT", default_value = "", hide_default_value = true, help_heading = "Sampling")]
     pub prefix: String,
 }
 
@@ -240,7 +260,8 @@ pub struct InspectArgs {
     /// Checkpoint directory written by `train --out`
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
-    /// The text to run through the model, as one document (a name, for names.txt)
+    /// The text to run through the model: one document (a name, for names.txt), or a stretch of
+    /// a text model's text
     #[arg(long, value_name = "TEXT")]
     pub text: String,
     /// Where to write attention.png and embeddings.png [default: DIR/inspect]

@@ -9,11 +9,11 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 
 use crate::adam::Adam;
-use crate::batch::Batcher;
+use crate::batch::{Batcher, EvalSet};
 use crate::checkpoint::{self, InitFrom, Meta, RunSettings};
 use crate::cli::{EvalArgs, InspectArgs, SampleArgs, SamplingArgs, TrainArgs};
-use crate::config::{GPTConfig, Preset};
-use crate::data::{self, DataFile, Dataset};
+use crate::config::{GPTConfig, Preset, Recipe};
+use crate::data::{self, Data, DataFile, Dataset, Layout, Named, Text, Tokenizer};
 use crate::device::{self, Runtime};
 use crate::inspect;
 use crate::model::GPT;
@@ -48,6 +48,7 @@ const DEFAULT_SEED: u64 = 42;
 fn sample_options(args: &SamplingArgs) -> SampleOptions {
     SampleOptions {
         num_samples: args.num_samples,
+        num_chars: args.num_chars,
         temperature: args.temperature,
         top_k: args.top_k,
         prefix: args.prefix.clone(),
@@ -107,26 +108,34 @@ pub fn train(args: &TrainArgs, report: Report) -> Result<Outcome> {
 
     // data: the reference's shuffle is the generator's first use
     let mut rng = PyRandom::new(run.seed);
-    let (dataset, data_file) = load_data(args, &start, &mut rng)?;
-    println!("num docs: {}", dataset.docs.len());
-    println!("vocab size: {}", dataset.tokenizer.vocab_size());
+    let (data, data_file) = load_data(args, &start, run.layout, &mut rng)?;
+    match &data {
+        Data::Lines(dataset) => println!("num docs: {}", dataset.docs.len()),
+        Data::Text(text) => println!(
+            "num chars: {} ({} train, {} held out)",
+            text.tokens.len(),
+            text.train_tokens().len(),
+            text.val_tokens().len()
+        ),
+    }
+    println!("vocab size: {}", data.tokenizer().vocab_size());
 
     // model: drawn from the generator even when loaded, so that sampling draws stay aligned
-    let config = architecture(args, &start, &dataset)?;
-    sampling.prefix_tokens(&dataset.tokenizer, config.block_size)?;
+    let config = architecture(args, &start, &data)?;
+    check_fits(&data, &config, &sampling)?;
     let _lock = out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
-    warn_of_cut_documents(&dataset, &config);
-    let (model, optim, step) = initial_state(&config, &start, &runtime, run.weight_decay, &mut rng)?;
+    let (model, optim, step) = initial_state(&config, &start, &runtime, &run, &mut rng)?;
     println!("num params: {}", model.num_params());
     if let Start::InitFrom(dir, meta) = &start {
-        let before = train::evaluate(&model.valid(), &val_batcher(&dataset, &config, &runtime))?;
+        let val = EvalSet::held_out(&data, config.block_size, run.eval_windows, run.seed, false, &runtime.device);
+        let before = train::evaluate(&model.valid(), &val)?;
         println!("init from {} (step {}): val loss {before:.4} before training", dir.display(), meta.step);
     }
 
     // the run
     let options = train_options(args, run, data_file, out, &start, &runtime)?;
     let stop = train::interrupt_flag();
-    let session = Session { model, optim, step, config: &config, data: &dataset, options: &options, stop, saved };
+    let session = Session { model, optim, step, config: &config, data: &data, options: &options, stop, saved };
     let (model, _optim, trained) = session.run()?;
     if trained.interrupted {
         say_interrupted(&trained, &options);
@@ -135,13 +144,49 @@ pub fn train(args: &TrainArgs, report: Report) -> Result<Outcome> {
 
     // results: held-out loss, speed, samples
     print_results(&trained);
-    println!("--- inference (new, hallucinated names) ---");
-    let samples = sample::sample(&model.valid(), &dataset.tokenizer, &sampling, &mut rng)?;
-    print_samples(&samples);
-    if report == Report::WithNovelty {
-        print_novelty(&samples, &dataset);
+    match &data {
+        Data::Lines(dataset) => {
+            println!("--- inference (new, hallucinated names) ---");
+            let samples = sample::sample(&model.valid(), &dataset.tokenizer, &sampling, &mut rng)?;
+            print_samples(&samples);
+            if report == Report::WithNovelty {
+                print_novelty(&samples, dataset);
+            }
+        }
+        Data::Text(text) => print_passage(&model.valid(), &text.tokenizer, &sampling, &mut rng)?,
     }
     Ok(Outcome::Done)
+}
+
+/// Refuse, before training, what the model cannot hold: a prefix longer than its context, a
+/// text without room for one window; warn once of the documents that block_size cuts.
+fn check_fits(data: &Data, config: &GPTConfig, sampling: &SampleOptions) -> Result<()> {
+    match data {
+        Data::Lines(dataset) => {
+            sampling.prefix_tokens(&dataset.tokenizer, config.block_size)?;
+            let cut = data::count_cut(&dataset.docs, config.block_size);
+            if cut > 0 {
+                eprintln!(
+                    "warning: {cut} documents are longer than block_size {} allows; they are cut, as the reference does",
+                    config.block_size
+                );
+            }
+        }
+        Data::Text(text) => {
+            text.check_windows(config.block_size)?;
+            text.tokenizer
+                .encode(&sampling.prefix)
+                .map_err(|err| anyhow::anyhow!("--prefix {:?}: {err}", sampling.prefix))?;
+        }
+    }
+    Ok(())
+}
+
+/// `--- inference (a passage of 500 characters) ---` and the passage.
+fn print_passage(model: &GPT, tokenizer: &Tokenizer, sampling: &SampleOptions, rng: &mut PyRandom) -> Result<()> {
+    println!("--- inference (a passage of {} characters) ---", sampling.num_chars);
+    println!("{}", sample::passage(model, tokenizer, sampling, rng)?);
+    Ok(())
 }
 
 /// The directory this run saves in, refused when it holds another run that it would replace
@@ -203,6 +248,16 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// The training recipe of `--preset`, when it has one (the Shakespeare presets).
+fn recipe(args: &TrainArgs) -> Option<Recipe> {
+    args.preset.and_then(Preset::recipe)
+}
+
+/// The data set trained on when `--data` is not given: `--dataset`, else the preset's, else names.
+fn named_data(args: &TrainArgs) -> Named {
+    args.dataset.or(recipe(args).map(|r| r.dataset)).unwrap_or(Named::Names)
+}
+
 /// The run settings (the flags, or the checkpoint's when resuming) and the device.
 fn settings(args: &TrainArgs, start: &Start) -> Result<(RunSettings, Runtime)> {
     let because = start.keeps_sizes_because();
@@ -227,25 +282,42 @@ fn settings(args: &TrainArgs, start: &Start) -> Result<(RunSettings, Runtime)> {
                     (_, saved) => saved,
                 },
                 dropout: check_same("dropout", args.dropout, saved.dropout, because)?,
+                beta1: check_same("beta1", args.beta1, saved.beta1, because)?,
+                beta2: check_same("beta2", args.beta2, saved.beta2, because)?,
+                layout: check_same("layout", args.layout, saved.layout, because)?,
+                eval_windows: check_same("eval-windows", args.eval_windows, saved.eval_windows, because)?,
             };
             (run, Some(check_same("dtype", args.device.dtype, saved.precision, because)?))
         }
         _ => {
+            // the flags, else the preset's recipe, else the reference's
+            let recipe = recipe(args);
+            let pick = |flag: Option<f64>, of_recipe: fn(&Recipe) -> f64, reference: f64| {
+                flag.or(recipe.as_ref().map(of_recipe)).unwrap_or(reference)
+            };
             let mut run = RunSettings::new(
                 args.seed.unwrap_or(DEFAULT_SEED),
-                args.steps.unwrap_or(DEFAULT_STEPS),
-                args.lr.unwrap_or(DEFAULT_LR),
-                args.batch_size.unwrap_or(1),
+                args.steps.or(recipe.as_ref().map(|r| r.steps)).unwrap_or(DEFAULT_STEPS),
+                pick(args.lr, |r| r.lr, DEFAULT_LR),
+                args.batch_size.or(recipe.as_ref().map(|r| r.batch_size)).unwrap_or(1),
                 device::Precision::F64, // replaced below by the device's
             );
-            run.warmup_steps = args.warmup_steps.unwrap_or(0);
-            run.decay = args.decay.unwrap_or_default();
-            run.min_lr = args.min_lr.unwrap_or(0.0);
-            run.weight_decay = args.weight_decay.unwrap_or(0.0);
-            run.grad_clip = args.grad_clip;
-            run.dropout = args.dropout.unwrap_or(0.0);
+            run.warmup_steps = args.warmup_steps.or(recipe.as_ref().map(|r| r.warmup_steps)).unwrap_or(0);
+            run.decay = args.decay.or(recipe.as_ref().map(|r| r.decay)).unwrap_or_default();
+            run.min_lr = pick(args.min_lr, |r| r.min_lr, 0.0);
+            run.weight_decay = pick(args.weight_decay, |r| r.weight_decay, 0.0);
+            run.grad_clip = args.grad_clip.or(recipe.as_ref().map(|r| r.grad_clip));
+            run.dropout = pick(args.dropout, |r| r.dropout, 0.0);
+            run.beta1 = pick(args.beta1, |r| r.beta1, run.beta1);
+            run.beta2 = pick(args.beta2, |r| r.beta2, run.beta2);
+            run.layout = args.layout.unwrap_or(match (&args.data, &recipe) {
+                (None, _) => named_data(args).layout(),
+                (Some(_), Some(_)) => Layout::Text, // the Shakespeare presets read their --data as a text
+                (Some(_), None) => Layout::Lines,
+            });
+            run.eval_windows = args.eval_windows.unwrap_or(checkpoint::DEFAULT_EVAL_WINDOWS);
             check_schedule(&run)?;
-            (run, args.device.dtype)
+            (run, args.device.dtype.or(recipe.map(|r| r.precision)))
         }
     };
     let runtime = device::open(args.device.device, dtype)?;
@@ -253,41 +325,32 @@ fn settings(args: &TrainArgs, start: &Start) -> Result<(RunSettings, Runtime)> {
     Ok((run, runtime))
 }
 
-/// The documents, shuffled by `rng`, and the data file as checkpoints record it. A resume
-/// without `--data` reads the file its checkpoint records (hashed once); a resume with
-/// `--data` must name the same bytes. A run from `--init-from` speaks the checkpoint's
-/// vocabulary, which must hold every character of the new data.
-fn load_data(args: &TrainArgs, start: &Start, rng: &mut PyRandom) -> Result<(Dataset, DataFile)> {
+/// The data in `layout` (documents shuffled by `rng`, or one text), and the data file as
+/// checkpoints record it. A resume without `--data` reads the file its checkpoint records
+/// (hashed once); a resume with `--data` must name the same bytes. A run from `--init-from`
+/// speaks the checkpoint's vocabulary, which must hold every character of the new data.
+fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRandom) -> Result<(Data, DataFile)> {
     let (path, recorded) = match start {
         Start::Resume(dir, meta) if args.data.is_none() => {
             let (path, file) = recorded_data(meta, dir)?;
             (path, Some(file))
         }
-        _ => (data::resolve_data_path(args.data.as_deref(), &args.data_url)?, None),
-    };
-    let docs = data::read_documents(&path)?;
-    let file = match recorded {
-        Some(file) => file,
-        None => DataFile::of(&path)?,
-    };
-    let mut dataset = Dataset::new(docs, rng)?;
-    match start {
-        Start::Resume(_, meta) => {
-            if meta.vocab != dataset.tokenizer {
-                bail!(
-                    "the vocabulary of {} differs from the checkpoint's: pass the --data the checkpoint was trained on",
-                    path.display()
-                );
-            }
-            if args.data.is_some() && !same_data(meta, &file) {
-                bail!(
-                    "--data {} is not the file the checkpoint was trained on (its size or SHA-256 differs): a resume continues the saved run as it was",
-                    path.display()
-                );
-            }
+        _ => {
+            let named = named_data(args);
+            let url = args.data_url.as_deref().unwrap_or(named.url());
+            (data::resolve_data_path(args.data.as_deref(), named, url)?, None)
         }
+    };
+    let mut read = || -> Result<Data> {
+        Ok(match layout {
+            Layout::Lines => Data::Lines(Dataset::new(data::read_documents(&path)?, rng)?),
+            Layout::Text => Data::Text(Text::new(&data::read_text(&path)?, None)?),
+        })
+    };
+    let data = match start {
         Start::InitFrom(dir, meta) => {
-            if let Some(ch) = dataset.tokenizer.chars.iter().find(|ch| !meta.vocab.chars.contains(ch)) {
+            let data = read()?;
+            if let Some(ch) = data.tokenizer().chars.iter().find(|ch| !meta.vocab.chars.contains(ch)) {
                 bail!(
                     "{} holds the character {ch:?}, which the model in {} has no token for: --init-from needs data written in the checkpoint's {} characters",
                     path.display(),
@@ -295,33 +358,40 @@ fn load_data(args: &TrainArgs, start: &Start, rng: &mut PyRandom) -> Result<(Dat
                     meta.vocab.chars.len()
                 );
             }
-            dataset.tokenizer = meta.vocab.clone();
+            data.with_tokenizer(meta.vocab.clone())?
         }
-        Start::Fresh => {}
+        _ => read()?,
+    };
+    let file = match recorded {
+        Some(file) => file,
+        None => DataFile::of(&path)?,
+    };
+    if let Start::Resume(_, meta) = start {
+        if meta.vocab != *data.tokenizer() {
+            bail!(
+                "the vocabulary of {} differs from the checkpoint's: pass the --data the checkpoint was trained on",
+                path.display()
+            );
+        }
+        if args.data.is_some() && !same_data(meta, &file) {
+            bail!(
+                "--data {} is not the file the checkpoint was trained on (its size or SHA-256 differs): a resume continues the saved run as it was",
+                path.display()
+            );
+        }
     }
-    Ok((dataset, file))
+    Ok((data, file))
 }
 
 /// The architecture: a loaded checkpoint's (size flags, if given, must equal it), or the
 /// preset's with the flags that override it.
-fn architecture(args: &TrainArgs, start: &Start, dataset: &Dataset) -> Result<GPTConfig> {
+fn architecture(args: &TrainArgs, start: &Start, data: &Data) -> Result<GPTConfig> {
     match start.checkpoint() {
         Some((_, meta)) => {
             check_same_sizes(args, &meta.config, start.keeps_sizes_because())?;
             Ok(meta.config.clone())
         }
-        None => model_config(args, dataset.tokenizer.vocab_size()),
-    }
-}
-
-/// One warning for the documents that `block_size` cuts.
-fn warn_of_cut_documents(dataset: &Dataset, config: &GPTConfig) {
-    let cut = data::count_cut(&dataset.docs, config.block_size);
-    if cut > 0 {
-        eprintln!(
-            "warning: {cut} documents are longer than block_size {} allows; they are cut, as the reference does",
-            config.block_size
-        );
+        None => model_config(args, data.tokenizer().vocab_size()),
     }
 }
 
@@ -333,12 +403,15 @@ fn initial_state(
     config: &GPTConfig,
     start: &Start,
     runtime: &Runtime,
-    weight_decay: f64,
+    run: &RunSettings,
     rng: &mut PyRandom,
 ) -> Result<(GPT, ModuleOptimizer, usize)> {
     let ad_device = runtime.device.clone().autodiff();
     let model = GPT::init(config, rng, &ad_device);
-    let adam = Adam::reference().on_host(!device::is_gpu(runtime.kind)).weight_decay(weight_decay);
+    let adam = Adam::reference()
+        .betas(run.beta1, run.beta2)
+        .on_host(!device::is_gpu(runtime.kind))
+        .weight_decay(run.weight_decay);
     // the weights of the checkpoint whose settings were read, not of one saved since
     let load = |dir: &Path, meta: &Meta| {
         let loaded = checkpoint::load(dir, &ad_device)?;
@@ -358,11 +431,6 @@ fn initial_state(
     })
 }
 
-/// The held-out documents as batches on the device.
-fn val_batcher(dataset: &Dataset, config: &GPTConfig, runtime: &Runtime) -> Batcher {
-    Batcher::new(&dataset.tokenizer, dataset.val_docs(), config.block_size, &runtime.device)
-}
-
 /// How the session runs, from the flags.
 fn train_options(
     args: &TrainArgs,
@@ -380,7 +448,7 @@ fn train_options(
     };
     Ok(TrainOptions {
         stop_at: args.stop_at,
-        eval_every: args.eval_every,
+        eval_every: args.eval_every.or(recipe(args).map(|r| r.eval_every)),
         log_every: args.log_every,
         sync_every: args.sync_every.unwrap_or_else(|| device::default_sync_every(runtime.kind)),
         fixed_length: device::is_gpu(runtime.kind),
@@ -513,8 +581,10 @@ pub fn sample(args: &SampleArgs) -> Result<Outcome> {
     let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
     let meta = &loaded.meta; // what was loaded: a run may have saved a newer one since
     let mut rng = PyRandom::new(args.seed);
-    let samples = sample::sample(&loaded.model, &meta.vocab, &options, &mut rng)?;
-    print_samples(&samples);
+    match meta.run.layout {
+        Layout::Lines => print_samples(&sample::sample(&loaded.model, &meta.vocab, &options, &mut rng)?),
+        Layout::Text => println!("{}", sample::passage(&loaded.model, &meta.vocab, &options, &mut rng)?),
+    }
     Ok(Outcome::Done)
 }
 
@@ -524,22 +594,53 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
     let runtime = device::open(args.device.device, args.device.dtype)?;
     let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
     let meta = &loaded.meta; // what was loaded: a run may have saved a newer one since
-    let (docs, what) = match &args.data {
-        Some(path) => (data::read_documents(path)?, format!("every document of {}", path.display())),
-        None => {
+    let (vocab, block_size) = (&meta.vocab, meta.config.block_size);
+    let (set, what) = match (meta.run.layout, &args.data) {
+        (Layout::Lines, Some(path)) => {
+            let docs = data::read_documents(path)?;
+            for doc in &docs {
+                vocab.encode(doc).map_err(|err| {
+                    anyhow::anyhow!("document {doc:?}: {err}; evaluate on data with the checkpoint's characters")
+                })?;
+            }
+            let what = format!("{} documents: every document of {}", docs.len(), path.display());
+            (EvalSet::Documents(Box::new(Batcher::new(vocab, &docs, block_size, &runtime.device))), what)
+        }
+        (Layout::Lines, None) => {
             let (path, _) = recorded_data(meta, &args.checkpoint)?;
             let dataset = Dataset::new(data::read_documents(&path)?, &mut PyRandom::new(meta.run.seed))?;
-            (dataset.val_docs().to_vec(), format!("the held-out documents of {}", path.display()))
+            let what = format!("{} documents: the held-out documents of {}", dataset.val_docs().len(), path.display());
+            (EvalSet::Documents(Box::new(Batcher::new(vocab, dataset.val_docs(), block_size, &runtime.device))), what)
+        }
+        (Layout::Text, Some(path)) => {
+            let text = data::read_text(path)?;
+            let tokens = vocab.encode(&text).map_err(|err| {
+                anyhow::anyhow!("{}: {err}; evaluate on text in the checkpoint's characters", path.display())
+            })?;
+            if tokens.len() <= block_size {
+                bail!(
+                    "{} holds {} characters, fewer than one window of block_size + 1 = {}: evaluate on a longer text",
+                    path.display(),
+                    tokens.len(),
+                    block_size + 1
+                );
+            }
+            let set = EvalSet::tiled(&tokens, block_size, &runtime.device);
+            let EvalSet::Windows(_, offsets) = &set else { unreachable!("tiled makes windows") };
+            let what =
+                format!("{} windows of {block_size} side by side: the whole of {}", offsets.len(), path.display());
+            (set, what)
+        }
+        (Layout::Text, None) => {
+            let (path, _) = recorded_data(meta, &args.checkpoint)?;
+            let data = Data::Text(Text::new(&data::read_text(&path)?, Some(vocab.clone()))?);
+            let run = &meta.run;
+            let set = EvalSet::held_out(&data, block_size, run.eval_windows, run.seed, false, &runtime.device);
+            (set, format!("{} windows: the held-out windows of {}", run.eval_windows, path.display()))
         }
     };
-    for doc in &docs {
-        meta.vocab.encode(doc).map_err(|err| {
-            anyhow::anyhow!("document {doc:?}: {err}; evaluate on data with the checkpoint's characters")
-        })?;
-    }
-    let batcher = Batcher::new(&meta.vocab, &docs, meta.config.block_size, &runtime.device);
-    let loss = train::evaluate(&loaded.model, &batcher)?;
-    println!("loss: {loss:.4} ({} documents: {what})", docs.len());
+    let loss = train::evaluate(&loaded.model, &set)?;
+    println!("loss: {loss:.4} ({what})");
     Ok(Outcome::Done)
 }
 
@@ -550,14 +651,21 @@ pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
     let loaded = checkpoint::load(&args.checkpoint, &runtime.device)?;
     let meta = &loaded.meta; // what was loaded: a run may have saved a newer one since
     let (model, vocab) = (&loaded.model, &meta.vocab);
-    let seen = inspect::inspect(model, vocab, &args.text)?;
+    let layout = meta.run.layout;
+    let seen = inspect::inspect(model, vocab, &args.text, layout)?;
     if seen.cut > 0 {
-        eprintln!(
-            "warning: --text is {} characters, more than block_size {} leaves room for: its last {} tokens (the end included) are cut, as training cuts them",
-            args.text.chars().count(),
-            meta.config.block_size,
-            seen.cut
-        );
+        let (length, block_size) = (args.text.chars().count(), meta.config.block_size);
+        match layout {
+            Layout::Lines => eprintln!(
+                "warning: --text is {length} characters, more than block_size {block_size} leaves room for: its last {} tokens (the end included) are cut, as training cuts them",
+                seen.cut
+            ),
+            Layout::Text => eprintln!(
+                "warning: --text is {length} characters, more than a window of block_size + 1 = {}: its first {} are left out",
+                block_size + 1,
+                seen.cut
+            ),
+        }
     }
 
     println!(

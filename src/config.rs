@@ -1,9 +1,14 @@
 //! The model's architecture: `GPTConfig`, its named presets, and the checks that refuse sizes
 //! that cannot work. Run settings (steps, learning rate, batch, ...) live with the command line
-//! in `cli.rs`; the vocabulary size comes from the data set.
+//! in `cli.rs`, except the training recipes of the Shakespeare presets ([`Recipe`]), which are
+//! nanoGPT's; the vocabulary size comes from the data set.
 
 use anyhow::{Result, bail};
 use burn::config::Config;
+
+use crate::data::Named;
+use crate::device::Precision;
+use crate::schedule::Decay;
 
 /// Architecture of the GPT, and nothing else. The defaults are the reference's (SPEC.md).
 #[derive(Config, Debug, PartialEq)]
@@ -24,7 +29,9 @@ pub struct GPTConfig {
     pub block_size: usize,
 }
 
-/// Named model sizes. Names are at most 15 characters, so every preset keeps `block_size` 16.
+/// Named model sizes. The names presets keep `block_size` 16 (names are at most 15
+/// characters); the Shakespeare presets are nanoGPT's two `shakespeare_char` runs, each with its
+/// training recipe ([`Preset::recipe`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
     /// The reference: 1 layer, 16 channels, 4 heads (4,192 parameters on names.txt).
@@ -36,11 +43,91 @@ pub enum Preset {
     /// 6 layers, 384 channels, 6 heads (10,643,712 parameters on names.txt: the widths of nanoGPT's "baby GPT",
     /// whose block is 256 where every preset here keeps 16): for a GPU.
     Large,
+    /// nanoGPT's Shakespeare run on a CPU: 4 layers, 128 channels, 4 heads, block 64, batch 12,
+    /// 2,000 steps of lr 1e-3 (warmup 100, cosine to 1e-4), weight decay 0.1, clipping 1.0,
+    /// betas 0.9/0.99, f32, on the shakespeare data set as one text.
+    ShakespeareCharCpu,
+    /// nanoGPT's "baby GPT" (`train_shakespeare_char.py`): 6 layers, 384 channels, 6 heads,
+    /// block 256, batch 64, dropout 0.2, 5,000 steps; otherwise as shakespeare-char-cpu. For a GPU.
+    #[value(alias = "baby-gpt")]
+    ShakespeareChar,
+}
+
+/// The training settings a preset comes with (each flag still overrides its own): nanoGPT's
+/// `train.py` defaults with `config/train_shakespeare_char.py` and its README's CPU flags.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipe {
+    /// The data set trained on when `--data` is not given (read as one text).
+    pub dataset: Named,
+    /// Training steps.
+    pub steps: usize,
+    /// The peak learning rate.
+    pub lr: f64,
+    /// The floor of the decay.
+    pub min_lr: f64,
+    /// Steps of linear warmup.
+    pub warmup_steps: usize,
+    /// The shape of the decay.
+    pub decay: Decay,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// The bound on the norm of all gradients together.
+    pub grad_clip: f64,
+    /// Adam's first-moment decay.
+    pub beta1: f64,
+    /// Adam's second-moment decay.
+    pub beta2: f64,
+    /// Windows per step.
+    pub batch_size: usize,
+    /// Dropout in training.
+    pub dropout: f64,
+    /// Evaluate on the held-out windows every N steps.
+    pub eval_every: usize,
+    /// The float precision (f32, as nanoGPT on a CPU).
+    pub precision: Precision,
 }
 
 impl Preset {
     /// Every preset, smallest first.
-    pub const ALL: [Preset; 4] = [Preset::Reference, Preset::Small, Preset::Medium, Preset::Large];
+    pub const ALL: [Preset; 6] = [
+        Preset::Reference,
+        Preset::Small,
+        Preset::Medium,
+        Preset::Large,
+        Preset::ShakespeareCharCpu,
+        Preset::ShakespeareChar,
+    ];
+
+    /// The preset's name on the command line.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).expect("no preset is skipped").get_name().to_string()
+    }
+
+    /// The training recipe of a Shakespeare preset (`None` for the names presets, which train
+    /// with the reference's settings).
+    pub fn recipe(self) -> Option<Recipe> {
+        let cpu = Recipe {
+            dataset: Named::Shakespeare,
+            steps: 2000,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_steps: 100,
+            decay: Decay::Cosine,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            beta1: 0.9,
+            beta2: 0.99,
+            batch_size: 12,
+            dropout: 0.0,
+            eval_every: 250,
+            precision: Precision::F32,
+        };
+        match self {
+            Preset::ShakespeareCharCpu => Some(cpu),
+            Preset::ShakespeareChar => Some(Recipe { steps: 5000, batch_size: 64, dropout: 0.2, ..cpu }),
+            _ => None,
+        }
+    }
 }
 
 impl GPTConfig {
@@ -60,6 +147,8 @@ impl GPTConfig {
             Preset::Small => config.with_n_layer(2).with_n_embd(64),
             Preset::Medium => config.with_n_layer(4).with_n_embd(128),
             Preset::Large => config.with_n_layer(6).with_n_embd(384).with_n_head(6),
+            Preset::ShakespeareCharCpu => config.with_n_layer(4).with_n_embd(128).with_block_size(64),
+            Preset::ShakespeareChar => config.with_n_layer(6).with_n_embd(384).with_n_head(6).with_block_size(256),
         }
     }
 
@@ -117,8 +206,9 @@ mod tests {
 
     #[test]
     fn presets_are_valid_and_grow() {
-        let sizes: Vec<usize> = [Preset::Reference, Preset::Small, Preset::Medium, Preset::Large]
-            .into_iter()
+        let sizes: Vec<usize> = Preset::ALL[..4]
+            .iter()
+            .copied()
             .map(|p| {
                 let c = GPTConfig::preset(p, 27);
                 c.validate().unwrap();
@@ -126,6 +216,17 @@ mod tests {
             })
             .collect();
         assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+        for p in Preset::ALL {
+            GPTConfig::preset(p, 66).validate().unwrap();
+            assert_eq!(p.recipe().is_some(), p.name().starts_with("shakespeare"), "{}", p.name());
+        }
+        // nanoGPT's shakespeare_char sizes on its 65 characters (+ our BOS): 0.80M and 10.8M
+        assert_eq!(
+            GPTConfig::preset(Preset::ShakespeareCharCpu, 66).num_params(),
+            4 * 12 * 128 * 128 + (2 * 66 + 64) * 128
+        );
+        assert_eq!(GPTConfig::preset(Preset::ShakespeareChar, 66).block_size, 256);
+        assert_eq!(Preset::ShakespeareChar.name(), "shakespeare-char");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Documents, the character tokenizer and the train/held-out split.
+//! Data files in their two layouts, the character tokenizer and the train/held-out split.
 //!
-//! A data file is UTF-8 text with one document per line (names.txt by default, downloaded when
-//! absent as the reference does). The data set owns the vocabulary: the sorted characters of
-//! all documents, plus BOS. Deliberately left out: sub-word tokenizers, streaming of files larger than
-//! memory.
+//! A data file is UTF-8 text. In the line layout (the reference's) it holds one document per
+//! line ([`Dataset`]: names.txt by default, downloaded when absent as the reference does). In the
+//! text layout it is one stream of characters ([`Text`]: a play, a book), whose first 90% trains
+//! and whose last 10% is held out, as nanoGPT's `shakespeare_char` splits it. The data owns the
+//! vocabulary: the sorted characters it holds, plus BOS. Deliberately left out: sub-word
+//! tokenizers, streaming of files larger than memory.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -16,29 +18,112 @@ use anyhow::{Context, Result, bail};
 
 /// The data file used when `--data` is not given.
 pub const DEFAULT_DATA: &str = "data/names.txt";
+/// Where the reference downloads names.txt from.
+pub const NAMES_URL: &str = "https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt";
+/// Where nanoGPT's `shakespeare_char/prepare.py` downloads tinyshakespeare from.
+pub const SHAKESPEARE_URL: &str =
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt";
+/// The text layout holds out the last tenth of the text, as nanoGPT does.
+pub const TEXT_TRAIN_FRACTION: f64 = 0.9;
+
+/// How a data file is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One document per line, each wrapped in BOS and cut to block_size (the reference's).
+    #[default]
+    Lines,
+    /// The whole file as one stream of characters: windows of block_size + 1 at random offsets.
+    Text,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layout::Lines => "lines",
+            Layout::Text => "text",
+        })
+    }
+}
+
+/// The data sets the program knows by name: where each lives in `data/`, where it is
+/// downloaded from when absent, and how it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Named {
+    /// makemore's 32,033 names, one per line (the reference's data).
+    Names,
+    /// Karpathy's tinyshakespeare (1.1 MB of plays, nanoGPT's `shakespeare_char`), as one text.
+    Shakespeare,
+}
+
+impl Named {
+    /// Where the data set is kept.
+    pub fn path(self) -> PathBuf {
+        PathBuf::from(match self {
+            Named::Names => DEFAULT_DATA,
+            Named::Shakespeare => "data/shakespeare.txt",
+        })
+    }
+
+    /// Where it is downloaded from when absent.
+    pub fn url(self) -> &'static str {
+        match self {
+            Named::Names => NAMES_URL,
+            Named::Shakespeare => SHAKESPEARE_URL,
+        }
+    }
+
+    /// How it is read.
+    pub fn layout(self) -> Layout {
+        match self {
+            Named::Names => Layout::Lines,
+            Named::Shakespeare => Layout::Text,
+        }
+    }
+}
 /// The reference holds out this many of the last shuffled documents.
 pub const VAL_DOCS: usize = 2000;
 
 /// Read documents: one per line, surrounding whitespace stripped, blank lines skipped.
 pub fn read_documents(path: &Path) -> Result<Vec<String>> {
+    parse_documents(&read_bytes(path)?).with_context(|| format!("data file {}", path.display()))
+}
+
+/// Read a whole text file as it is (the text layout): every character, line breaks included.
+pub fn read_text(path: &Path) -> Result<String> {
+    parse_text(&read_bytes(path)?).with_context(|| format!("data file {}", path.display()))
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     if path.is_dir() {
-        bail!("data file {} is a directory: pass a text file with one document per line", path.display());
+        bail!("data file {} is a directory: pass a text file", path.display());
     }
-    let bytes = std::fs::read(path).map_err(|err| match err.kind() {
-        std::io::ErrorKind::NotFound => anyhow::anyhow!(
-            "data file {} not found: pass --data PATH to a text file with one document per line",
-            path.display()
-        ),
+    std::fs::read(path).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            anyhow::anyhow!("data file {} not found: pass --data PATH to a text file", path.display())
+        }
         _ => anyhow::anyhow!("cannot read data file {}: {err}", path.display()),
-    })?;
-    parse_documents(&bytes).with_context(|| format!("data file {}", path.display()))
+    })
+}
+
+/// UTF-8 text, refused when it is not UTF-8 or holds nothing but whitespace.
+pub fn parse_text(bytes: &[u8]) -> Result<String> {
+    let text = utf8(bytes)?;
+    if text.trim().is_empty() {
+        bail!("holds no text (it is empty or only whitespace)");
+    }
+    Ok(text.to_string())
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str> {
+    std::str::from_utf8(bytes).map_err(|err| {
+        anyhow::anyhow!("is not UTF-8 text (invalid byte at offset {}): convert it to UTF-8", err.valid_up_to())
+    })
 }
 
 /// Split UTF-8 text into documents; refuses text that is not UTF-8 or holds no document.
 pub fn parse_documents(bytes: &[u8]) -> Result<Vec<String>> {
-    let text = std::str::from_utf8(bytes).map_err(|err| {
-        anyhow::anyhow!("is not UTF-8 text (invalid byte at offset {}): convert it to UTF-8", err.valid_up_to())
-    })?;
+    let text = utf8(bytes)?;
     let docs: Vec<String> = text.lines().map(str::trim).filter(|line| !line.is_empty()).map(String::from).collect();
     if docs.is_empty() {
         bail!("holds no documents (it is empty or every line is blank): put one document per line");
@@ -76,26 +161,32 @@ impl DataFile {
     }
 }
 
-/// Make sure the default data file exists, downloading it from `url` when it does not.
-pub fn ensure_default_data(path: &Path, url: &str) -> Result<()> {
+/// Make sure a named data set's file exists, downloading it from `url` when it does not.
+pub fn ensure_named(named: Named, url: &str) -> Result<PathBuf> {
+    let path = named.path();
     if path.exists() {
-        return Ok(());
+        return Ok(path);
     }
     eprintln!("downloading {url} to {}", path.display());
-    download(url, path).map_err(|err| {
+    download(url, &path, named.layout()).map_err(|err| {
         anyhow::anyhow!(
-            "{} is missing and downloading it failed ({err:#}): put names.txt at {} or pass --data PATH",
+            "{} is missing and downloading it failed ({err:#}): put the file at {} or pass --data PATH",
             path.display(),
             path.display()
         )
-    })
+    })?;
+    Ok(path)
 }
 
-fn download(url: &str, path: &Path) -> Result<()> {
+fn download(url: &str, path: &Path, layout: Layout) -> Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(60))).build().into();
     let mut body = Vec::new();
     agent.get(url).call()?.into_body().into_reader().read_to_end(&mut body)?;
-    parse_documents(&body).context("the downloaded file")?;
+    match layout {
+        Layout::Lines => parse_documents(&body).map(drop),
+        Layout::Text => parse_text(&body).map(drop),
+    }
+    .context("the downloaded file")?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -114,6 +205,17 @@ impl Tokenizer {
     pub fn from_documents(docs: &[String]) -> Self {
         let set: BTreeSet<char> = docs.iter().flat_map(|d| d.chars()).collect();
         Self { chars: set.into_iter().collect() }
+    }
+
+    /// The vocabulary of a text: every character that occurs, sorted (line breaks included).
+    pub fn from_text(text: &str) -> Self {
+        let set: BTreeSet<char> = text.chars().collect();
+        Self { chars: set.into_iter().collect() }
+    }
+
+    /// The first character of `text` outside the vocabulary, if any.
+    pub fn first_unknown(&self, text: &str) -> Option<char> {
+        text.chars().find(|ch| self.chars.binary_search(ch).is_err())
     }
 
     /// Id of the begin/end-of-sequence token.
@@ -193,14 +295,101 @@ pub fn count_cut(docs: &[String], block_size: usize) -> usize {
     docs.iter().filter(|d| d.chars().count() + 1 > block_size).count()
 }
 
-/// Resolve the data path: `--data` when given, else the default file (downloaded if absent).
-pub fn resolve_data_path(data: Option<&Path>, url: &str) -> Result<PathBuf> {
+/// Resolve the data path: `--data` when given, else the named data set's file (downloaded from
+/// `url` when absent).
+pub fn resolve_data_path(data: Option<&Path>, named: Named, url: &str) -> Result<PathBuf> {
     match data {
         Some(path) => Ok(path.to_path_buf()),
-        None => {
-            let path = PathBuf::from(DEFAULT_DATA);
-            ensure_default_data(&path, url)?;
-            Ok(path)
+        None => ensure_named(named, url),
+    }
+}
+
+/// One text as a stream of tokens, split in two: the first 90% trains, the last 10% is held out.
+/// Every position is a target; there is no BOS and no padding.
+pub struct Text {
+    /// The token ids of the whole text.
+    pub tokens: Vec<usize>,
+    /// The vocabulary.
+    pub tokenizer: Tokenizer,
+    /// The first `n_train` tokens train; the rest are held out.
+    pub n_train: usize,
+}
+
+impl Text {
+    /// Encode `text` with `tokenizer` (its own vocabulary when `None`) and split it.
+    pub fn new(text: &str, tokenizer: Option<Tokenizer>) -> Result<Self> {
+        let tokenizer = tokenizer.unwrap_or_else(|| Tokenizer::from_text(text));
+        let tokens = tokenizer.encode(text)?;
+        let n_train = (tokens.len() as f64 * TEXT_TRAIN_FRACTION) as usize;
+        Ok(Self { tokens, tokenizer, n_train })
+    }
+
+    /// Refuse a text whose held-out tenth (or training part) cannot hold one window of
+    /// `block_size` + 1 characters, naming both remedies.
+    pub fn check_windows(&self, block_size: usize) -> Result<()> {
+        let shortest = self.val_tokens().len().min(self.train_tokens().len());
+        if shortest < block_size + 1 {
+            bail!(
+                "the text is {} characters; its held-out last tenth ({} characters) is shorter than one window of block_size + 1 = {}: use a text of at least {} characters or a smaller --block-size",
+                self.tokens.len(),
+                self.val_tokens().len(),
+                block_size + 1,
+                shortest_text(block_size + 1)
+            );
+        }
+        Ok(())
+    }
+
+    /// The tokens trained on.
+    pub fn train_tokens(&self) -> &[usize] {
+        &self.tokens[..self.n_train]
+    }
+
+    /// The held-out tokens.
+    pub fn val_tokens(&self) -> &[usize] {
+        &self.tokens[self.n_train..]
+    }
+}
+
+/// The fewest characters whose held-out tenth holds `window` of them.
+fn shortest_text(window: usize) -> usize {
+    (window..).find(|&n| n - (n as f64 * TEXT_TRAIN_FRACTION) as usize >= window).expect("some length holds it")
+}
+
+/// A data file read in its layout.
+pub enum Data {
+    /// One document per line.
+    Lines(Dataset),
+    /// One stream of characters.
+    Text(Text),
+}
+
+impl Data {
+    /// The vocabulary.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        match self {
+            Data::Lines(d) => &d.tokenizer,
+            Data::Text(t) => &t.tokenizer,
+        }
+    }
+
+    /// The same data in the ids of `tokenizer`, which must hold every character of it (a run
+    /// from `--init-from` speaks its checkpoint's vocabulary).
+    pub fn with_tokenizer(self, tokenizer: Tokenizer) -> Result<Self> {
+        Ok(match self {
+            Data::Lines(d) => Data::Lines(Dataset { tokenizer, ..d }),
+            Data::Text(t) => {
+                let text = t.tokenizer.decode(&t.tokens);
+                Data::Text(Text { tokens: tokenizer.encode(&text)?, tokenizer, n_train: t.n_train })
+            }
+        })
+    }
+
+    /// The layout it was read in.
+    pub fn layout(&self) -> Layout {
+        match self {
+            Data::Lines(_) => Layout::Lines,
+            Data::Text(_) => Layout::Text,
         }
     }
 }
@@ -247,6 +436,23 @@ mod tests {
         assert!(file.unchanged_at(&path).unwrap());
         std::fs::write(&path, "abd").unwrap();
         assert!(!file.unchanged_at(&path).unwrap());
+    }
+
+    #[test]
+    fn a_text_is_split_nine_tenths_to_one_and_keeps_every_character() {
+        let raw = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n";
+        let text = Text::new(raw, None).unwrap();
+        text.check_windows(4).unwrap();
+        assert_eq!(text.tokens.len(), raw.chars().count());
+        assert_eq!(text.n_train, raw.chars().count() * 9 / 10);
+        assert_eq!(text.tokenizer.decode(&text.tokens), raw, "line breaks and blank lines are kept");
+        assert!(text.tokenizer.chars.contains(&'\n'));
+        assert_eq!((text.train_tokens().len(), text.val_tokens().len()), (72, 9));
+        text.check_windows(8).unwrap();
+        let err = text.check_windows(9).unwrap_err().to_string();
+        assert!(err.contains("shorter than one window of block_size + 1 = 10"), "{err}");
+        assert!(err.contains("use a text of at least 91 characters or a smaller --block-size"), "{err}");
+        assert!(parse_text(b" \n\t\n").unwrap_err().to_string().contains("no text"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Looking inside a trained model: what it predicts at each position of a text, where its
 //! attention heads look, and how it places the characters in its embedding space.
 //!
-//! [`inspect`] runs the text as training sees it (BOS, then the characters, then BOS) and
+//! [`inspect`] runs the text as training sees it (a document: BOS, then the characters, then
+//! BOS; a text model's stretch of text: its characters, the last block_size + 1 of them) and
 //! returns, per position, the five likeliest next characters, the probability and loss of the
 //! character that actually follows, and every head's attention weights. [`embedding_pca`]
 //! projects the token embeddings (`wte`) onto their first two principal components with Burn's
@@ -15,7 +16,7 @@ use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use plotters::prelude::*;
 
-use crate::data::{Tokenizer, doc_tokens};
+use crate::data::{Layout, Tokenizer, doc_tokens};
 use crate::device::read_values;
 use crate::metrics::{draw_png, plot_err};
 use crate::model::GPT;
@@ -23,6 +24,9 @@ use crate::sample::probabilities;
 
 /// How many of the likeliest next characters each position lists.
 pub const TOP: usize = 5;
+/// The attention picture draws at most this many positions (the last ones), so that a long
+/// context stays readable.
+pub const PICTURE_POSITIONS: usize = 32;
 
 /// What the model says at one position.
 #[derive(Clone, Debug)]
@@ -50,8 +54,8 @@ pub struct Inspection {
     pub mean_loss: f64,
     /// Attention weights, `[layer][head][query][key]`; zero above the diagonal.
     pub attention: Vec<Vec<Vec<Vec<f64>>>>,
-    /// Target tokens of the document (its last characters and the closing BOS) cut away
-    /// because the model's block_size has no room for them, as training cuts them.
+    /// Tokens cut away because the model's block_size has no room for them: a document's last
+    /// characters and closing BOS (as training cuts them), a text's first characters.
     pub cut: usize,
 }
 
@@ -60,17 +64,27 @@ pub fn symbol(tokenizer: &Tokenizer, id: usize) -> String {
     match tokenizer.chars.get(id) {
         None => "BOS".to_string(),
         Some(' ') => "␣".to_string(),
+        Some('\n') => "⏎".to_string(),
         Some(&ch) => ch.to_string(),
     }
 }
 
-/// Run `text` through `model` as training would see it: `[BOS] + text + [BOS]`, cut to
-/// block_size positions (the same rule as training; `cut` says how many characters went).
-pub fn inspect(model: &GPT, tokenizer: &Tokenizer, text: &str) -> Result<Inspection> {
-    tokenizer.encode(text).map_err(|err| anyhow::anyhow!("--text {text:?}: {err}"))?;
+/// Run `text` through `model` as training would see it: a document as `[BOS] + text + [BOS]`,
+/// cut to block_size positions (the same rule as training); a stretch of a text as its
+/// characters, the last block_size + 1 of them (`cut` says how many characters went).
+pub fn inspect(model: &GPT, tokenizer: &Tokenizer, text: &str, layout: Layout) -> Result<Inspection> {
+    let ids = tokenizer.encode(text).map_err(|err| anyhow::anyhow!("--text {text:?}: {err}"))?;
     let block_size = model.block_size();
-    let tokens = doc_tokens(tokenizer, text, block_size);
-    let cut = (text.chars().count() + 1).saturating_sub(block_size);
+    let (tokens, cut) = match layout {
+        Layout::Lines => (doc_tokens(tokenizer, text, block_size), (ids.len() + 1).saturating_sub(block_size)),
+        Layout::Text => {
+            if ids.len() < 2 {
+                bail!("--text needs at least 2 characters: one to read and the next to predict");
+            }
+            let cut = ids.len().saturating_sub(block_size + 1);
+            (ids[cut..].to_vec(), cut)
+        }
+    };
     let n = tokens.len() - 1;
     let device = model.devices()[0].clone();
     let inputs: Vec<i64> = tokens[..n].iter().map(|&t| t as i64).collect();
@@ -135,10 +149,18 @@ fn weight_colour(w: f64) -> RGBColor {
 
 /// One heat map per layer and head (rows: layers, columns: heads), query positions down, key
 /// positions across, both labelled with their characters; one colour scale, drawn on the right.
+/// Past [`PICTURE_POSITIONS`] positions, only the last ones are drawn (their queries against
+/// their keys), as the title says.
 pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Path) -> Result<()> {
     let err = plot_err(path);
-    let labels: Vec<String> = inspection.predictions.iter().map(|p| symbol(tokenizer, p.input)).collect();
+    let all = inspection.predictions.len();
+    let first = all.saturating_sub(PICTURE_POSITIONS);
+    let labels: Vec<String> = inspection.predictions[first..].iter().map(|p| symbol(tokenizer, p.input)).collect();
     let n = labels.len();
+    let title = match first {
+        0 => "attention weights (query position down, key position across)".to_string(),
+        _ => format!("attention weights of the last {n} of {all} positions (query down, key across)"),
+    };
     let layers = inspection.attention.len();
     let heads = inspection.attention.first().map_or(0, Vec::len);
     let cell = (220 / n.max(1)).clamp(10, 28) as i32;
@@ -149,17 +171,15 @@ pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Pat
     let height = (panel_h * layers as i32 + 60).max(320) as u32;
     draw_png(path, (width, height), |root| {
         root.fill(&WHITE).map_err(&err)?;
-        let title = ("sans-serif", 20).into_font();
-        root.draw_text("attention weights (query position down, key position across)", &title.color(&BLACK), (12, 10))
-            .map_err(&err)?;
+        root.draw_text(&title, &("sans-serif", 20).into_font().color(&BLACK), (12, 10)).map_err(&err)?;
         let font = ("sans-serif", (cell - 2).clamp(9, 15)).into_font();
         for (l, layer) in inspection.attention.iter().enumerate() {
             for (h, weights) in layer.iter().enumerate() {
                 let x0 = 10 + h as i32 * panel_w + margin;
                 let y0 = 44 + l as i32 * panel_h + 22;
                 root.draw_text(&format!("layer {l}, head {h}"), &font.color(&BLACK), (x0, y0 - 20)).map_err(&err)?;
-                for (q, row) in weights.iter().enumerate() {
-                    for (k, &w) in row.iter().enumerate() {
+                for (q, row) in weights[first..].iter().enumerate() {
+                    for (k, &w) in row[first..].iter().enumerate() {
                         let (x, y) = (x0 + k as i32 * cell, y0 + q as i32 * cell);
                         root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], weight_colour(w).filled()))
                             .map_err(&err)?;

@@ -2,10 +2,10 @@
 //! sampling new ones) with Burn's autodiff computing the gradients.
 //!
 //! One module per concept, each importing only those listed before it:
-//! `rng` (Python-compatible random numbers), `config` (architecture), `device` (the one place
-//! that knows the backends), `files` (atomic writes, digests), `data` (documents, tokenizer,
-//! split), `batch` (token tables and batches on the device), `model` (the GPT), `schedule` (the learning
-//! rate), `adam` (the optimizer), `checkpoint` (saving and loading), `metrics` (CSV and plot), `sample`
+//! `rng` (Python-compatible random numbers), `device` (the one place that knows the backends),
+//! `files` (atomic writes, digests), `data` (documents or one text, tokenizer, split), `schedule`
+//! (the learning rate), `config` (architecture and presets), `batch` (batches on the device:
+//! documents or windows of a text), `model` (the GPT), `adam` (the optimizer), `checkpoint` (saving and loading), `metrics` (CSV and plot), `sample`
 //! (generation), `inspect` (predictions, attention and embeddings of a trained model), `train`
 //! (the loop), and the program: `cli` (flags) and `commands` (what each subcommand does).
 //!

@@ -1,8 +1,11 @@
 //! Sampling new documents from a trained model, the reference's way: start from BOS, divide the
 //! logits by the temperature, softmax, draw with Python's `choices`, stop at BOS or after
 //! `block_size` positions. Each new token runs the model on one position against a key/value
-//! cache. Also: makemore's cheap quality check (how many samples are training documents,
-//! held-out documents, or new). Deliberately left out: beam search, nucleus sampling.
+//! cache. A model trained on a text writes a passage instead ([`passage`]): it continues a
+//! prompt for a given number of characters, its context the last `block_size` of them, as
+//! nanoGPT's `generate` crops it. Also: makemore's cheap quality check (how many samples are
+//! training documents, held-out documents, or new). Deliberately left out: beam search,
+//! nucleus sampling.
 
 use std::collections::HashSet;
 
@@ -20,6 +23,8 @@ use crate::rng::PyRandom;
 pub struct SampleOptions {
     /// How many documents to draw.
     pub num_samples: usize,
+    /// How many characters a passage has (a model trained on a text).
+    pub num_chars: usize,
     /// Logits are divided by it before the softmax: below 1 sharpens, above 1 flattens.
     pub temperature: f64,
     /// Keep only the `k` most likely tokens at each draw (`None`: all, as the reference).
@@ -31,7 +36,7 @@ pub struct SampleOptions {
 impl SampleOptions {
     /// The reference's: 20 samples at temperature 0.5, no top-k, no prefix.
     pub fn reference() -> Self {
-        Self { num_samples: 20, temperature: 0.5, top_k: None, prefix: String::new() }
+        Self { num_samples: 20, num_chars: 500, temperature: 0.5, top_k: None, prefix: String::new() }
     }
 
     /// Refuse a temperature or top-k that cannot sample.
@@ -126,6 +131,51 @@ pub fn sample(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng: 
         .collect()
 }
 
+/// The token a passage starts from when there is no prefix: a line break (the start of a line,
+/// as nanoGPT's `sample.py` starts), else a space, else the first character.
+pub fn passage_start(tokenizer: &Tokenizer) -> usize {
+    ['\n', ' '].iter().find_map(|ch| tokenizer.chars.binary_search(ch).ok()).unwrap_or(0)
+}
+
+/// A passage from a model trained on a text: the prefix (or the start of a line, not printed)
+/// continued by `options.num_chars` characters. While the text fits the context, each character
+/// runs the model on one position against the key/value cache; beyond `block_size` the context
+/// is the last `block_size` characters, run anew for each one (their positions shift, so their
+/// cached keys no longer hold).
+pub fn passage(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng: &mut PyRandom) -> Result<String> {
+    options.validate()?;
+    let prefix =
+        tokenizer.encode(&options.prefix).map_err(|err| anyhow::anyhow!("--prefix {:?}: {err}", options.prefix))?;
+    let mut seq = if prefix.is_empty() { vec![passage_start(tokenizer)] } else { prefix.clone() };
+    let device = model.devices()[0].clone();
+    let block_size = model.block_size();
+    let mut cache = KvCache::new(model.n_layer());
+    let mut fed = 0;
+    let mut out = prefix;
+    for _ in 0..options.num_chars {
+        let (ids, pos0) = if seq.len() <= block_size {
+            (&seq[fed..], fed) // the new tokens, against the cache
+        } else {
+            (&seq[seq.len() - block_size..], 0) // the last block_size, anew
+        };
+        let t = ids.len();
+        let idx =
+            Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect(), [1, t]), &device);
+        let cache_arg = (seq.len() <= block_size).then_some(&mut cache);
+        let logits = model.forward_at(idx, pos0, cache_arg); // [1, t, V]
+        fed = seq.len();
+        let mut last = device::read_values(logits.slice([0..1, t - 1..t]))?; // [V]
+        last[tokenizer.bos()] = f64::NEG_INFINITY; // a text has no BOS: it is never a next character
+        let probs = probabilities(&last, options.temperature, options.top_k);
+        let token = rng.choices(&probs).map_err(|err| {
+            anyhow::anyhow!("cannot sample: {err} (the model's outputs overflow: its training diverged)")
+        })?;
+        seq.push(token);
+        out.push(token);
+    }
+    Ok(tokenizer.decode(&out))
+}
+
 /// How many samples are training documents, held-out documents, or new (makemore's check).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Novelty {
@@ -168,6 +218,34 @@ mod tests {
         let p = probabilities(&[1.0, 2.0, 3.0], 1.0, Some(2));
         assert_eq!(p[0], 0.0);
         assert!((p[1] + p[2] - 1.0).abs() < 1e-12);
+    }
+
+    /// A passage has the characters asked for, starts with its prefix, repeats for a seed, and
+    /// runs past block_size (where the cache gives way to the last block_size characters).
+    #[cfg(feature = "cpu")]
+    #[test]
+    fn passages_have_their_length_and_run_past_the_context() {
+        use crate::config::GPTConfig;
+        let tokenizer = Tokenizer::from_text("ab c\nd");
+        let config = GPTConfig::new(tokenizer.vocab_size()).with_n_embd(8).with_n_head(2).with_block_size(6);
+        let model = GPT::init(&config, &mut PyRandom::new(1), &device::cpu_f64());
+        let options =
+            SampleOptions { num_chars: 40, prefix: "ab".into(), temperature: 1.0, ..SampleOptions::reference() };
+        let draw = |seed| passage(&model, &tokenizer, &options, &mut PyRandom::new(seed)).unwrap();
+        let text = draw(3);
+        assert!(text.starts_with("ab"), "{text:?}");
+        assert_eq!(text.chars().count(), 42, "{text:?}");
+        assert_eq!(text, draw(3));
+        assert_ne!(text, draw(4));
+        assert_eq!(passage_start(&tokenizer), tokenizer.encode("\n").unwrap()[0]);
+        let err = passage(
+            &model,
+            &tokenizer,
+            &SampleOptions { prefix: "xyz".into(), ..options.clone() },
+            &mut PyRandom::new(1),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("'x'"), "{err}");
     }
 
     #[test]

@@ -15,10 +15,10 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::batch::Batcher;
+use crate::batch::{EvalSet, TrainSet};
 use crate::checkpoint::{self, InitFrom, Meta, RunSettings};
 use crate::config::GPTConfig;
-use crate::data::{DataFile, Dataset};
+use crate::data::{Data, DataFile};
 use crate::device::{read_scalar, read_values};
 use crate::metrics::{self, MetricsLog, Row};
 use crate::model::GPT;
@@ -126,19 +126,14 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
     flag
 }
 
-/// Mean loss per target token over every document of `batcher` (no gradients).
-pub fn evaluate(model: &GPT, batcher: &Batcher) -> Result<f64> {
-    const CHUNK: usize = 512;
+/// Mean loss per target token over every document or window of `set` (no gradients).
+pub fn evaluate(model: &GPT, set: &EvalSet) -> Result<f64> {
     let mut total = 0.0;
     let mut count = 0;
-    let mut start = 0;
-    while start < batcher.len() {
-        let size = CHUNK.min(batcher.len() - start);
-        let batch = batcher.batch(start, size);
+    for batch in set.batches() {
         let n_targets = batch.n_targets;
         total += read_scalar(model.batch_loss(batch))? * n_targets as f64;
         count += n_targets;
-        start += size;
     }
     Ok(total / count as f64)
 }
@@ -153,8 +148,8 @@ pub struct Session<'a> {
     pub step: usize,
     /// The model's architecture.
     pub config: &'a GPTConfig,
-    /// The documents and their split.
-    pub data: &'a Dataset,
+    /// The documents or the text, and their split.
+    pub data: &'a Data,
     /// How to run.
     pub options: &'a TrainOptions,
     /// Set by Ctrl-C or SIGTERM; the loop stops between steps.
@@ -201,7 +196,7 @@ impl Session<'_> {
             let lr = schedule.at(self.step);
 
             // forward, backward, update
-            let batch = train.batch(self.step * run.batch_size, run.batch_size);
+            let batch = train.batch(self.step, run.batch_size, run.seed);
             report.tokens += batch.n_targets;
             let dropout = (run.dropout > 0.0).then(|| {
                 // each step's masks from the seed and the step, so that a resume draws the same
@@ -245,12 +240,11 @@ impl Session<'_> {
     }
 
     /// The training batches (on the autodiff device) and the held-out ones (without autodiff).
-    fn batchers(&self) -> (Batcher, Batcher) {
+    fn batchers(&self) -> (TrainSet, EvalSet) {
         let device = self.model.devices()[0].clone();
-        let (tokenizer, block_size) = (&self.data.tokenizer, self.config.block_size);
-        let fixed = self.options.fixed_length;
-        let train = Batcher::new(tokenizer, self.data.train_docs(), block_size, &device).fixed_length(fixed);
-        let val = Batcher::new(tokenizer, self.data.val_docs(), block_size, &device.inner()).fixed_length(fixed);
+        let (run, block_size, fixed) = (&self.options.run, self.config.block_size, self.options.fixed_length);
+        let train = TrainSet::of(self.data, block_size, fixed, &device);
+        let val = EvalSet::held_out(self.data, block_size, run.eval_windows, run.seed, fixed, &device.inner());
         (train, val)
     }
 
@@ -294,7 +288,7 @@ impl Session<'_> {
         mut self,
         mut report: TrainReport,
         last_val: Option<f64>,
-        val: &Batcher,
+        val: &EvalSet,
     ) -> Result<(GPT, ModuleOptimizer, TrainReport)> {
         let opts = self.options;
         report.step = self.step;
@@ -339,7 +333,7 @@ impl Session<'_> {
             format_version: checkpoint::FORMAT_VERSION,
             step: self.step,
             config: self.config.clone(),
-            vocab: self.data.tokenizer.clone(),
+            vocab: self.data.tokenizer().clone(),
             run: self.options.run.clone(),
             weights: String::new(),
             val_loss,
@@ -526,6 +520,10 @@ fn divergence_message(what: &str, opts: &TrainOptions, saved: Option<usize>) -> 
 /// as the rate; the warmup shorter than the new run).
 fn other_settings(run: &RunSettings, steps: usize) -> String {
     let mut flags = Vec::new();
+    let reference = RunSettings::new(run.seed, steps, run.lr, 1, run.precision);
+    if run.layout != reference.layout {
+        flags.push(format!("--layout {}", run.layout));
+    }
     if run.batch_size != 1 {
         flags.push(format!("--batch-size {}", run.batch_size));
     }
@@ -546,6 +544,12 @@ fn other_settings(run: &RunSettings, steps: usize) -> String {
     }
     if run.dropout > 0.0 {
         flags.push(format!("--dropout {}", short(run.dropout)));
+    }
+    if (run.beta1, run.beta2) != (reference.beta1, reference.beta2) {
+        flags.push(format!("--beta1 {} --beta2 {}", short(run.beta1), short(run.beta2)));
+    }
+    if run.layout == crate::data::Layout::Text && run.eval_windows != reference.eval_windows {
+        flags.push(format!("--eval-windows {}", run.eval_windows));
     }
     flags.iter().map(|f| format!(" {f}")).collect()
 }
@@ -578,8 +582,8 @@ mod tests {
         std::fs::write(file.path(), docs.join("\n")).unwrap();
         let run = |sync_every: usize| {
             let mut rng = PyRandom::new(1);
-            let data = Dataset::new(docs.clone(), &mut rng).unwrap();
-            let config = GPTConfig::new(data.tokenizer.vocab_size());
+            let data = Data::Lines(crate::data::Dataset::new(docs.clone(), &mut rng).unwrap());
+            let config = GPTConfig::new(data.tokenizer().vocab_size());
             let run = RunSettings::new(1, 100, 0.01, 2, device::Precision::F64);
             let options = TrainOptions { sync_every, ..TrainOptions::new(run, DataFile::of(file.path()).unwrap()) };
             let session = Session {
@@ -643,6 +647,11 @@ mod tests {
         assert_eq!(
             other_settings(&run, 50),
             " --batch-size 12 --warmup-steps 49 --decay cosine --min-lr 1e-5 --weight-decay 0.1 --grad-clip 1 --dropout 0.2"
+        );
+        (run.layout, run.beta1, run.eval_windows) = (crate::data::Layout::Text, 0.9, 100);
+        assert_eq!(
+            other_settings(&run, 50),
+            " --layout text --batch-size 12 --warmup-steps 49 --decay cosine --min-lr 1e-5 --weight-decay 0.1 --grad-clip 1 --dropout 0.2 --beta1 0.9 --beta2 0.99 --eval-windows 100"
         );
     }
 

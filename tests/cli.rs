@@ -105,7 +105,7 @@ fn a_failed_download_says_how_to_fix_it() {
     let out = microgpt(dir.path(), &["--steps", "5"]); // the helper points the URL at a closed port
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("put names.txt at data/names.txt or pass --data PATH"), "{err}");
+    assert!(err.contains("put the file at data/names.txt or pass --data PATH"), "{err}");
     assert!(!dir.path().join("data/names.txt").exists());
 }
 
@@ -145,7 +145,7 @@ fn train_save_sample_and_eval() {
     let ck = dir.path().join("ck");
     let meta = read_json(&ck.join("checkpoint.json"));
     assert_eq!(meta["step"], 40);
-    assert_eq!(meta["format_version"], 3);
+    assert_eq!(meta["format_version"], 4);
     assert_eq!(meta["config"]["n_embd"], 16);
     assert_eq!(meta["vocab"]["chars"].as_array().unwrap().len(), 26);
     let weights = ck.join(meta["weights"].as_str().unwrap());

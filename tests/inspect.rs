@@ -7,9 +7,9 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use microgpt_burn::batch::Batcher;
+use microgpt_burn::batch::{Batcher, EvalSet};
 use microgpt_burn::config::GPTConfig;
-use microgpt_burn::data::Tokenizer;
+use microgpt_burn::data::{Layout, Tokenizer};
 use microgpt_burn::device;
 use microgpt_burn::inspect::{self, TOP};
 use microgpt_burn::model::{GPT, KvCache};
@@ -31,7 +31,7 @@ fn model() -> (GPT, Tokenizer) {
 #[test]
 fn attention_rows_are_causal_distributions() {
     let (model, tokenizer) = model();
-    let seen = inspect::inspect(&model, &tokenizer, "olivia").unwrap();
+    let seen = inspect::inspect(&model, &tokenizer, "olivia", Layout::Lines).unwrap();
     assert_eq!(seen.attention.len(), 2, "one entry per layer");
     for layer in &seen.attention {
         assert_eq!(layer.len(), 3, "one entry per head");
@@ -50,7 +50,7 @@ fn attention_rows_are_causal_distributions() {
 fn predictions_are_the_distribution_sampling_draws_from() {
     let (model, tokenizer) = model();
     let text = "ava";
-    let seen = inspect::inspect(&model, &tokenizer, text).unwrap();
+    let seen = inspect::inspect(&model, &tokenizer, text, Layout::Lines).unwrap();
     let bos = tokenizer.bos();
     let tokens: Vec<usize> = std::iter::once(bos).chain(tokenizer.encode(text).unwrap()).chain([bos]).collect();
     assert_eq!(seen.predictions.len(), tokens.len() - 1);
@@ -85,13 +85,13 @@ fn predictions_are_the_distribution_sampling_draws_from() {
 fn mean_loss_is_what_eval_computes_for_the_text() {
     let (model, tokenizer) = model();
     for text in ["emma", "isabella", "sophiaolivia"] {
-        let seen = inspect::inspect(&model, &tokenizer, text).unwrap();
+        let seen = inspect::inspect(&model, &tokenizer, text, Layout::Lines).unwrap();
         let batcher = Batcher::new(&tokenizer, &[text.to_string()], model.block_size(), &device::cpu_f64());
-        let eval = evaluate(&model, &batcher).unwrap();
+        let eval = evaluate(&model, &EvalSet::Documents(Box::new(batcher))).unwrap();
         assert!((seen.mean_loss - eval).abs() < 1e-12, "{text}: inspect {} vs eval {eval}", seen.mean_loss);
     }
     // a text longer than block_size 8 is cut as training cuts it: 8 positions
-    let seen = inspect::inspect(&model, &tokenizer, "sophiaolivia").unwrap();
+    let seen = inspect::inspect(&model, &tokenizer, "sophiaolivia", Layout::Lines).unwrap();
     assert_eq!(seen.predictions.len(), 8);
     assert_eq!(seen.cut, 5, "four characters and the closing BOS");
 }

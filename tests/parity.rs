@@ -33,8 +33,8 @@ fn run_on(backend: DeviceArg, seed: u64, steps: usize) -> Run {
     let runtime = device::open(Some(backend), Some(Precision::F64)).unwrap();
     let docs = data::read_documents(&common::names_txt()).unwrap();
     let mut rng = PyRandom::new(seed);
-    let dataset = Dataset::new(docs, &mut rng).unwrap();
-    let config = GPTConfig::new(dataset.tokenizer.vocab_size());
+    let dataset = data::Data::Lines(Dataset::new(docs, &mut rng).unwrap());
+    let config = GPTConfig::new(dataset.tokenizer().vocab_size());
     let model = GPT::init(&config, &mut rng, &runtime.device.clone().autodiff());
     let run = RunSettings::new(seed, steps, 0.01, 1, Precision::F64);
     let options = TrainOptions::new(run, data::DataFile::of(&common::names_txt()).unwrap());
@@ -51,7 +51,7 @@ fn run_on(backend: DeviceArg, seed: u64, steps: usize) -> Run {
     let (model, _, report) = session.run().unwrap();
     let model = model.valid();
     let val_loss = report.val_loss.unwrap();
-    let samples = sample::sample(&model, &dataset.tokenizer, &SampleOptions::reference(), &mut rng).unwrap();
+    let samples = sample::sample(&model, dataset.tokenizer(), &SampleOptions::reference(), &mut rng).unwrap();
     Run { losses: report.losses.iter().map(|&(_, l)| l).collect(), val_loss, samples }
 }
 

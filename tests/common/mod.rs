@@ -19,6 +19,21 @@ pub fn names_txt() -> PathBuf {
         .expect("names.txt is missing: run `cargo run --release` once (it downloads data/names.txt)")
 }
 
+/// shakespeare.txt: `data/shakespeare.txt` of the checkout (copied there by `.ci/run`, or
+/// downloaded by `--dataset shakespeare`), else `../shared/data/shakespeare.txt` beside it.
+pub fn shakespeare_txt() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates = [root.join("data/shakespeare.txt"), root.join("../shared/data/shakespeare.txt")];
+    candidates.iter().find(|p| p.is_file()).cloned().expect(
+        "shakespeare.txt is missing: run `cargo run --release -- train --dataset shakespeare --steps 1` once (it downloads data/shakespeare.txt)",
+    )
+}
+
+/// The first `chars` characters of shakespeare.txt.
+pub fn shakespeare_start(chars: usize) -> String {
+    std::fs::read_to_string(shakespeare_txt()).unwrap().chars().take(chars).collect()
+}
+
 /// A file of tests/reference/.
 pub fn reference(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference").join(name)
