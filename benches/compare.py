@@ -26,6 +26,13 @@ Configurations (pick with --only; preset, batch, steps):
   gpu-small      small  on the GPU, batch 32, 500 steps
   gpu-medium     medium on the GPU, batch 32, 500 steps
   gpu-large      large  on the GPU, batch 64, 300 steps
+  shakespeare    shakespeare-char-cpu (4 x 128, block 64) on --text, batch 12, 300 steps, CPU, f32
+  gpu-baby       shakespeare-char (nanoGPT's baby GPT: 6 x 384, block 256) on --text, batch 64,
+                 300 steps, GPU, f32
+
+The two text rows train on one text (--text, default data/shakespeare.txt) in windows, with the
+presets' recipe (warmup, cosine, AdamW, clipping, dropout 0.2 for the baby GPT); PyTorch runs
+torch_microgpt.py --text with the same flags.
 """
 import argparse
 import os
@@ -40,9 +47,15 @@ import threading
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = re.compile(r"train time: ([0-9.]+) s .*?([0-9.]+) tokens/s")
 # ours: `val loss: 2.3689`; PyTorch: `eval nll/token on last 2000 docs: 2.3689`
-VAL = re.compile(r"(?:val loss|eval nll/token on last \d+ docs): ([0-9.]+|nan|inf)")
+VAL = re.compile(r"(?:val loss|eval nll/token on (?:last \d+ docs|\d+ held-out windows)): ([0-9.]+|nan|inf)")
 
-PRESETS = {"reference": (1, 16, 4), "small": (2, 64, 4), "medium": (4, 128, 4), "large": (6, 384, 6)}
+# name: (n_layer, n_embd, n_head, block_size)
+PRESETS = {"reference": (1, 16, 4, 16), "small": (2, 64, 4, 16), "medium": (4, 128, 4, 16), "large": (6, 384, 6, 16),
+           "shakespeare-char-cpu": (4, 128, 4, 64), "shakespeare-char": (6, 384, 6, 256)}
+# the text presets' recipe, as torch_microgpt.py flags (dropout: the preset's)
+RECIPE = ["--warmup", "100", "--cosine", "--lr", "1e-3", "--min-lr", "1e-4", "--weight-decay", "0.1",
+          "--beta1", "0.9", "--beta2", "0.99", "--grad-clip", "1"]
+DROPOUT = {"shakespeare-char-cpu": "0", "shakespeare-char": "0.2"}
 
 # name: (preset, batch, steps, device)
 CONFIGS = {
@@ -55,6 +68,8 @@ CONFIGS = {
     "gpu-small": ("small", 32, 500, "gpu"),
     "gpu-medium": ("medium", 32, 500, "gpu"),
     "gpu-large": ("large", 64, 300, "gpu"),
+    "shakespeare": ("shakespeare-char-cpu", 12, 300, "cpu"),
+    "gpu-baby": ("shakespeare-char", 64, 300, "gpu"),
 }
 
 
@@ -88,13 +103,22 @@ def run(cmd, cwd, timeout, env=None):
 def commands(name, args, data, torch_script):
     """Our command and PyTorch's commands (one per thread count on the CPU) for a configuration."""
     preset, batch, steps, device = CONFIGS[name]
-    n_layer, n_embd, n_head = PRESETS[preset]
+    n_layer, n_embd, n_head, block_size = PRESETS[preset]
+    text = preset in DROPOUT
+    if text:
+        data = os.path.abspath(args.text)
     ours = [args.microgpt, "train", "--data", data, "--quiet", "--num-samples", "0", "--preset", preset,
             "--batch-size", str(batch), "--steps", str(steps), "--device", device]
     if name != "reference":
         ours += ["--dtype", "f32"]
+    if text:
+        ours += ["--num-chars", "1"]
     torch = [args.python, torch_script, "--input", data, "--steps", str(steps), "--batch", str(batch),
              "--n-layer", str(n_layer), "--n-embd", str(n_embd), "--n-head", str(n_head)]
+    if text:
+        torch += ["--text", "--block-size", str(block_size), "--dropout", DROPOUT[preset]] + RECIPE
+        if preset == "shakespeare-char":
+            torch += ["--init-std", "0.02"]
     if device == "gpu":
         return ours, {"cuda": torch + ["--device", "cuda"]}
     threads = [1] if name in ("reference", "batch32") else [1, 2]
@@ -109,6 +133,7 @@ def main():
     p.add_argument("--microgpt", default=os.path.join(ROOT, "target/release/microgpt"),
                    help="our binary (default: target/release/microgpt)")
     p.add_argument("--data", default=os.path.join(ROOT, "data/names.txt"))
+    p.add_argument("--text", default=os.path.join(ROOT, "data/shakespeare.txt"), help="the text rows' text")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=float, default=600, help="seconds one program may run")
     p.add_argument("--no-torch", action="store_true", help="time ours alone")
@@ -144,7 +169,8 @@ def main():
         if args.no_torch:
             torch_cmds = {}
         if args.warmup:
-            run([a if a != str(steps) else "3" for a in ours_cmd], work, args.timeout, env)
+            short = [a if a != str(steps) else "3" for a in ours_cmd]
+            run(short + (["--warmup-steps", "1"] if preset in DROPOUT else []), work, args.timeout, env)
         ours, theirs = [], {k: [] for k in torch_cmds}
         for _ in range(args.runs):
             ours.append(run(ours_cmd, work, args.timeout, env))

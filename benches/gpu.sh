@@ -7,11 +7,12 @@
 # `pack` builds nothing: it takes the release binary (cargo build --release --all-features),
 # strips and xz-compresses it, and puts it in gpu-bundle/ with Debian's libvulkan1 package (the
 # Vulkan loader, which GPU machines often lack) and the GL dispatch libraries (libglvnd) that
-# NVIDIA's Vulkan driver loads, names.txt and the PyTorch script: about 20 MB.
+# NVIDIA's Vulkan driver loads, names.txt, shakespeare.txt and the PyTorch script: about 20 MB.
 #
 # `run` unpacks them, finds the NVIDIA Vulkan driver, checks that the GPU learns (the reference
 # run's held-out loss within 0.02 of 2.3689), then times the reference run and the small, medium
-# and large presets against `torch_microgpt.py --device cuda` at the same sizes
+# and large presets and nanoGPT's baby GPT on Shakespeare (block 256, batch 64, f32) against
+# `torch_microgpt.py --device cuda` at the same sizes
 # (benches/compare.py, after one short warm-up run of ours per size that fills CubeCL's kernel
 # and autotune caches), and prints one Markdown table headed by the GPU's name.
 set -euo pipefail
@@ -31,6 +32,7 @@ pack() {
     [ -x "$bin" ] || { echo "error: no release binary at $bin: run cargo build --release --all-features, or pass --bin PATH" >&2; exit 1; }
     [ -f "$torch" ] || { echo "error: no PyTorch script at $torch: pass --torch PATH to torch_microgpt.py" >&2; exit 1; }
     [ -f "$ROOT/data/names.txt" ] || { echo "error: data/names.txt is missing: run cargo run --release once" >&2; exit 1; }
+    [ -f "$ROOT/data/shakespeare.txt" ] || { echo "error: data/shakespeare.txt is missing: run cargo run --release -- train --dataset shakespeare --steps 1 once" >&2; exit 1; }
     rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"
     strip -o "$BUNDLE/microgpt" "$bin"
     xz -T0 -6 "$BUNDLE/microgpt"
@@ -38,6 +40,7 @@ pack() {
     (cd "$BUNDLE" && apt-get download libvulkan1 libglvnd0 libglx0 libgl1 libegl1 libgles2 libopengl0 >/dev/null 2>&1)
     cp "$torch" "$BUNDLE/torch_microgpt.py"
     cp "$ROOT/data/names.txt" "$BUNDLE/names.txt"
+    xz -T0 -6 -c "$ROOT/data/shakespeare.txt" > "$BUNDLE/shakespeare.txt.xz"
     du -sh "$BUNDLE"/*
 }
 
@@ -76,6 +79,8 @@ run() {
     export XDG_RUNTIME_DIR="$work"
     cd "$work"
     mkdir -p data && cp "$bundle/names.txt" data/names.txt
+    python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],'wb'))" \
+        "$bundle/shakespeare.txt.xz" data/shakespeare.txt
 
     # the first driver manifest with which the GPU opens (the loader's own search first)
     local icd="" found=""
@@ -100,8 +105,8 @@ run() {
     echo "Reference run on the GPU: \`val loss: $val\` (reference 2.3689); $(echo "$ref" | grep '^train time')."
     echo
     python3 "$ROOT/benches/compare.py" --torch "$bundle/torch_microgpt.py" --python python3 \
-        --microgpt "$work/microgpt" --data "$work/data/names.txt" --runs 1 --timeout 240 --warmup \
-        --only gpu-reference gpu-small gpu-medium gpu-large | sed '1,2d'
+        --microgpt "$work/microgpt" --data "$work/data/names.txt" --text "$work/data/shakespeare.txt" \
+        --runs 1 --timeout 240 --warmup --only gpu-reference gpu-small gpu-medium gpu-large gpu-baby | sed '1,2d'
 }
 
 case "${1:-}" in

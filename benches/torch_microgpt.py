@@ -18,6 +18,12 @@ order, optimizer, sampling), written with PyTorch tensors instead of scalars:
   --batch B > 1 right-pads B documents to block_size positions and averages the cross-entropy
   over the real target tokens only.
 - sampling: 20 names at temperature 0.5, one `random.choices` draw per token.
+- --text: the input as one stream of characters (`microgpt train --layout text`): the first 90%
+  trains, each step on --batch windows of block_size + 1 at random offsets; the held-out loss is
+  the mean over --eval-windows random windows of the last 10%; no sampling. With --warmup,
+  --cosine, --min-lr, --weight-decay (AdamW), --beta1/--beta2, --grad-clip and --dropout (at
+  microgpt's places) it runs the recipe of the Shakespeare presets, for benches/gpu.sh's
+  baby-GPT row.
 
 Shapes: B batch, T positions (<= block_size), C n_embd, H n_head, D head_dim, V vocab_size.
 
@@ -54,6 +60,17 @@ p.add_argument('--block-size', type=int, default=16, help='longest context; long
 p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
 p.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0 = torch default)')
 p.add_argument('--dtype', default='float32', choices=['float32', 'float64'])
+p.add_argument('--text', action='store_true', help='the input as one text: random windows, the last tenth held out')
+p.add_argument('--eval-windows', type=int, default=500, help='--text: held-out windows averaged')
+p.add_argument('--warmup', type=int, default=0, help='steps of linear warmup')
+p.add_argument('--cosine', action='store_true', help='cosine decay (default: linear)')
+p.add_argument('--min-lr', type=float, default=0.0, help='the rate the decay ends at')
+p.add_argument('--weight-decay', type=float, default=0.0, help="AdamW's decoupled weight decay")
+p.add_argument('--beta1', type=float, default=0.85)
+p.add_argument('--beta2', type=float, default=0.99)
+p.add_argument('--grad-clip', type=float, default=0.0, help='clip the global gradient norm (0: off)')
+p.add_argument('--dropout', type=float, default=0.0)
+p.add_argument('--init-std', type=float, default=0.08, help='std of the initial weights (0.08, the reference)')
 p.add_argument('--trace', default='', metavar='FILE',
                help='write every step\'s loss, the eval loss and the samples to FILE (a sync per step)')
 args = p.parse_args()
@@ -76,18 +93,29 @@ if args.threads:
     torch.set_num_threads(args.threads)
 device, dtype = torch.device(args.device), getattr(torch, args.dtype)
 
-# ---- data: the reference's documents, shuffle and vocabulary ----
+# ---- data: the reference's documents, shuffle and vocabulary (or one text) ----
 random.seed(args.seed)
-docs = [line.strip() for line in open(args.input) if line.strip()]
-if len(docs) < 2:
+if args.text:
+    text = open(args.input, encoding='utf-8').read()
+    uchars = sorted(set(text))
+    BOS, vocab_size = len(uchars), len(uchars) + 1  # BOS unused, as in microgpt's text layout
+    stoi = {ch: i for i, ch in enumerate(uchars)}
+    stream = torch.tensor([stoi[ch] for ch in text], dtype=torch.long)
+    n_train = int(len(stream) * 0.9)
+    train_stream, val_stream = stream[:n_train].to(device), stream[n_train:].to(device)
+    windows = torch.Generator().manual_seed(args.seed)
+    print(f"num chars: {len(stream)}\nvocab size: {vocab_size}")
+docs = [] if args.text else [line.strip() for line in open(args.input) if line.strip()]
+if len(docs) < 2 and not args.text:
     sys.exit(f'{args.input}: {len(docs)} document(s); training needs at least 2 (one to train on, one held out)')
-random.shuffle(docs)
-uchars = sorted(set(''.join(docs)))
-BOS, vocab_size = len(uchars), len(uchars) + 1
-stoi = {ch: i for i, ch in enumerate(uchars)}
-n_val = max(1, min(2000, len(docs) // 10))
-n_train = len(docs) - n_val
-print(f"num docs: {len(docs)}\nvocab size: {vocab_size}")
+if not args.text:
+    random.shuffle(docs)
+    uchars = sorted(set(''.join(docs)))
+    BOS, vocab_size = len(uchars), len(uchars) + 1
+    stoi = {ch: i for i, ch in enumerate(uchars)}
+    n_val = max(1, min(2000, len(docs) // 10))
+    n_train = len(docs) - n_val
+    print(f"num docs: {len(docs)}\nvocab size: {vocab_size}")
 
 n_layer, n_embd, n_head, block_size = args.n_layer, args.n_embd, args.n_head, args.block_size
 head_dim = n_embd // n_head
@@ -103,7 +131,7 @@ for i, doc in enumerate(docs):
 table = table.to(device)
 
 # ---- parameters: random.gauss(0, 0.08) in microgpt.py's order, each matrix row by row ----
-def matrix(n_out, n_in, std=0.08):
+def matrix(n_out, n_in, std=args.init_std):
     rows = [[random.gauss(0, std) for _ in range(n_in)] for _ in range(n_out)]
     return torch.tensor(rows, dtype=dtype, device=device).requires_grad_()
 
@@ -128,7 +156,8 @@ def rmsnorm(x):
 def gpt(idx):
     """Token ids (B, T) -> logits (B, T, V)."""
     B, T = idx.shape
-    x = rmsnorm(weights['wte'][idx] + weights['wpe'][:T])  # (B, T, C)
+    drop = lambda t: F.dropout(t, args.dropout, training=torch.is_grad_enabled()) if args.dropout else t
+    x = drop(rmsnorm(weights['wte'][idx] + weights['wpe'][:T]))  # (B, T, C)
     causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
     for li in range(n_layer):
         w = lambda name: weights[f'layer{li}.{name}']
@@ -137,17 +166,22 @@ def gpt(idx):
         q, k, v = (F.linear(x, w(f'attn_w{c}')).view(B, T, n_head, head_dim).transpose(1, 2)
                    for c in 'qkv')  # each (B, H, T, D)
         att = (q @ k.transpose(-2, -1)) / math.sqrt(head_dim)  # (B, H, T, T)
-        att = att.masked_fill(~causal, float('-inf')).softmax(-1)
-        x = F.linear((att @ v).transpose(1, 2).reshape(B, T, n_embd), w('attn_wo')) + r
+        att = drop(att.masked_fill(~causal, float('-inf')).softmax(-1))
+        x = drop(F.linear((att @ v).transpose(1, 2).reshape(B, T, n_embd), w('attn_wo'))) + r
         # MLP: r + fc2(relu(fc1 x))
         r, x = x, rmsnorm(x)
-        x = F.linear(F.linear(x, w('mlp_fc1')).relu(), w('mlp_fc2')) + r
+        x = drop(F.linear(F.linear(x, w('mlp_fc1')).relu(), w('mlp_fc2'))) + r
     return F.linear(x, weights['lm_head'])  # (B, T, V)
 
 
 def train_batch(start, size):
     """Inputs (B, T), targets (B, T) (-1 = padding) and the number of real targets of
-    training documents start .. start + size - 1 (modulo their number)."""
+    training documents start .. start + size - 1 (modulo their number); with --text, `size`
+    windows at random offsets."""
+    if args.text:
+        offsets = torch.randint(len(train_stream) - block_size, (size,), generator=windows).to(device)
+        rows = train_stream[offsets[:, None] + torch.arange(block_size + 1, device=device)]  # (B, T + 1)
+        return rows[:, :-1], rows[:, 1:], size * block_size
     if size == 1:  # the reference: exactly n positions, no padding
         i = start % n_train
         n = n_pred[i]
@@ -158,22 +192,37 @@ def train_batch(start, size):
 
 
 # ---- training ----
-optimizer = torch.optim.Adam(params, lr=args.lr, betas=(0.85, 0.99), eps=1e-8)
+optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8,
+                              weight_decay=args.weight_decay)
+
+
+def lr_at(step):
+    """microgpt's schedule: warmup, then linear (the reference's) or cosine down to --min-lr."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / (args.warmup + 1)
+    progress = (step - args.warmup) / (args.steps - args.warmup)
+    remaining = 0.5 * (1 + math.cos(math.pi * progress)) if args.cosine else 1 - progress
+    return args.min_lr + (args.lr - args.min_lr) * remaining
+
+
+
 trace = open(args.trace, 'w') if args.trace else None
 n_tokens = 0
 if device.type == 'cuda':
     torch.cuda.synchronize()
 t0, c0 = time.perf_counter(), time.process_time()
 for step in range(args.steps):
-    # the learning rate: linear decay to zero over the run
+    # the learning rate: linear decay to zero over the run (the reference's), unless told otherwise
     for group in optimizer.param_groups:
-        group['lr'] = args.lr * (1 - step / args.steps)
+        group['lr'] = args.lr * (1 - step / args.steps) if not (args.warmup or args.cosine or args.min_lr) else lr_at(step)
     # forward, backward, update
     x, y, n = train_batch(step * args.batch, args.batch)
     n_tokens += n
     loss = F.cross_entropy(gpt(x).flatten(0, 1), y.flatten(), ignore_index=-1)  # mean over real targets
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if args.grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
     optimizer.step()
     # log
     if trace:
@@ -186,7 +235,17 @@ wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 print(f"train time: {wall:.3f} s (cpu {cpu:.3f} s) | {args.steps / wall:.1f} steps/s | {n_tokens / wall:.0f} tokens/s "
       f"({n_tokens} target tokens, batch {args.batch}, {args.dtype}, {args.device}, threads {torch.get_num_threads()})")
 
-# ---- held-out loss: mean NLL per target token over the held-out documents ----
+# ---- held-out loss: mean NLL per target token over the held-out documents (or windows) ----
+if args.text:
+    with torch.no_grad():
+        held = torch.Generator().manual_seed(args.seed + 1)
+        offsets = torch.randint(len(val_stream) - block_size, (args.eval_windows,), generator=held).to(device)
+        total = 0.0
+        for chunk in offsets.split(max(1, 8192 // block_size)):
+            rows = val_stream[chunk[:, None] + torch.arange(block_size + 1, device=device)]
+            total += F.cross_entropy(gpt(rows[:, :-1]).flatten(0, 1), rows[:, 1:].flatten(), reduction='sum').item()
+    print(f"eval nll/token on {args.eval_windows} held-out windows: {total / (args.eval_windows * block_size):.4f}")
+    sys.exit(0)
 with torch.no_grad():
     held = table[n_train:]  # (n_val, block_size + 1)
     logits = gpt(held[:, :block_size].clamp(min=0))

@@ -76,6 +76,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub block_size: Option<usize>,
 
+    /// Standard deviation of the initial weights [reference: 0.08; shakespeare-char: 0.02, nanoGPT's]
+    #[arg(long, value_name = "STD", value_parser = positive_number, allow_negative_numbers = true, help_heading = "Model")]
+    pub init_std: Option<f64>,
+
     /// Start from the weights of the checkpoint in DIR (its sizes and vocabulary) as a new run:
     /// its own steps, learning rate and data, and a fresh optimizer
     #[arg(long, value_name = "DIR", conflicts_with = "resume", help_heading = "Model")]
@@ -187,7 +191,7 @@ pub struct SamplingArgs {
 /// Where and in which precision to compute.
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
-    /// Where to compute [default: gpu in builds with the gpu feature, else cpu]
+    /// Where to compute: cpu, gpu (wgpu: Vulkan, Metal, DX12), cuda (NVIDIA), ndarray [default: gpu in builds with the gpu feature, else cuda with cuda, else cpu]
     #[arg(long, value_enum, env = "MICROGPT_DEVICE", help_heading = "Device")]
     pub device: Option<DeviceArg>,
     /// Float precision [default: f64 on cpu, f32 on gpu]

@@ -513,6 +513,9 @@ fn model_config(args: &TrainArgs, vocab_size: usize) -> Result<GPTConfig> {
     if let Some(n) = args.block_size {
         config.block_size = n;
     }
+    if let Some(std) = args.init_std {
+        config.init_std = Some(std);
+    }
     config.validate()?;
     Ok(config)
 }
@@ -539,6 +542,7 @@ fn check_same_sizes(args: &TrainArgs, saved: &GPTConfig, because: &str) -> Resul
     check_same("n-embd", args.n_embd, saved.n_embd, because)?;
     check_same("n-head", args.n_head, saved.n_head, because)?;
     check_same("block-size", args.block_size, saved.block_size, because)?;
+    check_same("init-std", args.init_std, saved.init_std(), because)?;
     Ok(())
 }
 

@@ -15,8 +15,6 @@ use crate::batch::{Batch, Packing};
 use crate::config::GPTConfig;
 use crate::rng::PyRandom;
 
-/// Standard deviation of every initial weight.
-const INIT_STD: f64 = 0.08;
 /// The epsilon inside rmsnorm.
 const RMS_EPS: f64 = 1e-5;
 
@@ -146,22 +144,22 @@ fn causal_mask(t: usize, t_all: usize, device: &Device) -> Tensor<4, Bool> {
     Tensor::from_data(TensorData::new(future, [1, 1, t, t_all]), device)
 }
 
-/// A [rows, cols] matrix of N(0, 0.08) draws, row by row, as the reference draws it.
-fn draw_matrix(rng: &mut PyRandom, rows: usize, cols: usize, device: &Device) -> Param<Tensor<2>> {
-    let values: Vec<f64> = (0..rows * cols).map(|_| rng.gauss(0.0, INIT_STD)).collect();
+/// A [rows, cols] matrix of N(0, std) draws, row by row, as the reference draws it (std 0.08).
+fn draw_matrix(rng: &mut PyRandom, rows: usize, cols: usize, std: f64, device: &Device) -> Param<Tensor<2>> {
+    let values: Vec<f64> = (0..rows * cols).map(|_| rng.gauss(0.0, std)).collect();
     Param::from_tensor(Tensor::from_data(TensorData::new(values, [rows, cols]), device))
 }
 
 impl Block {
     fn init(config: &GPTConfig, rng: &mut PyRandom, device: &Device) -> Self {
-        let c = config.n_embd;
+        let (c, std) = (config.n_embd, config.init_std());
         Self {
-            attn_wq: draw_matrix(rng, c, c, device),
-            attn_wk: draw_matrix(rng, c, c, device),
-            attn_wv: draw_matrix(rng, c, c, device),
-            attn_wo: draw_matrix(rng, c, c, device),
-            mlp_fc1: draw_matrix(rng, 4 * c, c, device),
-            mlp_fc2: draw_matrix(rng, c, 4 * c, device),
+            attn_wq: draw_matrix(rng, c, c, std, device),
+            attn_wk: draw_matrix(rng, c, c, std, device),
+            attn_wv: draw_matrix(rng, c, c, std, device),
+            attn_wo: draw_matrix(rng, c, c, std, device),
+            mlp_fc1: draw_matrix(rng, 4 * c, c, std, device),
+            mlp_fc2: draw_matrix(rng, c, 4 * c, std, device),
             n_head: config.n_head,
         }
     }
@@ -212,13 +210,13 @@ impl Block {
 }
 
 impl GPT {
-    /// A new model with the reference's initial weights: N(0, 0.08) drawn from `rng` in the
+    /// A new model with the reference's initial weights: N(0, init_std) (0.08) drawn from `rng` in the
     /// reference's order (wte, wpe, lm_head, then each layer's six matrices).
     pub fn init(config: &GPTConfig, rng: &mut PyRandom, device: &Device) -> Self {
-        let (v, c) = (config.vocab_size, config.n_embd);
-        let wte = draw_matrix(rng, v, c, device);
-        let wpe = draw_matrix(rng, config.block_size, c, device);
-        let lm_head = draw_matrix(rng, v, c, device);
+        let (v, c, std) = (config.vocab_size, config.n_embd, config.init_std());
+        let wte = draw_matrix(rng, v, c, std, device);
+        let wpe = draw_matrix(rng, config.block_size, c, std, device);
+        let lm_head = draw_matrix(rng, v, c, std, device);
         let layer = (0..config.n_layer).map(|_| Block::init(config, rng, device)).collect();
         Self { wte, wpe, lm_head, layer }
     }
