@@ -29,6 +29,7 @@ Configurations (pick with --only; preset, batch, steps):
   shakespeare    shakespeare-char-cpu (4 x 128, block 64) on --text, batch 12, 300 steps, CPU, f32
   gpu-baby       shakespeare-char (nanoGPT's baby GPT: 6 x 384, block 256) on --text, batch 64,
                  300 steps, GPU, f32
+  cuda-*         each gpu-* row on Burn's CUDA backend (ours --device cuda) instead of wgpu
 
 The two text rows train on one text (--text, default data/shakespeare.txt) in windows, with the
 presets' recipe (warmup, cosine, AdamW, clipping, dropout 0.2 for the baby GPT); PyTorch runs
@@ -71,6 +72,8 @@ CONFIGS = {
     "shakespeare": ("shakespeare-char-cpu", 12, 300, "cpu"),
     "gpu-baby": ("shakespeare-char", 64, 300, "gpu"),
 }
+# the same GPU rows on Burn's CUDA backend (--device cuda), against the same PyTorch CUDA runs
+CONFIGS.update({"cuda-" + name[4:]: (p, b, s, "cuda") for name, (p, b, s, d) in list(CONFIGS.items()) if d == "gpu"})
 
 
 def run(cmd, cwd, timeout, env=None):
@@ -119,7 +122,7 @@ def commands(name, args, data, torch_script):
         torch += ["--text", "--block-size", str(block_size), "--dropout", DROPOUT[preset]] + RECIPE
         if preset == "shakespeare-char":
             torch += ["--init-std", "0.02"]
-    if device == "gpu":
+    if device in ("gpu", "cuda"):
         return ours, {"cuda": torch + ["--device", "cuda"]}
     threads = [1] if name in ("reference", "batch32") else [1, 2]
     return ours, {f"{t} thread{'s' if t > 1 else ''}": torch + ["--threads", str(t)] for t in threads}

@@ -11,8 +11,9 @@
 #
 # `run` unpacks them, finds the NVIDIA Vulkan driver, checks that the GPU learns (the reference
 # run's held-out loss within 0.02 of 2.3689), then times the reference run and the small, medium
-# and large presets and nanoGPT's baby GPT on Shakespeare (block 256, batch 64, f32) against
-# `torch_microgpt.py --device cuda` at the same sizes
+# and large presets and nanoGPT's baby GPT on Shakespeare (block 256, batch 64, f32), on both
+# GPU backends (wgpu, and CUDA when the binary has it), against `torch_microgpt.py --device cuda`
+# at the same sizes
 # (benches/compare.py, after one short warm-up run of ours per size that fills CubeCL's kernel
 # and autotune caches), and prints one Markdown table headed by the GPU's name.
 set -euo pipefail
@@ -100,13 +101,26 @@ run() {
     python3 -c "import sys; v=float(sys.argv[1]); sys.exit(0 if abs(v-2.3689)<=0.02 else 1)" "$val" \
         || { echo "error: reference val loss $val on the GPU is not within 0.02 of 2.3689" >&2; exit 1; }
 
+    # the CUDA backend, when the binary has it: the same check
+    local rows="gpu-reference gpu-small gpu-medium gpu-large gpu-baby" cuda_note="not in this binary"
+    if ./microgpt --device cuda --steps 1 --num-samples 0 -q >/dev/null 2>"$work/cuda.err"; then
+        local cref; cref="$(timeout 300 ./microgpt --device cuda 2>&1)" || { echo "$cref" | tail -5 >&2; echo "error: the reference run failed on CUDA" >&2; exit 1; }
+        local cval; cval="$(echo "$cref" | sed -n 's/^val loss: //p')"
+        python3 -c "import sys; v=float(sys.argv[1]); sys.exit(0 if abs(v-2.3689)<=0.02 else 1)" "$cval" \
+            || { echo "error: reference val loss $cval on CUDA is not within 0.02 of 2.3689" >&2; exit 1; }
+        cuda_note="\`val loss: $cval\`; $(echo "$cref" | grep '^train time')"
+        rows="gpu-reference cuda-reference gpu-small cuda-small gpu-medium cuda-medium gpu-large cuda-large gpu-baby cuda-baby"
+    else
+        cuda_note="not run ($(head -1 "$work/cuda.err"))"
+    fi
+
     echo "### $gpu (benches/gpu.sh, $(date -u +%Y-%m-%d))"
     echo
-    echo "Reference run on the GPU: \`val loss: $val\` (reference 2.3689); $(echo "$ref" | grep '^train time')."
+    echo "Reference run on the GPU: wgpu \`val loss: $val\` (reference 2.3689); $(echo "$ref" | grep '^train time'). CUDA: $cuda_note."
     echo
     python3 "$ROOT/benches/compare.py" --torch "$bundle/torch_microgpt.py" --python python3 \
         --microgpt "$work/microgpt" --data "$work/data/names.txt" --text "$work/data/shakespeare.txt" \
-        --runs 1 --timeout 240 --warmup --only gpu-reference gpu-small gpu-medium gpu-large gpu-baby | sed '1,2d'
+        --runs 1 --timeout 240 --warmup --only $rows | sed '1,2d'
 }
 
 case "${1:-}" in

@@ -1,9 +1,11 @@
 //! The one place that knows about backends: which devices this build has (cargo features),
 //! which one a run uses (`--device`), and in which precision (`--dtype`).
 //!
-//! `cpu` is Burn's flex backend (pure Rust), `gpu` is wgpu (Vulkan, Metal, DX12), and the
-//! optional `ndarray` is Burn's older CPU backend. Model and training code never see a feature:
-//! they get a `burn::tensor::Device`. Deliberately left out: multi-GPU, CUDA-native backends.
+//! `cpu` is Burn's flex backend (pure Rust), `gpu` is wgpu (Vulkan, Metal, DX12), `cuda` is
+//! Burn's native NVIDIA backend (kernels compiled through LLVM to PTX; it needs only the
+//! driver and CUDA's `libdevice.10.bc`, found here or explained in one line), and the optional
+//! `ndarray` is Burn's older CPU backend. Model and training code never see a feature: they get
+//! a `burn::tensor::Device`. Deliberately left out: multi-GPU.
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, FloatDType, Tensor};
@@ -15,6 +17,8 @@ pub enum DeviceArg {
     Cpu,
     /// A GPU through wgpu (feature `gpu`).
     Gpu,
+    /// An NVIDIA GPU through Burn's CUDA backend (feature `cuda`).
+    Cuda,
     /// Burn's ndarray CPU backend (feature `ndarray`).
     Ndarray,
 }
@@ -28,9 +32,10 @@ struct Backend {
     missing: &'static str,
 }
 
-const BACKENDS: [Backend; 3] = [
+const BACKENDS: [Backend; 4] = [
     Backend { kind: DeviceArg::Cpu, feature: "cpu", burn_name: "flex", missing: "this build has no CPU backend" },
     Backend { kind: DeviceArg::Gpu, feature: "gpu", burn_name: "wgpu", missing: "this build has no GPU support" },
+    Backend { kind: DeviceArg::Cuda, feature: "cuda", burn_name: "cuda", missing: "this build has no CUDA support" },
     Backend {
         kind: DeviceArg::Ndarray,
         feature: "ndarray",
@@ -88,10 +93,13 @@ pub struct Runtime {
     pub precision: Precision,
 }
 
-/// The device used when `--device` is not given: the GPU when the build has one.
+/// The device used when `--device` is not given: the GPU when the build has one (wgpu before
+/// CUDA, when it has both).
 pub fn default_device() -> DeviceArg {
     if cfg!(feature = "gpu") {
         DeviceArg::Gpu
+    } else if cfg!(feature = "cuda") {
+        DeviceArg::Cuda
     } else if cfg!(feature = "cpu") {
         DeviceArg::Cpu
     } else {
@@ -102,21 +110,21 @@ pub fn default_device() -> DeviceArg {
 /// The default precision on a device: f64 on CPUs (to follow the f64 reference), f32 on GPUs.
 pub fn default_precision(kind: DeviceArg) -> Precision {
     match kind {
-        DeviceArg::Gpu => Precision::F32,
+        DeviceArg::Gpu | DeviceArg::Cuda => Precision::F32,
         DeviceArg::Cpu | DeviceArg::Ndarray => Precision::F64,
     }
 }
 
 /// Whether `kind` is a GPU: it runs kernels asynchronously, fused, and pays per launch.
 pub fn is_gpu(kind: DeviceArg) -> bool {
-    kind == DeviceArg::Gpu
+    matches!(kind, DeviceArg::Gpu | DeviceArg::Cuda)
 }
 
 /// How many steps' losses to read back at once by default: every step on CPUs, where the value
 /// is already on the host; in batches of 100 on the GPU, where each read waits for the device.
 pub fn default_sync_every(kind: DeviceArg) -> usize {
     match kind {
-        DeviceArg::Gpu => 100,
+        DeviceArg::Gpu | DeviceArg::Cuda => 100,
         DeviceArg::Cpu | DeviceArg::Ndarray => 1,
     }
 }
@@ -127,11 +135,11 @@ pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Run
     let precision = precision.unwrap_or_else(|| default_precision(kind));
     let device = match kind {
         DeviceArg::Cpu => cpu_device()?,
-        DeviceArg::Gpu => {
+        DeviceArg::Gpu | DeviceArg::Cuda => {
             if precision == Precision::F64 {
                 bail!("the GPU computes in f32 only: drop --dtype f64, or use --device cpu");
             }
-            gpu_device()?
+            if kind == DeviceArg::Gpu { gpu_device()? } else { cuda_device()? }
         }
         DeviceArg::Ndarray => ndarray_device()?,
     };
@@ -171,7 +179,7 @@ fn set_precision(device: &mut Device, precision: Precision) -> Result<()> {
 
 /// The error for a device whose cargo feature this build lacks.
 // with every backend built, only the tests call it
-#[cfg_attr(all(feature = "cpu", feature = "gpu", feature = "ndarray"), allow(dead_code))]
+#[cfg_attr(all(feature = "cpu", feature = "gpu", feature = "cuda", feature = "ndarray"), allow(dead_code))]
 fn not_built(kind: DeviceArg) -> anyhow::Error {
     let backend = kind.backend();
     let instead = if kind == DeviceArg::Cpu { "" } else { ", or use --device cpu" };
@@ -233,6 +241,137 @@ fn gpu_device() -> Result<Device> {
     Err(not_built(DeviceArg::Gpu))
 }
 
+/// The CUDA device, once the driver and a device are known to be there: Burn's CUDA backend
+/// panics at its first tensor operation without them, so they are looked for first, and so is
+/// `libdevice.10.bc`, which its kernels for exp and log need.
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Result<Device> {
+    cuda_driver_has_a_device()?;
+    let root = cuda::libdevice_root(&cuda::python_site_packages()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "CUDA's libdevice.10.bc (its math library, for exp and log) is not found: install the CUDA toolkit, or `pip install triton`, or set CUDA_PATH to a folder holding nvvm/libdevice/libdevice.10.bc"
+        )
+    })?;
+    if std::env::var_os("CUDA_PATH").as_deref() != Some(root.as_os_str()) {
+        // SAFETY: called once, before the CUDA device exists and before its threads start.
+        unsafe { std::env::set_var("CUDA_PATH", &root) };
+    }
+    Ok(Device::cuda(0))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> Result<Device> {
+    Err(not_built(DeviceArg::Cuda))
+}
+
+/// Open the NVIDIA driver and count its devices, or say in one line what is missing.
+#[cfg(feature = "cuda")]
+fn cuda_driver_has_a_device() -> Result<()> {
+    const CUDA_ERROR_NO_DEVICE: i32 = 100;
+    let name = if cfg!(windows) { "nvcuda.dll" } else { "libcuda.so.1" };
+    // SAFETY: the NVIDIA driver library runs no code on load that could break this process.
+    let lib = unsafe { libloading::Library::new(name) }.map_err(|_| {
+        anyhow::anyhow!(
+            "no NVIDIA driver: {name} is not found: install the NVIDIA driver, or use --device gpu or --device cpu"
+        )
+    })?;
+    type CuInit = unsafe extern "C" fn(u32) -> i32;
+    type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;
+    // SAFETY: both symbols have these signatures in every CUDA driver (cuda.h).
+    let count = unsafe {
+        let init: libloading::Symbol<CuInit> = lib.get(b"cuInit\0")?;
+        let get_count: libloading::Symbol<CuDeviceGetCount> = lib.get(b"cuDeviceGetCount\0")?;
+        match init(0) {
+            0 => {
+                let mut count = 0;
+                if get_count(&mut count) == 0 { count } else { 0 }
+            }
+            CUDA_ERROR_NO_DEVICE => 0,
+            code => {
+                bail!("the NVIDIA driver did not start (CUDA error {code}): check `nvidia-smi`, or use --device cpu")
+            }
+        }
+    };
+    if count == 0 {
+        bail!("no CUDA device found: the NVIDIA driver sees no GPU (check `nvidia-smi`), or use --device cpu");
+    }
+    std::mem::forget(lib); // the backend opens the driver again; keep it loaded
+    Ok(())
+}
+
+/// Where CUDA's math library is, for the CUDA backend: the toolkit, or a Python wheel.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod cuda {
+    use std::path::{Path, PathBuf};
+
+    const LIBDEVICE: &str = "libdevice.10.bc";
+    /// Where a toolkit is looked for, in Burn's (cubecl-llvm's) order, after `CUDA_PATH`.
+    const CUDA_ROOTS: [&str; 4] = ["/usr/local/cuda", "/opt/cuda", "/usr/lib/cuda", "/usr"];
+
+    /// A folder whose `nvvm/libdevice/` holds libdevice.10.bc, as the CUDA backend reads it:
+    /// `CUDA_PATH`, a toolkit, or a wheel in one of `site_packages` (`nvidia-cuda-nvcc`'s
+    /// toolkit layout; triton's copy, set out in that layout in the temp directory).
+    pub fn libdevice_root(site_packages: &[PathBuf]) -> Option<PathBuf> {
+        let cuda_path = std::env::var_os("CUDA_PATH").map(PathBuf::from);
+        let roots: Vec<PathBuf> = CUDA_ROOTS.iter().map(PathBuf::from).collect();
+        find_libdevice(cuda_path, &roots, site_packages)
+    }
+
+    /// [`libdevice_root`] with its places given.
+    pub(super) fn find_libdevice(
+        cuda_path: Option<PathBuf>,
+        roots: &[PathBuf],
+        site_packages: &[PathBuf],
+    ) -> Option<PathBuf> {
+        let holds = |root: &Path| root.join("nvvm/libdevice").join(LIBDEVICE).is_file();
+        if let Some(path) = cuda_path {
+            // the backend reads CUDA_PATH alone when it is set
+            return holds(&path).then_some(path);
+        }
+        if let Some(root) = roots.iter().find(|r| holds(r)) {
+            return Some(root.clone());
+        }
+        for dir in site_packages {
+            let nvcc = dir.join("nvidia/cuda_nvcc");
+            if holds(&nvcc) {
+                return Some(nvcc);
+            }
+            let triton = dir.join("triton/backends/nvidia/lib").join(LIBDEVICE);
+            if triton.is_file() {
+                return in_toolkit_layout(&triton);
+            }
+        }
+        None
+    }
+
+    /// A copy of `file` at `<temp>/microgpt-libdevice-<size>/nvvm/libdevice/libdevice.10.bc`
+    /// (made once): that folder.
+    fn in_toolkit_layout(file: &Path) -> Option<PathBuf> {
+        let size = std::fs::metadata(file).ok()?.len();
+        let root = std::env::temp_dir().join(format!("microgpt-libdevice-{size}"));
+        let copy = root.join("nvvm/libdevice").join(LIBDEVICE);
+        if std::fs::metadata(&copy).map(|m| m.len()).ok() != Some(size) {
+            std::fs::create_dir_all(copy.parent()?).ok()?;
+            let partial = copy.with_extension(format!("{}.tmp", std::process::id()));
+            std::fs::copy(file, &partial).ok()?;
+            std::fs::rename(&partial, &copy).ok()?;
+        }
+        Some(root)
+    }
+
+    /// The site-packages folders of `python3` (or `python` on Windows), where pip puts wheels;
+    /// none when there is no Python.
+    pub fn python_site_packages() -> Vec<PathBuf> {
+        let script = "import site, sys; print('\\n'.join(site.getsitepackages() + [site.getusersitepackages()]))";
+        ["python3", "python"]
+            .iter()
+            .find_map(|python| std::process::Command::new(python).args(["-c", script]).output().ok())
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// Read a tensor's values back to the host as f64. Reading waits for the device; a computation
 /// that failed there becomes a one-line error instead of a panic.
 pub fn read_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f64>> {
@@ -277,5 +416,27 @@ mod tests {
             assert!(hint.contains(&format!("--features {}`", backend.feature)), "{hint}");
         }
         assert!(not_built(DeviceArg::Gpu).to_string().ends_with("or use --device cpu"));
+    }
+
+    /// libdevice.10.bc is found in a pip wheel when there is no toolkit: triton's copy, set out
+    /// in the toolkit's layout the CUDA backend reads, and nvidia-cuda-nvcc's in place.
+    #[test]
+    fn libdevice_is_found_in_python_wheels() {
+        let site = tempfile::tempdir().unwrap();
+        let find = |cuda_path: Option<&std::path::Path>| {
+            cuda::find_libdevice(cuda_path.map(Into::into), &[], &[site.path().to_path_buf()])
+        };
+        assert_eq!(find(None), None);
+        let triton = site.path().join("triton/backends/nvidia/lib");
+        std::fs::create_dir_all(&triton).unwrap();
+        std::fs::write(triton.join("libdevice.10.bc"), b"BC").unwrap();
+        let root = find(None).unwrap();
+        assert_eq!(std::fs::read(root.join("nvvm/libdevice/libdevice.10.bc")).unwrap(), b"BC");
+        assert_eq!(find(Some(site.path())), None, "CUDA_PATH, when set, is the only place the backend reads");
+        assert_eq!(find(Some(&root)), Some(root.clone()));
+        let nvcc = site.path().join("nvidia/cuda_nvcc/nvvm/libdevice");
+        std::fs::create_dir_all(&nvcc).unwrap();
+        std::fs::write(nvcc.join("libdevice.10.bc"), b"BC").unwrap();
+        assert_eq!(find(None), Some(site.path().join("nvidia/cuda_nvcc")));
     }
 }

@@ -119,6 +119,13 @@ fn devices_the_build_lacks_or_the_machine_lacks() {
     if !cfg!(feature = "ndarray") {
         fails_with(dir.path(), &["train", "--device", "ndarray"], "--features ndarray`");
     }
+    if !cfg!(feature = "cuda") {
+        fails_with(
+            dir.path(),
+            &["train", "--device", "cuda"],
+            "this build has no CUDA support: rebuild with `cargo run --release --features cuda`",
+        );
+    } // with the feature, tests/cuda.rs checks the one line of a machine without CUDA
 }
 
 /// A finished checkpoint in `dir/ck`.
