@@ -366,7 +366,13 @@ fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRandom
         Some(file) => file,
         None => DataFile::of(&path)?,
     };
+    let mut data = data;
     if let Start::Resume(_, meta) = start {
+        // a run from --init-from speaks its checkpoint's vocabulary, which may hold more
+        // characters than its data: resumed, it speaks it again
+        if meta.vocab != *data.tokenizer() && data.tokenizer().chars.iter().all(|ch| meta.vocab.chars.contains(ch)) {
+            data = data.with_tokenizer(meta.vocab.clone())?;
+        }
         if meta.vocab != *data.tokenizer() {
             bail!(
                 "the vocabulary of {} differs from the checkpoint's: pass the --data the checkpoint was trained on",
@@ -514,7 +520,8 @@ fn model_config(args: &TrainArgs, vocab_size: usize) -> Result<GPTConfig> {
         config.block_size = n;
     }
     if let Some(std) = args.init_std {
-        config.init_std = Some(std);
+        // the reference's value is the default: recorded as none, so that presets compare equal
+        config.init_std = Some(std).filter(|&std| std != crate::config::REFERENCE_INIT_STD);
     }
     config.validate()?;
     Ok(config)
@@ -525,7 +532,7 @@ fn check_same_sizes(args: &TrainArgs, saved: &GPTConfig, because: &str) -> Resul
     if let Some(preset) = args.preset {
         let wanted = GPTConfig::preset(preset, saved.vocab_size);
         if wanted != *saved {
-            let name = |p: Preset| format!("{p:?}").to_lowercase();
+            let name = |p: Preset| p.name();
             let saved_name = Preset::ALL
                 .into_iter()
                 .find(|&p| GPTConfig::preset(p, saved.vocab_size) == *saved)

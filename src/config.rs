@@ -32,6 +32,9 @@ pub struct GPTConfig {
     pub init_std: Option<f64>,
 }
 
+/// The longest context a model may have (its position embeddings alone are block_size x C).
+pub const MAX_BLOCK_SIZE: usize = 1 << 20;
+
 /// The reference's standard deviation of the initial weights.
 pub const REFERENCE_INIT_STD: f64 = 0.08;
 
@@ -191,6 +194,9 @@ impl GPTConfig {
             if value == 0 {
                 bail!("--{name} must be at least 1");
             }
+        }
+        if self.block_size > MAX_BLOCK_SIZE {
+            bail!("--block-size {} is larger than this program supports ({MAX_BLOCK_SIZE})", self.block_size);
         }
         if self.vocab_size < 2 {
             bail!("the vocabulary needs at least one character besides BOS");

@@ -320,6 +320,9 @@ impl Text {
     pub fn new(text: &str, tokenizer: Option<Tokenizer>) -> Result<Self> {
         let tokenizer = tokenizer.unwrap_or_else(|| Tokenizer::from_text(text));
         let tokens = tokenizer.encode(text)?;
+        if u32::try_from(tokens.len()).is_err() {
+            bail!("the text holds {} characters; texts of more than {} are not supported", tokens.len(), u32::MAX);
+        }
         let n_train = (tokens.len() as f64 * TEXT_TRAIN_FRACTION) as usize;
         Ok(Self { tokens, tokenizer, n_train })
     }
@@ -353,7 +356,11 @@ impl Text {
 
 /// The fewest characters whose held-out tenth holds `window` of them.
 fn shortest_text(window: usize) -> usize {
-    (window..).find(|&n| n - (n as f64 * TEXT_TRAIN_FRACTION) as usize >= window).expect("some length holds it")
+    // about window / 0.1; rounding puts the answer within a few characters of that
+    let near = (window as f64 / (1.0 - TEXT_TRAIN_FRACTION)) as usize;
+    (near.saturating_sub(16)..)
+        .find(|&n| n - (n as f64 * TEXT_TRAIN_FRACTION) as usize >= window)
+        .expect("some length holds it")
 }
 
 /// A data file read in its layout.
@@ -452,6 +459,10 @@ mod tests {
         let err = text.check_windows(9).unwrap_err().to_string();
         assert!(err.contains("shorter than one window of block_size + 1 = 10"), "{err}");
         assert!(err.contains("use a text of at least 91 characters or a smaller --block-size"), "{err}");
+        for window in [2, 9, 17, 1000, 65_537] {
+            let n = shortest_text(window);
+            assert!(n - (n as f64 * 0.9) as usize >= window && ((n - 1) - ((n - 1) as f64 * 0.9) as usize) < window);
+        }
         assert!(parse_text(b" \n\t\n").unwrap_err().to_string().contains("no text"));
     }
 

@@ -337,8 +337,8 @@ mod cuda {
                 return Some(nvcc);
             }
             let triton = dir.join("triton/backends/nvidia/lib").join(LIBDEVICE);
-            if triton.is_file() {
-                return in_toolkit_layout(&triton);
+            if let Some(root) = triton.is_file().then(|| in_toolkit_layout(&triton)).flatten() {
+                return Some(root);
             }
         }
         None

@@ -207,3 +207,19 @@ fn texts_that_cannot_train_are_refused_in_one_line() {
     );
     assert!(out.contains("num chars: 3000 (2700 train, 300 held out)"), "{out}");
 }
+
+/// A run from `--init-from` on a text with fewer characters speaks the checkpoint's vocabulary;
+/// stopped and resumed, it continues exactly.
+#[test]
+fn a_text_run_from_a_checkpoint_resumes_exactly() {
+    let dir = scratch_with_play(20_000);
+    let d = dir.path();
+    train(d, &["--steps", "5", "--num-chars", "1", "--out", "base"]);
+    std::fs::write(d.join("lower.txt"), common::shakespeare_start(20_000).to_lowercase()).unwrap();
+    let from = ["train", "--init-from", "base", "--data", "lower.txt", "--layout", "text", "--steps", "10"];
+    let whole = ok(d, &[&from[..], &["--eval-windows", "50", "--num-chars", "1"]].concat());
+    ok(d, &[&from[..], &["--eval-windows", "50", "--stop-at", "4", "--out", "ft"]].concat());
+    let resumed = ok(d, &["train", "--resume", "ft", "--num-chars", "1"]);
+    assert_eq!(step_losses(&resumed), step_losses(&whole)[4..]);
+    assert_eq!(val_loss(&resumed), val_loss(&whole));
+}
