@@ -186,10 +186,7 @@ impl Windows {
     /// Windows side by side from the start, `block_size` apart: each target once; the tail
     /// shorter than a window is left out.
     pub fn tiled(&self) -> Vec<usize> {
-        (0..self.tokens.len() - 1)
-            .step_by(self.block_size)
-            .filter(|&o| o + self.block_size < self.tokens.len())
-            .collect()
+        (0..self.count()).step_by(self.block_size).collect()
     }
 
     /// The windows at `offsets` as one [B, block_size] batch.
@@ -222,7 +219,7 @@ fn step_seed(seed: u64, step: u64) -> u64 {
 }
 
 /// The seed of a run's held-out windows, drawn once: apart from every step's.
-pub fn held_out_seed(seed: u64) -> u64 {
+fn held_out_seed(seed: u64) -> u64 {
     step_seed(seed, u64::MAX)
 }
 
@@ -285,14 +282,15 @@ impl EvalSet {
         Self::Windows(w, offsets)
     }
 
-    /// The batches, in order: at most 512 documents, or about 8,192 positions, each.
-    pub fn batches(&self) -> Vec<Batch> {
+    /// The batches, in order, each built when it is reached: at most 512 documents, or about
+    /// 8,192 positions, each.
+    pub fn batches(&self) -> Box<dyn Iterator<Item = Batch> + '_> {
         match self {
             Self::Documents(b) => {
-                (0..b.len()).step_by(512).map(|start| b.batch(start, 512.min(b.len() - start))).collect()
+                Box::new((0..b.len()).step_by(512).map(|start| b.batch(start, 512.min(b.len() - start))))
             }
             Self::Windows(w, offsets) => {
-                offsets.chunks((8192 / w.block_size).max(1)).map(|chunk| w.batch(chunk)).collect()
+                Box::new(offsets.chunks((8192 / w.block_size).max(1)).map(|chunk| w.batch(chunk)))
             }
         }
     }

@@ -19,6 +19,7 @@ use crate::inspect;
 use crate::model::GPT;
 use crate::rng::PyRandom;
 use crate::sample::{self, Novelty, SampleOptions};
+use crate::schedule::Decay;
 use crate::train::{self, Progress, Session, TrainOptions, TrainReport};
 
 /// How a command ended, for the exit code.
@@ -174,9 +175,7 @@ fn check_fits(data: &Data, config: &GPTConfig, sampling: &SampleOptions) -> Resu
         }
         Data::Text(text) => {
             text.check_windows(config.block_size)?;
-            text.tokenizer
-                .encode(&sampling.prefix)
-                .map_err(|err| anyhow::anyhow!("--prefix {:?}: {err}", sampling.prefix))?;
+            sampling.prefix_ids(&text.tokenizer)?;
         }
     }
     Ok(())
@@ -258,6 +257,11 @@ fn named_data(args: &TrainArgs) -> Named {
     args.dataset.or(recipe(args).map(|r| r.dataset)).unwrap_or(Named::Names)
 }
 
+/// A setting of a new run: its flag, else the preset's recipe, else the reference's value.
+fn pick<T>(flag: Option<T>, recipe: Option<&Recipe>, of_recipe: impl Fn(&Recipe) -> T, reference: T) -> T {
+    flag.or_else(|| recipe.map(of_recipe)).unwrap_or(reference)
+}
+
 /// The run settings (the flags, or the checkpoint's when resuming) and the device.
 fn settings(args: &TrainArgs, start: &Start) -> Result<(RunSettings, Runtime)> {
     let because = start.keeps_sizes_because();
@@ -292,24 +296,22 @@ fn settings(args: &TrainArgs, start: &Start) -> Result<(RunSettings, Runtime)> {
         _ => {
             // the flags, else the preset's recipe, else the reference's
             let recipe = recipe(args);
-            let pick = |flag: Option<f64>, of_recipe: fn(&Recipe) -> f64, reference: f64| {
-                flag.or(recipe.as_ref().map(of_recipe)).unwrap_or(reference)
-            };
+            let r = recipe.as_ref();
             let mut run = RunSettings::new(
                 args.seed.unwrap_or(DEFAULT_SEED),
-                args.steps.or(recipe.as_ref().map(|r| r.steps)).unwrap_or(DEFAULT_STEPS),
-                pick(args.lr, |r| r.lr, DEFAULT_LR),
-                args.batch_size.or(recipe.as_ref().map(|r| r.batch_size)).unwrap_or(1),
+                pick(args.steps, r, |r| r.steps, DEFAULT_STEPS),
+                pick(args.lr, r, |r| r.lr, DEFAULT_LR),
+                pick(args.batch_size, r, |r| r.batch_size, 1),
                 device::Precision::F64, // replaced below by the device's
             );
-            run.warmup_steps = args.warmup_steps.or(recipe.as_ref().map(|r| r.warmup_steps)).unwrap_or(0);
-            run.decay = args.decay.or(recipe.as_ref().map(|r| r.decay)).unwrap_or_default();
-            run.min_lr = pick(args.min_lr, |r| r.min_lr, 0.0);
-            run.weight_decay = pick(args.weight_decay, |r| r.weight_decay, 0.0);
-            run.grad_clip = args.grad_clip.or(recipe.as_ref().map(|r| r.grad_clip));
-            run.dropout = pick(args.dropout, |r| r.dropout, 0.0);
-            run.beta1 = pick(args.beta1, |r| r.beta1, run.beta1);
-            run.beta2 = pick(args.beta2, |r| r.beta2, run.beta2);
+            run.warmup_steps = pick(args.warmup_steps, r, |r| r.warmup_steps, 0);
+            run.decay = pick(args.decay, r, |r| r.decay, Decay::default());
+            run.min_lr = pick(args.min_lr, r, |r| r.min_lr, 0.0);
+            run.weight_decay = pick(args.weight_decay, r, |r| r.weight_decay, 0.0);
+            run.grad_clip = args.grad_clip.or(r.map(|r| r.grad_clip));
+            run.dropout = pick(args.dropout, r, |r| r.dropout, 0.0);
+            run.beta1 = pick(args.beta1, r, |r| r.beta1, run.beta1);
+            run.beta2 = pick(args.beta2, r, |r| r.beta2, run.beta2);
             run.layout = args.layout.unwrap_or(match (&args.data, &recipe) {
                 (None, _) => named_data(args).layout(),
                 (Some(_), Some(_)) => Layout::Text, // the Shakespeare presets read their --data as a text
@@ -347,10 +349,10 @@ fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRandom
             Layout::Text => Data::Text(Text::new(&data::read_text(&path)?, None)?),
         })
     };
-    let data = match start {
+    let mut data = match start {
         Start::InitFrom(dir, meta) => {
             let data = read()?;
-            if let Some(ch) = data.tokenizer().chars.iter().find(|ch| !meta.vocab.chars.contains(ch)) {
+            if let Some(ch) = meta.vocab.first_missing(data.tokenizer()) {
                 bail!(
                     "{} holds the character {ch:?}, which the model in {} has no token for: --init-from needs data written in the checkpoint's {} characters",
                     path.display(),
@@ -366,11 +368,10 @@ fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRandom
         Some(file) => file,
         None => DataFile::of(&path)?,
     };
-    let mut data = data;
     if let Start::Resume(_, meta) = start {
         // a run from --init-from speaks its checkpoint's vocabulary, which may hold more
         // characters than its data: resumed, it speaks it again
-        if meta.vocab != *data.tokenizer() && data.tokenizer().chars.iter().all(|ch| meta.vocab.chars.contains(ch)) {
+        if meta.vocab != *data.tokenizer() && meta.vocab.first_missing(data.tokenizer()).is_none() {
             data = data.with_tokenizer(meta.vocab.clone())?;
         }
         if meta.vocab != *data.tokenizer() {

@@ -213,9 +213,9 @@ impl Tokenizer {
         Self { chars: set.into_iter().collect() }
     }
 
-    /// The first character of `text` outside the vocabulary, if any.
-    pub fn first_unknown(&self, text: &str) -> Option<char> {
-        text.chars().find(|ch| self.chars.binary_search(ch).is_err())
+    /// The first character of `other`'s vocabulary that this one lacks, if any.
+    pub fn first_missing(&self, other: &Tokenizer) -> Option<char> {
+        other.chars.iter().copied().find(|ch| self.chars.binary_search(ch).is_err())
     }
 
     /// Id of the begin/end-of-sequence token.
@@ -390,14 +390,6 @@ impl Data {
                 Data::Text(Text { tokens: tokenizer.encode(&text)?, tokenizer, n_train: t.n_train })
             }
         })
-    }
-
-    /// The layout it was read in.
-    pub fn layout(&self) -> Layout {
-        match self {
-            Data::Lines(_) => Layout::Lines,
-            Data::Text(_) => Layout::Text,
-        }
     }
 }
 

@@ -50,11 +50,16 @@ impl SampleOptions {
         Ok(())
     }
 
-    /// The prefix as token ids, checked against the vocabulary and the model's context: the one
-    /// check of `--prefix`, made before training as well as before sampling.
+    /// The prefix as token ids, checked against the vocabulary: the one check of `--prefix` a
+    /// passage needs, made before training as well as before sampling.
+    pub fn prefix_ids(&self, tokenizer: &Tokenizer) -> Result<Vec<usize>> {
+        tokenizer.encode(&self.prefix).map_err(|err| anyhow::anyhow!("--prefix {:?}: {err}", self.prefix))
+    }
+
+    /// [`SampleOptions::prefix_ids`], also checked against the model's context: what a
+    /// document needs, as it may not run past block_size.
     pub fn prefix_tokens(&self, tokenizer: &Tokenizer, block_size: usize) -> Result<Vec<usize>> {
-        let prefix =
-            tokenizer.encode(&self.prefix).map_err(|err| anyhow::anyhow!("--prefix {:?}: {err}", self.prefix))?;
+        let prefix = self.prefix_ids(tokenizer)?;
         if prefix.len() >= block_size {
             bail!(
                 "--prefix is {} characters long; the model's block_size {block_size} leaves no room to continue it",
@@ -144,8 +149,7 @@ pub fn passage_start(tokenizer: &Tokenizer) -> usize {
 /// cached keys no longer hold).
 pub fn passage(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng: &mut PyRandom) -> Result<String> {
     options.validate()?;
-    let prefix =
-        tokenizer.encode(&options.prefix).map_err(|err| anyhow::anyhow!("--prefix {:?}: {err}", options.prefix))?;
+    let prefix = options.prefix_ids(tokenizer)?;
     let mut seq = if prefix.is_empty() { vec![passage_start(tokenizer)] } else { prefix.clone() };
     let device = model.devices()[0].clone();
     let block_size = model.block_size();
@@ -153,7 +157,8 @@ pub fn passage(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng:
     let mut fed = 0;
     let mut out = prefix;
     for _ in 0..options.num_chars {
-        let (ids, pos0) = if seq.len() <= block_size {
+        let fits = seq.len() <= block_size;
+        let (ids, pos0) = if fits {
             (&seq[fed..], fed) // the new tokens, against the cache
         } else {
             (&seq[seq.len() - block_size..], 0) // the last block_size, anew
@@ -161,8 +166,7 @@ pub fn passage(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng:
         let t = ids.len();
         let idx =
             Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect(), [1, t]), &device);
-        let cache_arg = (seq.len() <= block_size).then_some(&mut cache);
-        let logits = model.forward_at(idx, pos0, cache_arg); // [1, t, V]
+        let logits = model.forward_at(idx, pos0, fits.then_some(&mut cache)); // [1, t, V]
         fed = seq.len();
         let mut last = device::read_values(logits.slice([0..1, t - 1..t]))?; // [V]
         last[tokenizer.bos()] = f64::NEG_INFINITY; // a text has no BOS: it is never a next character
