@@ -10,7 +10,7 @@
 //! microgpt.py runs per parameter); on a GPU the same formula runs as tensor operations, which
 //! Burn fuses into one kernel.
 //! AdamW's decoupled weight decay is a setting (off in the reference's).
-//! Deliberately left out: AMSGrad; gradient clipping is the training loop's (`train::clip_grad_norm`).
+//! Deliberately left out: AMSGrad; gradient clipping is `gradients`' (`gradients::combine`).
 
 use std::ops::{Add, Div, Mul, Sub};
 
@@ -140,6 +140,8 @@ pub trait Real:
     fn of(x: f64) -> Self;
     /// The square root.
     fn sqrt(self) -> Self;
+    /// This number as an f64 (exact).
+    fn to_f64(self) -> f64;
 }
 
 impl Real for f32 {
@@ -149,6 +151,9 @@ impl Real for f32 {
     fn sqrt(self) -> Self {
         f32::sqrt(self)
     }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
 }
 
 impl Real for f64 {
@@ -157,6 +162,9 @@ impl Real for f64 {
     }
     fn sqrt(self) -> Self {
         f64::sqrt(self)
+    }
+    fn to_f64(self) -> f64 {
+        self
     }
 }
 

@@ -242,11 +242,20 @@ impl TrainSet {
         }
     }
 
-    /// The batch of step `step` (0-based) of a run with this seed and batch size.
-    pub fn batch(&self, step: usize, batch_size: usize, seed: u64) -> Batch {
+    /// The batch of step `step` (0-based) of a run with this seed and batch size, cut into
+    /// `parts` batches of consecutive rows (as equal as they come; at most one per row). The rows
+    /// are the same however many parts: the parts together are the whole batch.
+    pub fn batch(&self, step: usize, batch_size: usize, seed: u64, parts: usize) -> Vec<Batch> {
+        let parts = parts.clamp(1, batch_size);
+        let bounds = |i: usize| i * batch_size / parts; // part i: rows bounds(i)..bounds(i + 1)
         match self {
-            Self::Documents(b) => b.batch(step * batch_size, batch_size),
-            Self::Windows(w) => w.batch(&w.draw_for_step(seed, step, batch_size)),
+            Self::Documents(b) => {
+                (0..parts).map(|i| b.batch(step * batch_size + bounds(i), bounds(i + 1) - bounds(i))).collect()
+            }
+            Self::Windows(w) => {
+                let offsets = w.draw_for_step(seed, step, batch_size);
+                (0..parts).map(|i| w.batch(&offsets[bounds(i)..bounds(i + 1)])).collect()
+            }
         }
     }
 }

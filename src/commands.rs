@@ -459,6 +459,8 @@ fn train_options(
         log_every: args.log_every,
         sync_every: args.sync_every.unwrap_or_else(|| device::default_sync_every(runtime.kind)),
         fixed_length: device::is_gpu(runtime.kind),
+        parts: device::batch_parts(runtime.kind),
+        grads_on_host: !device::is_gpu(runtime.kind),
         out,
         save_every: args.save_every,
         progress: Progress::detect(args.quiet),

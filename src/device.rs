@@ -129,6 +129,16 @@ pub fn default_sync_every(kind: DeviceArg) -> usize {
     }
 }
 
+/// How many parts a training step's batch is cut into, each trained on its own core at the
+/// same time: one per thread of the CPU's pool (`RAYON_NUM_THREADS`, else every core); one on a
+/// GPU, which wants the whole batch in each kernel.
+pub fn batch_parts(kind: DeviceArg) -> usize {
+    match kind {
+        DeviceArg::Gpu | DeviceArg::Cuda => 1,
+        DeviceArg::Cpu | DeviceArg::Ndarray => rayon::current_num_threads(),
+    }
+}
+
 /// Open the requested device in the requested precision, or say in one line why not.
 pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Runtime> {
     let kind = kind.unwrap_or_else(default_device);

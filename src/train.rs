@@ -1,7 +1,8 @@
 //! The training loop, flat and in the reference's order: learning rate, batch, forward, loss,
 //! backward, Adam update, log; plus held-out evaluation, checkpoints, metrics, and a clean stop
-//! on Ctrl-C or SIGTERM, and the global gradient clipping of longer runs ([`clip_grad_norm`]).
-//! Deliberately left out: gradient accumulation, mixed precision.
+//! on Ctrl-C or SIGTERM. A step's gradients (on a CPU, one part of the batch per core, side by
+//! side; clipped in longer runs) are `gradients`'.
+//! Deliberately left out: gradient accumulation over steps, mixed precision.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use burn::module::{Module, ParamId};
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -20,6 +21,7 @@ use crate::checkpoint::{self, InitFrom, Meta, RunSettings};
 use crate::config::GPTConfig;
 use crate::data::{Data, DataFile};
 use crate::device::{read_scalar, read_values};
+use crate::gradients;
 use crate::metrics::{self, MetricsLog, Row};
 use crate::model::GPT;
 use crate::schedule::Decay;
@@ -66,6 +68,11 @@ pub struct TrainOptions {
     pub sync_every: usize,
     /// Pad every batch to block_size (the same loss; one shape for a GPU to compile for).
     pub fixed_length: bool,
+    /// Cut each step's batch into this many parts, trained side by side (one per CPU core; 1 on
+    /// a GPU, which wants the whole batch at once). The same gradients up to rounding.
+    pub parts: usize,
+    /// Add the parts' gradients and clip them on the host (a CPU), not as tensor operations.
+    pub grads_on_host: bool,
     /// Checkpoint directory, saved at the end and every `save_every` steps.
     pub out: Option<PathBuf>,
     /// Also save every N steps.
@@ -88,6 +95,8 @@ impl TrainOptions {
             log_every: 1,
             sync_every: 1,
             fixed_length: false,
+            parts: 1,
+            grads_on_host: false,
             out: None,
             save_every: None,
             progress: Progress::Quiet,
@@ -196,25 +205,22 @@ impl Session<'_> {
             let lr = schedule.at(self.step);
 
             // forward, backward, update
-            let batch = train.batch(self.step, run.batch_size, run.seed);
-            report.tokens += batch.n_targets;
+            let parts = train.batch(self.step, run.batch_size, run.seed, opts.parts);
+            report.tokens += parts.iter().map(|b| b.n_targets).sum::<usize>();
             let dropout = (run.dropout > 0.0).then(|| {
                 // each step's masks from the seed and the step, so that a resume draws the same
                 device.seed(run.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.step as u64);
                 run.dropout
             });
-            let loss = self.model.training_loss(batch, dropout); // forward, then the mean cross-entropy
-            let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
-            if let Some(max_norm) = run.grad_clip {
-                grads = clip_grad_norm(grads, &weights, max_norm);
-            }
+            let (loss, parts) = gradients::loss_and_gradients(&self.model, parts, dropout);
+            let grads = gradients::combine(parts, &weights, run.grad_clip, opts.grads_on_host);
             self.model = self.optim.step(lr, self.model, grads);
             self.step += 1;
             report.steps_run += 1;
 
             // log: the loss stays on the device until a read of many steps at once (a read
             // waits for the device); evaluating and saving read first, as they wait anyway
-            log.push(self.step, lr, loss.inner(), report.tokens, report.train_time + clock.elapsed());
+            log.push(self.step, lr, loss, report.tokens, report.train_time + clock.elapsed());
             let due = self.due(end);
             if !(log.full() || due.any()) {
                 continue;
@@ -478,21 +484,6 @@ impl<'a> StepLog<'a> {
     }
 }
 
-/// nanoGPT's `clip_grad_norm_`: when the norm of all the gradients together exceeds
-/// `max_norm`, scale every one of them by `max_norm / (norm + 1e-6)`. On the device: the scale
-/// is a tensor, never read back.
-pub fn clip_grad_norm(mut grads: GradientsParams, ids: &[ParamId], max_norm: f64) -> GradientsParams {
-    let squares = ids.iter().filter_map(|&id| grads.get::<2>(id)).map(|g| g.square().sum()); // [1] each
-    let Some(total) = squares.reduce(|a, b| a + b) else { return grads };
-    let scale = (total.sqrt() + 1e-6).recip().mul_scalar(max_norm).clamp_max(1.0).unsqueeze::<2>(); // [1, 1]
-    for &id in ids {
-        if let Some(g) = grads.remove::<2>(id) {
-            grads.register(id, g * scale.clone());
-        }
-    }
-    grads
-}
-
 /// What to do after a divergence: with a checkpoint, start a new run from it at a tenth of the
 /// learning rate over the steps that were left (a resume must keep its settings, so it cannot
 /// lower the rate); without one, run again at a tenth of it.
@@ -603,38 +594,6 @@ mod tests {
         assert_eq!(batched.loss_reads, 4, "30, 60, 90 and the last step");
         assert_eq!(batched.losses.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
         assert_eq!(batched.losses, every.losses);
-    }
-
-    /// Clipping scales all gradients together down to the norm asked for, and leaves them be
-    /// when they are already within it.
-    #[cfg(feature = "cpu")] // f64 on the flex CPU backend
-    #[test]
-    fn clipping_bounds_the_norm_of_all_gradients_together() {
-        use crate::batch::Batcher;
-        use crate::data::Tokenizer;
-        use crate::device;
-        use crate::rng::PyRandom;
-        let device = device::cpu_f64().autodiff();
-        let docs: Vec<String> = ["anna", "bo", "eve"].iter().map(|d| d.to_string()).collect();
-        let tokenizer = Tokenizer::from_documents(&docs);
-        let config = GPTConfig::new(tokenizer.vocab_size()).with_n_embd(8).with_n_head(2);
-        let model = GPT::init(&config, &mut PyRandom::new(3), &device);
-        let batch = Batcher::new(&tokenizer, &docs, config.block_size, &device).batch(0, 3);
-        let ids = model.weight_ids();
-        let norm = |grads: &GradientsParams| -> f64 {
-            let sum: f64 = ids
-                .iter()
-                .map(|&id| crate::device::read_values(grads.get::<2>(id).unwrap().square().sum()).unwrap()[0])
-                .sum();
-            sum.sqrt()
-        };
-        let grads = GradientsParams::from_grads(model.batch_loss(batch).backward(), &model);
-        let before = norm(&grads);
-        assert!(before > 0.1, "{before}");
-        let kept = clip_grad_norm(grads, &ids, 1e3);
-        assert_eq!(norm(&kept), before, "within the bound: unchanged");
-        let clipped = clip_grad_norm(kept, &ids, 0.01);
-        assert!((norm(&clipped) - 0.01).abs() < 1e-6, "{}", norm(&clipped));
     }
 
     /// The divergence advice repeats what the run set beyond its steps and rate.

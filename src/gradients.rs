@@ -1,0 +1,290 @@
+//! One training step's gradients: the batch forward and backward, on a CPU in one part per
+//! core side by side ([`loss_and_gradients`]), then the parts' gradients added and, in longer
+//! runs, clipped to a global norm as nanoGPT's `clip_grad_norm_` ([`combine`]).
+//!
+//! On a CPU the adding and the clipping run on the host in a pass or two over each gradient's
+//! numbers (as the optimizer's update does, `adam`); on a GPU they stay tensor operations, which
+//! Burn fuses and never reads back.
+
+use burn::module::{Module, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::adam::Real;
+use crate::batch::Batch;
+use crate::model::GPT;
+
+/// nanoGPT's guard against a zero norm in `max_norm / (norm + 1e-6)`.
+const CLIP_EPS: f64 = 1e-6;
+
+/// The mean loss of one step's batch, given in `parts`, and each part's gradients. One part:
+/// forward and backward on `model` itself (the reference's step). Several: each part on its own
+/// copy of the weights (new autodiff leaves over the same numbers, under the same parameter ids),
+/// all at once on the CPU's cores, in order when dropout draws its masks from the device's one
+/// random generator; each loss counts by its share of the targets, so that the parts' gradients
+/// add up to the whole batch's. Burn's autodiff keeps each graph behind its own lock, so the
+/// parts do not wait for each other; and each part is a smaller working set, faster even on one
+/// core.
+pub fn loss_and_gradients(model: &GPT, parts: Vec<Batch>, dropout: Option<f64>) -> (Tensor<1>, Vec<GradientsParams>) {
+    if parts.len() == 1 {
+        let batch = parts.into_iter().next().expect("one part");
+        let loss = model.training_loss(batch, dropout); // forward, then the mean cross-entropy
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        return (loss.inner(), vec![grads]);
+    }
+    let total = parts.iter().map(|b| b.n_targets).sum::<usize>() as f64;
+    let run = |part: Batch| {
+        let copy = model.valid().train();
+        let share = part.n_targets as f64 / total;
+        let loss = copy.training_loss(part, dropout) * share;
+        let grads = GradientsParams::from_grads(loss.backward(), &copy);
+        (loss.inner(), grads)
+    };
+    let results: Vec<_> = match dropout {
+        Some(_) => parts.into_iter().map(run).collect(),
+        None => parts.into_par_iter().map(run).collect(),
+    };
+    let (losses, grads): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+    let loss = losses.into_iter().reduce(|a, b| a + b).expect("two parts or more");
+    (loss, grads)
+}
+
+/// The gradients of every weight (`ids`) of all `parts` added, then, with a `max_norm`, scaled
+/// together by `max_norm / (norm + 1e-6)` when their global norm exceeds it (nanoGPT's
+/// `clip_grad_norm_`). `on_host`: add and clip on the host (a CPU, whose tensors live in host
+/// memory), else as tensor operations (a GPU: the scale stays a tensor, never read back).
+pub fn combine(parts: Vec<GradientsParams>, ids: &[ParamId], max_norm: Option<f64>, on_host: bool) -> GradientsParams {
+    if on_host {
+        return combine_on_host(parts, ids, max_norm);
+    }
+    let mut parts = parts.into_iter();
+    let mut grads = parts.next().expect("a step has a part");
+    for mut part in parts {
+        for &id in ids {
+            if let Some(g) = part.remove::<2>(id) {
+                let sum = match grads.remove::<2>(id) {
+                    Some(sum) => sum + g,
+                    None => g,
+                };
+                grads.register(id, sum);
+            }
+        }
+    }
+    match max_norm {
+        Some(max_norm) => clip_grad_norm(grads, ids, max_norm),
+        None => grads,
+    }
+}
+
+/// nanoGPT's `clip_grad_norm_` as tensor operations: when the norm of all the gradients
+/// together exceeds `max_norm`, scale every one of them by `max_norm / (norm + 1e-6)`. The scale
+/// is a tensor, never read back.
+pub fn clip_grad_norm(mut grads: GradientsParams, ids: &[ParamId], max_norm: f64) -> GradientsParams {
+    let squares = ids.iter().filter_map(|&id| grads.get::<2>(id)).map(|g| g.square().sum()); // [1] each
+    let Some(total) = squares.reduce(|a, b| a + b) else { return grads };
+    let scale = (total.sqrt() + CLIP_EPS).recip().mul_scalar(max_norm).clamp_max(1.0).unsqueeze::<2>(); // [1, 1]
+    for &id in ids {
+        if let Some(g) = grads.remove::<2>(id) {
+            grads.register(id, g * scale.clone());
+        }
+    }
+    grads
+}
+
+/// One weight's gradient on the host: its numbers, and where they go back to.
+struct HostGradient {
+    id: ParamId,
+    data: TensorData,
+    device: Device,
+}
+
+/// [`combine`] on the host: per weight, the parts' numbers added into the first part's, the
+/// squares summed in f64 for the norm, then every number scaled when the norm is over
+/// `max_norm`. The same numbers as the tensor operations up to the rounding of the norm.
+fn combine_on_host(mut parts: Vec<GradientsParams>, ids: &[ParamId], max_norm: Option<f64>) -> GradientsParams {
+    let mut host = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let mut tensors = parts.iter_mut().filter_map(|g| g.remove::<2>(id));
+        let Some(first) = tensors.next() else { continue };
+        let device = first.device();
+        let mut data = first.into_data(); // a transposed gradient is laid out row by row here
+        for other in tensors {
+            add_into(&mut data, &other.into_data());
+        }
+        host.push(HostGradient { id, data, device });
+    }
+    if let Some(max_norm) = max_norm {
+        let norm = host.iter().map(|g| square_sum(&g.data)).sum::<f64>().sqrt();
+        let scale = max_norm / (norm + CLIP_EPS);
+        if scale < 1.0 {
+            for g in &mut host {
+                scale_by(&mut g.data, scale);
+            }
+        }
+    }
+    let mut grads = GradientsParams::new();
+    for HostGradient { id, data, device } in host {
+        let dtype = data.dtype();
+        grads.register(id, Tensor::<2>::from_data(data, (&device, dtype)));
+    }
+    grads
+}
+
+/// Numbers per piece of the host loops: enough to be worth a core, and a fixed split, so that
+/// the sums come out the same on every run.
+const PIECE: usize = 1 << 14;
+
+/// `sum += other`, number by number (both of one float type and shape).
+fn add_into(sum: &mut TensorData, other: &TensorData) {
+    fn add<F: Real>(sum: &mut [F], other: &[F]) {
+        sum.par_chunks_mut(PIECE).zip(other.par_chunks(PIECE)).for_each(|(s, o)| {
+            s.iter_mut().zip(o).for_each(|(s, &o)| *s = *s + o);
+        });
+    }
+    match sum.dtype() {
+        DType::F64 => add::<f64>(sum.as_mut_slice().expect("f64"), other.as_slice().expect("f64")),
+        _ => add::<f32>(sum.as_mut_slice().expect("f32"), other.as_slice().expect("f32")),
+    }
+}
+
+/// The sum of the squares of the numbers, in f64: per piece, then the pieces in order.
+fn square_sum(data: &TensorData) -> f64 {
+    fn sum<F: Real>(x: &[F]) -> f64 {
+        let pieces: Vec<f64> =
+            x.par_chunks(PIECE).map(|p| p.iter().map(|&v| v.to_f64() * v.to_f64()).sum::<f64>()).collect();
+        pieces.iter().sum()
+    }
+    match data.dtype() {
+        DType::F64 => sum::<f64>(data.as_slice().expect("f64")),
+        _ => sum::<f32>(data.as_slice().expect("f32")),
+    }
+}
+
+/// Every number times `scale` (rounded to the numbers' type first, as a backend does).
+fn scale_by(data: &mut TensorData, scale: f64) {
+    fn scale_all<F: Real>(x: &mut [F], scale: F) {
+        x.par_chunks_mut(PIECE).for_each(|p| p.iter_mut().for_each(|v| *v = *v * scale));
+    }
+    match data.dtype() {
+        DType::F64 => scale_all::<f64>(data.as_mut_slice().expect("f64"), scale),
+        _ => scale_all::<f32>(data.as_mut_slice().expect("f32"), scale as f32),
+    }
+}
+
+#[cfg(all(test, feature = "cpu"))] // f64 on the flex CPU backend
+mod tests {
+    use super::*;
+    use crate::batch::{Batcher, Windows};
+    use crate::config::GPTConfig;
+    use crate::data::Tokenizer;
+    use crate::device::{self, read_values};
+    use crate::rng::PyRandom;
+
+    fn values(grads: &GradientsParams, ids: &[ParamId]) -> Vec<Vec<f64>> {
+        ids.iter().map(|&id| read_values(grads.get::<2>(id).expect("every weight has a gradient")).unwrap()).collect()
+    }
+
+    fn norm(grads: &GradientsParams, ids: &[ParamId]) -> f64 {
+        values(grads, ids).iter().flatten().map(|g| g * g).sum::<f64>().sqrt()
+    }
+
+    /// A batch cut into the given number of parts.
+    type PartsOf<'a> = dyn Fn(usize) -> Vec<Batch> + 'a;
+
+    /// A copy of each part's gradients (`GradientsParams` is not `Clone`).
+    fn copy(parts: &[GradientsParams], ids: &[ParamId]) -> Vec<GradientsParams> {
+        parts
+            .iter()
+            .map(|part| {
+                let mut copy = GradientsParams::new();
+                for &id in ids {
+                    copy.register(id, part.get::<2>(id).expect("a gradient"));
+                }
+                copy
+            })
+            .collect()
+    }
+
+    fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+        assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), b.iter().map(Vec::len).collect::<Vec<_>>());
+        a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    }
+
+    /// A batch cut into parts, documents of unequal lengths or windows of a text, gives the loss
+    /// and the gradients of the whole batch, whether the parts are added on the host or as
+    /// tensors; with dropout, the parts run in order and draw the same masks every time.
+    #[test]
+    fn the_parts_of_a_batch_add_up_to_the_whole_batch() {
+        let device = device::cpu_f64().autodiff();
+        let docs: Vec<String> =
+            ["anna", "bo", "christopher", "eve", "x", "maximilian", "ida"].iter().map(|d| d.to_string()).collect();
+        let tokenizer = Tokenizer::from_documents(&docs);
+        let config =
+            GPTConfig::new(tokenizer.vocab_size()).with_n_layer(2).with_n_embd(8).with_n_head(2).with_block_size(8);
+        let model = GPT::init(&config, &mut PyRandom::new(9), &device);
+        let ids = model.weight_ids();
+        let batcher = Batcher::new(&tokenizer, &docs, config.block_size, &device);
+        let tokens: Vec<usize> = (0..200).map(|i| (i * 7 + i / 5) % tokenizer.vocab_size()).collect();
+        let windows = Windows::new(&tokens, config.block_size, &device);
+        let offsets = windows.draw(&mut PyRandom::new(2), 5);
+        let cases: [(&str, &PartsOf); 2] = [
+            ("documents", &|n| {
+                let bounds = |i: usize| i * 7 / n;
+                (0..n).map(|i| batcher.batch(2 + bounds(i), bounds(i + 1) - bounds(i))).collect()
+            }),
+            ("windows", &|n| {
+                let bounds = |i: usize| i * 5 / n;
+                (0..n).map(|i| windows.batch(&offsets[bounds(i)..bounds(i + 1)])).collect()
+            }),
+        ];
+        for (what, parts) in cases {
+            let (whole_loss, whole) = loss_and_gradients(&model, parts(1), None);
+            let whole_loss = read_values(whole_loss).unwrap()[0];
+            let whole = values(&combine(whole, &ids, None, false), &ids);
+            for n in [2, 3] {
+                let (loss, grads) = loss_and_gradients(&model, parts(n), None);
+                let loss = read_values(loss).unwrap()[0];
+                assert!((loss - whole_loss).abs() < 1e-12, "{what}, {n} parts: loss {loss} vs {whole_loss}");
+                let on_device = values(&combine(copy(&grads, &ids), &ids, None, false), &ids);
+                let on_host = values(&combine(grads, &ids, None, true), &ids);
+                assert!(max_diff(&on_device, &whole) < 1e-12, "{what}, {n} parts: {}", max_diff(&on_device, &whole));
+                assert!(max_diff(&on_host, &on_device) < 1e-15, "{what}, {n} parts: host and tensors");
+            }
+            let dropped = || {
+                device.seed(5);
+                let (loss, grads) = loss_and_gradients(&model, parts(3), Some(0.3));
+                (read_values(loss).unwrap()[0], values(&combine(grads, &ids, None, true), &ids))
+            };
+            let (a, b) = (dropped(), dropped());
+            assert_eq!(a, b, "{what}: dropout draws the same masks again");
+            assert!((a.0 - whole_loss).abs() > 1e-6, "{what}: dropout changes the loss");
+        }
+    }
+
+    /// Clipping scales all gradients together down to the norm asked for, the same on the host
+    /// as in tensor operations, and leaves them be when they are already within it.
+    #[test]
+    fn clipping_bounds_the_norm_of_all_gradients_together() {
+        let device = device::cpu_f64().autodiff();
+        let docs: Vec<String> = ["anna", "bo", "eve"].iter().map(|d| d.to_string()).collect();
+        let tokenizer = Tokenizer::from_documents(&docs);
+        let config = GPTConfig::new(tokenizer.vocab_size()).with_n_embd(8).with_n_head(2);
+        let model = GPT::init(&config, &mut PyRandom::new(3), &device);
+        let ids = model.weight_ids();
+        let batch = Batcher::new(&tokenizer, &docs, config.block_size, &device).batch(0, 3);
+        let (_, grads) = loss_and_gradients(&model, vec![batch], None);
+        let plain = combine(copy(&grads, &ids), &ids, None, true);
+        let before = norm(&plain, &ids);
+        assert!(before > 0.1, "{before}");
+        for on_host in [false, true] {
+            let kept = combine(copy(&grads, &ids), &ids, Some(1e3), on_host);
+            assert_eq!(values(&kept, &ids), values(&plain, &ids), "within the bound: unchanged (host: {on_host})");
+            let clipped = combine(copy(&grads, &ids), &ids, Some(0.01), on_host);
+            assert!((norm(&clipped, &ids) - 0.01).abs() < 1e-7, "host: {on_host}: {}", norm(&clipped, &ids));
+        }
+        let host = values(&combine(copy(&grads, &ids), &ids, Some(0.01), true), &ids);
+        let tensors = values(&combine(grads, &ids, Some(0.01), false), &ids);
+        assert!(max_diff(&host, &tensors) < 1e-15, "{}", max_diff(&host, &tensors));
+    }
+}
