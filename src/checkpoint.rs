@@ -184,6 +184,10 @@ pub struct Meta {
     /// The checkpoint this run's weights started from (`train --init-from`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<InitFrom>,
+    /// How often the run evaluated (`--eval-every`, or its preset's), kept by a resume that
+    /// does not say otherwise. Not a run setting: a resume may change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
 }
 
 /// What a checkpoint records of one of its files.

@@ -455,7 +455,10 @@ fn train_options(
     };
     Ok(TrainOptions {
         stop_at: args.stop_at,
-        eval_every: args.eval_every.or(recipe(args).map(|r| r.eval_every)),
+        eval_every: args.eval_every.or(recipe(args).map(|r| r.eval_every)).or(match start {
+            Start::Resume(_, meta) => meta.eval_every, // a resume keeps the run's schedule
+            _ => None,
+        }),
         log_every: args.log_every,
         sync_every: args.sync_every.unwrap_or_else(|| device::default_sync_every(runtime.kind)),
         fixed_length: device::is_gpu(runtime.kind),

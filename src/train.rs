@@ -348,6 +348,7 @@ impl Session<'_> {
             data_sha256: Some(data.sha256.clone()),
             files: Default::default(),
             init_from: self.options.init_from.clone(),
+            eval_every: self.options.eval_every,
         };
         checkpoint::save(dir, &self.model, &self.optim, meta)?;
         self.saved = Some(self.step);

@@ -245,6 +245,26 @@ fn resume_continues_exactly() {
     assert_eq!(csv.lines().count(), 61, "metrics.csv continues, without duplicate rows");
 }
 
+/// A resume evaluates on the run's schedule (`--eval-every`, or its preset's, recorded in
+/// checkpoint.json) unless it is told another.
+#[test]
+fn a_resume_keeps_evaluating_every_n_steps() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    let evals = |out: &str| -> Vec<String> {
+        out.lines().filter(|l| l.contains("| val loss ")).map(|l| l[5..9].trim().to_string()).collect()
+    };
+    for out in ["ck", "other"] {
+        let first = ok(d, &["train", "--steps", "40", "--stop-at", "20", "--eval-every", "10", "--out", out]);
+        assert_eq!(evals(&first), ["10", "20"], "{first}");
+    }
+    assert_eq!(read_json(&d.join("ck/checkpoint.json"))["eval_every"], 10);
+    let resumed = ok(d, &["train", "--resume", "ck"]);
+    assert_eq!(evals(&resumed), ["30", "40"], "{resumed}");
+    let told = ok(d, &["train", "--resume", "other", "--eval-every", "7"]);
+    assert_eq!(evals(&told), ["21", "28", "35"], "{told}");
+}
+
 #[test]
 fn any_utf8_data_works() {
     let dir = tempfile::tempdir().unwrap();

@@ -72,6 +72,7 @@ fn valid_checkpoint() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
             data_sha256: None,
             files: Default::default(),
             init_from: None,
+            eval_every: None,
         };
         checkpoint::save(dir.path(), &model, &Adam::reference().init(), meta).unwrap();
         let read = |p: &str| std::fs::read(dir.path().join(p)).unwrap();
