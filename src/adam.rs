@@ -88,7 +88,6 @@ impl Adam {
             }
         };
         // in pieces over every core: the divisions and square roots make it more than a copy
-        const PIECE: usize = 1 << 14;
         p.par_chunks_mut(PIECE)
             .zip(g.par_chunks(PIECE))
             .zip(m.par_chunks_mut(PIECE))
@@ -128,6 +127,11 @@ impl Adam {
         (tensor(p), Some(state))
     }
 }
+
+/// Numbers per piece of the host loops over a parameter or a gradient (here and in
+/// `gradients`): enough to be worth a core, and a fixed split, so that sums come out the same on
+/// every run.
+pub(crate) const PIECE: usize = 1 << 14;
 
 /// One piece of a parameter's numbers, as the zipped chunks give it: ((p, g), m), v.
 type Piece<'a, F> = (((&'a mut [F], &'a [F]), &'a mut [F]), &'a mut [F]);

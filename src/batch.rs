@@ -291,6 +291,14 @@ impl EvalSet {
         Self::Windows(w, offsets)
     }
 
+    /// How many documents or windows the loss is the mean over.
+    pub fn count(&self) -> usize {
+        match self {
+            Self::Documents(b) => b.len(),
+            Self::Windows(_, offsets) => offsets.len(),
+        }
+    }
+
     /// The batches, in order, each built when it is reached: at most 512 documents, or about
     /// 8,192 positions, each.
     pub fn batches(&self) -> Box<dyn Iterator<Item = Batch> + '_> {

@@ -643,9 +643,7 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
                 );
             }
             let set = EvalSet::tiled(&tokens, block_size, &runtime.device);
-            let EvalSet::Windows(_, offsets) = &set else { unreachable!("tiled makes windows") };
-            let what =
-                format!("{} windows of {block_size} side by side: the whole of {}", offsets.len(), path.display());
+            let what = format!("{} windows of {block_size} side by side: the whole of {}", set.count(), path.display());
             (set, what)
         }
         (Layout::Text, None) => {
@@ -653,7 +651,8 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
             let data = Data::Text(Text::new(&data::read_text(&path)?, Some(vocab.clone()))?);
             let run = &meta.run;
             let set = EvalSet::held_out(&data, block_size, run.eval_windows, run.seed, false, &runtime.device);
-            (set, format!("{} windows: the held-out windows of {}", run.eval_windows, path.display()))
+            let what = format!("{} windows: the held-out windows of {}", set.count(), path.display());
+            (set, what)
         }
     };
     let loss = train::evaluate(&loaded.model, &set)?;

@@ -11,7 +11,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::adam::Real;
+use crate::adam::{PIECE, Real};
 use crate::batch::Batch;
 use crate::model::GPT;
 
@@ -130,10 +130,6 @@ fn combine_on_host(mut parts: Vec<GradientsParams>, ids: &[ParamId], max_norm: O
     }
     grads
 }
-
-/// Numbers per piece of the host loops: enough to be worth a core, and a fixed split, so that
-/// the sums come out the same on every run.
-const PIECE: usize = 1 << 14;
 
 /// `sum += other`, number by number (both of one float type and shape).
 fn add_into(sum: &mut TensorData, other: &TensorData) {
