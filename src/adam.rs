@@ -12,11 +12,11 @@
 //! AdamW's decoupled weight decay is a setting (off in the reference's).
 //! Deliberately left out: AMSGrad; gradient clipping is `gradients`' (`gradients::combine`).
 
-use std::ops::{Add, Div, Mul, Sub};
-
 use burn::optim::{AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{DType, DataError, Device, Tensor, TensorData};
 use rayon::prelude::*;
+
+use crate::kernels::Real;
 
 /// Adam with bias correction: `p -= lr * m_hat / (sqrt(v_hat) + eps)`.
 #[derive(Clone, Debug)]
@@ -135,42 +135,6 @@ pub(crate) const PIECE: usize = 1 << 14;
 
 /// One piece of a parameter's numbers, as the zipped chunks give it: ((p, g), m), v.
 type Piece<'a, F> = (((&'a mut [F], &'a [F]), &'a mut [F]), &'a mut [F]);
-
-/// The float types [`Adam::update`] runs in: f32 and f64.
-pub trait Real:
-    Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self>
-{
-    /// `x` rounded to this type.
-    fn of(x: f64) -> Self;
-    /// The square root.
-    fn sqrt(self) -> Self;
-    /// This number as an f64 (exact).
-    fn to_f64(self) -> f64;
-}
-
-impl Real for f32 {
-    fn of(x: f64) -> Self {
-        x as f32
-    }
-    fn sqrt(self) -> Self {
-        f32::sqrt(self)
-    }
-    fn to_f64(self) -> f64 {
-        f64::from(self)
-    }
-}
-
-impl Real for f64 {
-    fn of(x: f64) -> Self {
-        x
-    }
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-}
 
 impl Optimizer for Adam {
     type State<const D: usize> = AdamState<D>;

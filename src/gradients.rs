@@ -11,8 +11,9 @@ use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::adam::{PIECE, Real};
+use crate::adam::PIECE;
 use crate::batch::Batch;
+use crate::kernels::Real;
 use crate::model::GPT;
 
 /// nanoGPT's guard against a zero norm in `max_norm / (norm + 1e-6)`.

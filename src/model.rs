@@ -13,6 +13,7 @@ use burn::tensor::{Bool, Device, Distribution, IndexingUpdateOp, Int, Tensor, Te
 
 use crate::batch::{Batch, Packing};
 use crate::config::GPTConfig;
+use crate::kernels;
 use crate::rng::PyRandom;
 
 /// The epsilon inside rmsnorm.
@@ -76,7 +77,7 @@ impl KvCache {
 /// `y = W x` for W stored [out, in], on rows of positions: x [R, in] -> [R, out]. One matrix
 /// product for all R positions at once.
 fn linear(x: Tensor<2>, w: &Param<Tensor<2>>) -> Tensor<2> {
-    x.matmul(w.val().transpose())
+    kernels::linear(x, w.val())
 }
 
 /// `x * (mean(x^2) + eps)^(-1/2)` over channels (the last dimension), with no learnable gain.
@@ -135,13 +136,46 @@ impl Layout<'_> {
     }
 }
 
-/// `[1, 1, T, t_all]`: true where a key lies in a query's future. Query i sits at position
-/// `t_all - T + i` and may see keys up to there. Built on the host once per forward pass and
-/// shared by every layer: on a GPU, one upload instead of a dozen kernel launches per layer.
-fn causal_mask(t: usize, t_all: usize, device: &Device) -> Tensor<4, Bool> {
-    let first = t_all - t;
-    let future: Vec<bool> = (0..t).flat_map(|i| (0..t_all).map(move |j| j > first + i)).collect();
-    Tensor::from_data(TensorData::new(future, [1, 1, t, t_all]), device)
+/// How a block turns its scores into attention weights: with the CPU's one-pass causal softmax
+/// ([`kernels::causal_softmax`]) where it runs, else with Burn's tensor operations under a mask.
+struct Weights {
+    #[cfg_attr(not(feature = "cpu"), allow(dead_code))] // false without the CPU backend
+    fused: bool,
+    /// `[1, 1, T, t_all]`, true where a key lies in a query's future ([`Weights::mask`]); none
+    /// when fused, or for one query, which sees every key.
+    future: Option<Tensor<4, Bool>>,
+}
+
+impl Weights {
+    /// The way for T queries over `t_all` keys on `device`.
+    fn new(t: usize, t_all: usize, device: &Device) -> Self {
+        let fused = kernels::available(device);
+        Self { fused, future: (!fused && t > 1).then(|| Self::mask(t, t_all, device)) }
+    }
+
+    /// Query i sits at position `t_all - T + i` and may see keys up to there. Built on the host
+    /// once per forward pass and shared by every layer: on a GPU, one upload instead of a dozen
+    /// kernel launches per layer.
+    fn mask(t: usize, t_all: usize, device: &Device) -> Tensor<4, Bool> {
+        let first = t_all - t;
+        let future: Vec<bool> = (0..t).flat_map(|i| (0..t_all).map(move |j| j > first + i)).collect();
+        Tensor::from_data(TensorData::new(future, [1, 1, t, t_all]), device)
+    }
+
+    /// Scores [B, H, T, t_all] -> weights: softmax(scores / √D) over each query's visible keys.
+    fn of(&self, scores: Tensor<4>, d: usize) -> Tensor<4> {
+        let sqrt_d = (d as f64).sqrt();
+        #[cfg(feature = "cpu")]
+        if self.fused {
+            return kernels::causal_softmax(scores, sqrt_d);
+        }
+        let scores = scores / sqrt_d;
+        let scores = match &self.future {
+            Some(future) => scores.mask_fill(future.clone(), f64::NEG_INFINITY),
+            None => scores,
+        };
+        softmax(scores, 3)
+    }
 }
 
 /// A [rows, cols] matrix of N(0, std) draws, row by row, as the reference draws it (std 0.08).
@@ -166,13 +200,13 @@ impl Block {
 
     /// x [R, C] (the rows of `layout`) at positions `pos0..pos0+T` -> ([R, C], the attention
     /// weights [B, H, T, t_all]). With a cache, attends over the cached positions too and
-    /// appends this call's keys and values to it. `future` ([`causal_mask`]) hides the keys
-    /// each query must not see.
+    /// appends this call's keys and values to it. `weights` hides the keys each query must not
+    /// see.
     fn forward(
         &self,
         x: Tensor<2>,
         layout: &Layout,
-        future: Option<&Tensor<4, Bool>>,
+        weights: &Weights,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> (Tensor<2>, Tensor<4>) {
         let (b, t, c) = (layout.b, layout.t, x.dims()[1]);
@@ -192,13 +226,8 @@ impl Block {
             }
             *cache = Some((k.clone(), v.clone()));
         }
-        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt(); // [B, H, T, t_all]
-        let scores = match future {
-            Some(future) => scores.mask_fill(future.clone(), f64::NEG_INFINITY),
-            None => scores, // one query, at the last position: it sees every key
-        };
-        let att = layout.drop(softmax(scores, 3)); // [B, H, T, t_all]
-        let y = att.clone().matmul(v); // [B, H, T, D]
+        let att = layout.drop(weights.of(kernels::matmul(q, k.swap_dims(2, 3)), d)); // [B, H, T, t_all]
+        let y = kernels::matmul(att.clone(), v); // [B, H, T, D]
         let y = y.swap_dims(1, 2).reshape([b, t, c]); // concatenate heads: [B, T, C]
         let x = layout.drop(linear(layout.pack(y), &self.attn_wo)) + r; // [R, C]
 
@@ -264,11 +293,11 @@ impl GPT {
         let pos_emb = self.wpe.val().narrow(0, pos0, t).unsqueeze::<3>(); // [1, T, C]
         let mut x = layout.drop(rmsnorm(layout.pack(tok_emb + pos_emb))); // [R, C]
         let t_past = cache.as_deref().map_or(0, KvCache::len);
-        let future = (t > 1).then(|| causal_mask(t, t_past + t, &x.device()));
+        let weights = Weights::new(t, t_past + t, &x.device());
         let mut attention = Vec::with_capacity(self.layer.len());
         for (i, block) in self.layer.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|cache| &mut cache.layers[i]);
-            let (y, att) = block.forward(x, &layout, future.as_ref(), layer_cache);
+            let (y, att) = block.forward(x, &layout, &weights, layer_cache);
             x = y;
             attention.push(att);
         }
