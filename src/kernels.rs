@@ -24,6 +24,9 @@
 //!
 //! [`Real`], the float types these loops (and Adam's and the gradients' host loops) run in, is
 //! here too.
+//!
+//! [`backend_extension`]: burn::backend::backend_extension
+//! [`Backward`]: burn::backend::autodiff::ops::Backward
 
 use core::ops::{Add, Div, Mul, Sub};
 
@@ -147,6 +150,7 @@ mod flex {
     /// each query may see, 0 for the others ([`Kernels::causal_softmax`]). Only where
     /// [`available`].
     pub fn causal_softmax(scores: Tensor<4>, divisor: f64) -> Tensor<4> {
+        debug_assert!(available(&scores.device()), "causal_softmax runs on the CPU backend only");
         Tensor::from_dispatch(<Dispatch as Kernels>::causal_softmax(scores.into_dispatch(), divisor))
     }
 
@@ -188,6 +192,9 @@ mod flex {
     /// order), in pieces over the cores; `seen` is how many keys (from the first) row r's query
     /// may see, and the rest of the row is set to zero.
     fn each_row<F: Real>(out: &mut [F], t: usize, t_all: usize, row: impl Fn(usize, usize, &mut [F]) + Sync) {
+        if out.is_empty() {
+            return;
+        }
         let (first, piece) = (t_all - t, rows_per_piece(t_all));
         out.par_chunks_mut(piece * t_all).enumerate().for_each(|(p, out)| {
             for (r, out) in out.chunks_exact_mut(t_all).enumerate() {
@@ -240,7 +247,7 @@ mod flex {
         if tensor.is_contiguous() && tensor.layout().start_offset() == 0 { tensor } else { tensor.to_contiguous() }
     }
 
-    /// A new tensor of `tensor`'s shape from `fill`, which writes every number of a zeroed buffer.
+    /// A new tensor of `shape_of`'s shape from `fill`, which writes every number of a zeroed buffer.
     fn map_new<F: Real>(shape_of: &FlexTensor, fill: impl FnOnce(&mut [F])) -> FlexTensor {
         let shape = shape_of.layout().shape().clone();
         let mut out = vec![F::of(0.0); shape.num_elements()];
@@ -249,7 +256,8 @@ mod flex {
     }
 
     /// Work (M·N·K multiply-adds) from which one product is split over every core, and from which
-    /// a batch of products is spread over the cores a product each: flex's thresholds.
+    /// a batch of products is spread over the cores a product each (flex's values; unlike flex,
+    /// a batch of products that are each over the first is multiplied one after another).
     const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
     const PARALLEL_BATCH: usize = 128 * 128 * 128;
 
@@ -313,8 +321,9 @@ mod flex {
         if k == 0 {
             return Some(FlexTensor::from_data(TensorData::new(vec![F::of(0.0); len], out_shape)));
         }
-        // not zeroed first: gemm writes every number of the product (it does not read them, and
-        // k > 0), and zeroing was a pass over memory as long as the one that fills it
+        // not zeroed first: with `read_dst` false gemm writes every number of the product without
+        // reading it (checked in gemm-common 0.19.0, which Cargo.toml pins), and zeroing was a
+        // pass over memory as long as the one that fills it
         let mut out: Vec<F> = Vec::with_capacity(len);
         let dst = SendPtr(out.as_mut_ptr());
         let one = |b: usize, parallelism| {
@@ -475,6 +484,8 @@ mod flex {
         }
 
         fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+            // the backward step gives gradients of the factors' own shapes only without broadcasting
+            assert!(same_batch(lhs.primitive(), rhs.primitive()), "kernels::matmul leaves broadcasting to Burn");
             match Matmul.prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
                     let (lhs, rhs) = (lhs.into_primitive(), rhs.into_primitive());
