@@ -182,8 +182,8 @@ mod flex {
 
     /// (T, t_all) of scores shaped [.., T, t_all].
     fn rows_of(tensor: &FlexTensor) -> (usize, usize) {
-        let dims = tensor.layout().shape().to_vec();
-        let (t, t_all) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        let dims = tensor.layout().shape();
+        let (t, t_all) = (dims[dims.num_dims() - 2], dims[dims.num_dims() - 1]);
         assert!(t <= t_all, "causal_softmax: {t} queries but only {t_all} keys");
         (t, t_all)
     }
@@ -427,12 +427,36 @@ mod flex {
         }
     }
 
-    /// The backward step of [`Kernels::matmul`]: with `Y = A B`, `dA = dY Bᵀ` and `dB = Aᵀ dY`; it
-    /// keeps both factors.
+    /// The backward step of [`Kernels::matmul`] (`Y = A B`: `dA = dY Bᵀ`, `dB = Aᵀ dY`) and of
+    /// [`Kernels::linear`] (`Y = X Wᵀ`: `dX = dY W`, and `dW = dYᵀ X` in `W`'s own layout); it
+    /// keeps both factors as they were given.
     #[derive(Debug)]
-    struct Matmul;
+    struct Product {
+        /// Whether the right factor enters transposed: a linear layer's weight.
+        transposed: bool,
+    }
 
-    impl Backward<Flex, 2> for Matmul {
+    impl Product {
+        /// `lhs` times `rhs` (or `rhsᵀ`) in Burn's autodiff graph, with this backward step.
+        fn tracked<C: CheckpointStrategy>(
+            self,
+            lhs: FloatTensor<Autodiff<Flex, C>>,
+            rhs: FloatTensor<Autodiff<Flex, C>>,
+        ) -> FloatTensor<Autodiff<Flex, C>> {
+            let transposed = self.transposed;
+            let forward = |lhs, rhs| if transposed { Flex::linear(lhs, rhs) } else { Flex::matmul(lhs, rhs) };
+            match self.prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let (lhs, rhs) = (lhs.into_primitive(), rhs.into_primitive());
+                    let y = forward(lhs.clone(), rhs.clone());
+                    prep.finish((lhs, rhs), y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(forward(lhs.into_primitive(), rhs.into_primitive())),
+            }
+        }
+    }
+
+    impl Backward<Flex, 2> for Product {
         type State = (FlexTensor, FlexTensor);
 
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -442,58 +466,25 @@ mod flex {
             let rank = grad.layout().num_dims();
             let t = |x: FlexTensor| x.transpose(rank - 2, rank - 1);
             if let Some(parent) = lhs_parent {
-                grads.register::<Flex>(parent.id, Flex::matmul(grad.clone(), t(rhs)));
+                let rhs_t = if self.transposed { rhs } else { t(rhs) };
+                grads.register::<Flex>(parent.id, Flex::matmul(grad.clone(), rhs_t));
             }
             if let Some(parent) = rhs_parent {
-                grads.register::<Flex>(parent.id, Flex::matmul(t(lhs), grad));
-            }
-        }
-    }
-
-    /// The backward step of [`Kernels::linear`]: with `Y = X Wᵀ`, `dX = dY W` and `dW = dYᵀ X`; it
-    /// keeps both.
-    #[derive(Debug)]
-    struct Linear;
-
-    impl Backward<Flex, 2> for Linear {
-        type State = (FlexTensor, FlexTensor);
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let [x_parent, w_parent] = ops.parents;
-            let grad = grads.consume::<Flex>(&ops.node);
-            let (x, w) = ops.state;
-            if let Some(parent) = x_parent {
-                grads.register::<Flex>(parent.id, Flex::matmul(grad.clone(), w));
-            }
-            if let Some(parent) = w_parent {
-                grads.register::<Flex>(parent.id, Flex::matmul(grad.transpose(0, 1), x));
+                let grad_rhs = if self.transposed { Flex::matmul(t(grad), lhs) } else { Flex::matmul(t(lhs), grad) };
+                grads.register::<Flex>(parent.id, grad_rhs);
             }
         }
     }
 
     impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-            match Linear.prepare::<C>([x.node(), w.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => {
-                    let (x, w) = (x.into_primitive(), w.into_primitive());
-                    let y = Flex::linear(x.clone(), w.clone());
-                    prep.finish((x, w), y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(Flex::linear(x.into_primitive(), w.into_primitive())),
-            }
+            Product { transposed: true }.tracked::<C>(x, w)
         }
 
         fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
             // the backward step gives gradients of the factors' own shapes only without broadcasting
             assert!(same_batch(lhs.primitive(), rhs.primitive()), "kernels::matmul leaves broadcasting to Burn");
-            match Matmul.prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => {
-                    let (lhs, rhs) = (lhs.into_primitive(), rhs.into_primitive());
-                    let product = Flex::matmul(lhs.clone(), rhs.clone());
-                    prep.finish((lhs, rhs), product)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(Flex::matmul(lhs.into_primitive(), rhs.into_primitive())),
-            }
+            Product { transposed: false }.tracked::<C>(lhs, rhs)
         }
 
         fn causal_softmax(scores: FloatTensor<Self>, divisor: f64) -> FloatTensor<Self> {
