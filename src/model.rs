@@ -8,7 +8,7 @@
 //! Deliberately left out: biases, learnable norm gains, weight tying (the reference has none).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::tensor::activation::{relu, softmax};
 use burn::tensor::{Bool, Device, Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::batch::{Batch, Packing};
@@ -82,8 +82,7 @@ fn linear(x: Tensor<2>, w: &Param<Tensor<2>>) -> Tensor<2> {
 
 /// `x * (mean(x^2) + eps)^(-1/2)` over channels (the last dimension), with no learnable gain.
 fn rmsnorm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let ms = x.clone().square().mean_dim(D - 1); // [.., 1]
-    x * (ms + RMS_EPS).powf_scalar(-0.5)
+    kernels::rmsnorm(x, RMS_EPS)
 }
 
 /// The rows the position-wise layers run on: all B·T positions, or only the packed N; and the
@@ -136,21 +135,18 @@ impl Layout<'_> {
     }
 }
 
-/// How a block turns its scores into attention weights: with the CPU's one-pass causal softmax
-/// ([`kernels::causal_softmax`]) where it runs, else with Burn's tensor operations under a mask.
+/// How a block turns its scores into attention weights: the causal softmax
+/// ([`kernels::causal_softmax`]) under the mask of each query's future keys.
 struct Weights {
-    #[cfg_attr(not(feature = "cpu"), allow(dead_code))] // false without the CPU backend
-    fused: bool,
     /// `[1, 1, T, t_all]`, true where a key lies in a query's future ([`Weights::mask`]); none
-    /// when fused, or for one query, which sees every key.
+    /// for one query, which sees every key.
     future: Option<Tensor<4, Bool>>,
 }
 
 impl Weights {
     /// The way for T queries over `t_all` keys on `device`.
     fn new(t: usize, t_all: usize, device: &Device) -> Self {
-        let fused = kernels::available(device);
-        Self { fused, future: (!fused && t > 1).then(|| Self::mask(t, t_all, device)) }
+        Self { future: (t > 1).then(|| Self::mask(t, t_all, device)) }
     }
 
     /// Query i sits at position `t_all - T + i` and may see keys up to there. Built on the host
@@ -165,16 +161,10 @@ impl Weights {
     /// Scores [B, H, T, t_all] -> weights: softmax(scores / √D) over each query's visible keys.
     fn of(&self, scores: Tensor<4>, d: usize) -> Tensor<4> {
         let sqrt_d = (d as f64).sqrt();
-        #[cfg(feature = "cpu")]
-        if self.fused {
-            return kernels::causal_softmax(scores, sqrt_d);
+        match &self.future {
+            Some(future) => kernels::causal_softmax(scores, future, sqrt_d),
+            None => softmax(scores / sqrt_d, 3),
         }
-        let scores = scores / sqrt_d;
-        let scores = match &self.future {
-            Some(future) => scores.mask_fill(future.clone(), f64::NEG_INFINITY),
-            None => scores,
-        };
-        softmax(scores, 3)
     }
 }
 
@@ -336,19 +326,17 @@ impl GPT {
 
     /// Mean cross-entropy of `logits` `[N, V]` against `targets` `[N]`.
     pub fn loss_packed(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        let logp = log_softmax(logits, 1); // [N, V]
-        -logp.gather(1, targets.unsqueeze_dim(1)).mean()
+        kernels::nll(logits, targets.unsqueeze_dim(1)).mean() // [N, 1] -> [1]
     }
 
     /// Mean cross-entropy of `logits` [B, T, V] against `targets` [B, T]. With a `mask` [B, T]
     /// (1 for real targets, 0 for padding), the mean runs over the `n_targets` real ones only.
     pub fn loss(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Option<(Tensor<2>, usize)>) -> Tensor<1> {
         let [b, t, _] = logits.dims();
-        let logp = log_softmax(logits, 2); // [B, T, V]
-        let picked = logp.gather(2, targets.unsqueeze_dim(2)).reshape([b, t]); // [B, T]
+        let nll = kernels::nll(logits, targets.unsqueeze_dim(2)).reshape([b, t]); // [B, T]
         match mask {
-            None => -picked.mean(),
-            Some((mask, n_targets)) => -(picked * mask).sum() / n_targets as f64,
+            None => nll.mean(),
+            Some((mask, n_targets)) => (nll * mask).sum() / n_targets as f64,
         }
     }
 
