@@ -526,7 +526,7 @@ mod tests {
         let mut rng = PyRandom::new(5);
         for device in devices() {
             let x = draw(&mut rng, [6, 8], &device);
-            same(&[x.clone()], node, burns);
+            same(std::slice::from_ref(&x), node, burns);
             same(&[x], |x| rmsnorm(x[0].clone(), 1e-5), burns);
             same(&[draw(&mut rng, [2, 3, 16], &device)], node, burns);
         }
