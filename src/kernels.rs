@@ -25,7 +25,7 @@
 //!
 //! Every backend has the operations composed from its own primitives (the trait's default
 //! bodies: what a GPU runs, where Burn fuses the element-wise ones into few kernels). The CPU
-//! backend overrides the softmax and the products with loops of its own ([`flex`]: the softmax
+//! backend overrides the softmax and the products with loops of its own (`kernels/flex.rs`: the softmax
 //! in one pass over each row, the products by gemm into buffers it fills, where flex 0.22 zeroes
 //! a byte buffer and copies it into an aligned one before each product). The forward passes are
 //! the same operations as Burn's in the same order, so the numbers are the same; the tests check
@@ -117,7 +117,8 @@ mod extension {
     use super::rms_scale;
 
     /// The operations of this module, routed by Burn to the backend a tensor lives on. Call them
-    /// through [`causal_softmax`], [`matmul`], [`linear`], [`rmsnorm`] and [`nll`]. The default
+    /// through [`causal_softmax`](super::causal_softmax), [`matmul`](super::matmul),
+    /// [`linear`](super::linear), [`rmsnorm`](super::rmsnorm) and [`nll`](super::nll). The default
     /// bodies compose each from the backend's own operations; the CPU backend overrides the softmax
     /// and the products.
     #[backend_extension(
