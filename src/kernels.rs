@@ -43,7 +43,7 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
 use burn::backend::tensor::{BoolTensor, FloatTensor, IntTensor};
 use burn::backend::{Backend, Dispatch, TensorMetadata};
 use burn::tensor::{Bool, Element, IndexingUpdateOp, Int, Tensor};
@@ -250,11 +250,7 @@ impl<B: Kernels> Backward<B, 1> for CausalSoftmax {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        if let Some(parent) = parent {
-            grads.register::<B>(parent.id, B::causal_softmax_backward(ops.state, grad, self.divisor));
-        }
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| B::causal_softmax_backward(ops.state, grad, self.divisor));
     }
 }
 
@@ -291,19 +287,17 @@ impl<B: Kernels> Backward<B, 2> for Product {
     type State = (FloatTensor<B>, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [lhs_parent, rhs_parent] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
         let (lhs, rhs) = ops.state;
-        let rank = grad.shape().num_dims();
+        let rank = lhs.shape().num_dims();
         let t = |x: FloatTensor<B>| B::float_swap_dims(x, rank - 2, rank - 1);
-        if let Some(parent) = lhs_parent {
-            let rhs_t = if self.transposed { rhs } else { t(rhs) };
-            grads.register::<B>(parent.id, B::matmul(grad.clone(), rhs_t));
-        }
-        if let Some(parent) = rhs_parent {
-            let grad_rhs = if self.transposed { B::matmul(t(grad), lhs) } else { B::matmul(t(lhs), grad) };
-            grads.register::<B>(parent.id, grad_rhs);
-        }
+        let transposed = self.transposed;
+        binary::<B, _, _>(
+            ops.parents,
+            ops.node,
+            grads,
+            |grad| B::matmul(grad, if transposed { rhs } else { t(rhs) }),
+            |grad| if transposed { B::matmul(t(grad), lhs) } else { B::matmul(t(lhs), grad) },
+        );
     }
 }
 
@@ -316,15 +310,13 @@ impl<B: Kernels> Backward<B, 1> for RmsNorm {
     type State = (FloatTensor<B>, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let Some(parent) = parent else { return };
         let (x, r) = ops.state;
-        let last = x.shape().num_dims() - 1;
-        let gx = B::float_mean_dim(B::float_mul(grad.clone(), x.clone()), last); // [.., 1]
-        let r3_gx = B::float_mul(B::float_mul(B::float_mul(r.clone(), r.clone()), r.clone()), gx);
-        let dx = B::float_sub(B::float_mul(grad, r), B::float_mul(x, r3_gx));
-        grads.register::<B>(parent.id, dx);
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            let last = x.shape().num_dims() - 1;
+            let gx = B::float_mean_dim(B::float_mul(grad.clone(), x.clone()), last); // [.., 1]
+            let r3_gx = B::float_mul(B::float_mul(B::float_mul(r.clone(), r.clone()), r.clone()), gx);
+            B::float_sub(B::float_mul(grad, r), B::float_mul(x, r3_gx))
+        });
     }
 }
 
@@ -338,14 +330,13 @@ impl<B: Kernels> Backward<B, 1> for Nll {
     type State = (FloatTensor<B>, IntTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node); // [.., 1]
-        let Some(parent) = parent else { return };
         let (logp, targets) = ops.state;
-        let last = logp.shape().num_dims() - 1;
-        let probs = B::float_mul(B::float_exp(logp), grad.clone());
-        let dlogits = B::float_scatter(last, probs, targets, B::float_neg(grad), IndexingUpdateOp::Add);
-        grads.register::<B>(parent.id, dlogits);
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            // grad: [.., 1]
+            let last = logp.shape().num_dims() - 1;
+            let probs = B::float_mul(B::float_exp(logp), grad.clone());
+            B::float_scatter(last, probs, targets, B::float_neg(grad), IndexingUpdateOp::Add)
+        });
     }
 }
 
