@@ -57,6 +57,14 @@ pub enum Named {
 }
 
 impl Named {
+    /// Its name, as `--dataset` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Named::Names => "names",
+            Named::Shakespeare => "shakespeare",
+        }
+    }
+
     /// Where the data set is kept.
     pub fn path(self) -> PathBuf {
         PathBuf::from(match self {
@@ -396,6 +404,15 @@ impl Data {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A data set's name is the one `--dataset` takes.
+    #[test]
+    fn named_data_sets_are_spelled_as_the_flag_takes_them() {
+        use clap::ValueEnum;
+        for named in Named::value_variants() {
+            assert_eq!(named.to_possible_value().unwrap().get_name(), named.name());
+        }
+    }
 
     #[test]
     fn documents_are_stripped_and_blank_lines_skipped() {

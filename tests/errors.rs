@@ -409,6 +409,25 @@ fn resume_refuses_other_model_sizes() {
     );
 }
 
+/// `--dataset` on a resume must name the data the run trained on, as `--data` must: another
+/// data set is refused in one line before anything is read or written; the same one is accepted.
+#[test]
+fn resume_refuses_another_named_dataset() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    ok(d, &["train", "--steps", "20", "--stop-at", "5", "--out", "ck", "--quiet", "--num-samples", "0"]);
+    std::fs::write(d.join("data/shakespeare.txt"), "ROMEO:\nBut soft, what light.\n").unwrap();
+    let before = std::fs::read(d.join("ck/checkpoint.json")).unwrap();
+    let line = one_line_error(&microgpt(d, &["train", "--resume", "ck", "--dataset", "shakespeare"]));
+    assert!(
+        line.contains("--dataset shakespeare (data/shakespeare.txt) is not the file the checkpoint was trained on"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(d.join("ck/checkpoint.json")).unwrap(), before, "the checkpoint is untouched");
+    ok(d, &["train", "--resume", "ck", "--dataset", "names", "--stop-at", "6", "--quiet", "--num-samples", "0"]);
+    assert_eq!(saved_step(d), 6);
+}
+
 #[test]
 fn eval_finds_the_data_from_any_directory_and_notices_changes() {
     let dir = common::scratch_with_names();
