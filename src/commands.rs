@@ -328,9 +328,10 @@ fn settings(args: &TrainArgs, start: &Start) -> Result<(RunSettings, Runtime)> {
 }
 
 /// The data in `layout` (documents shuffled by `rng`, or one text), and the data file as
-/// checkpoints record it. A resume without `--data` reads the file its checkpoint records
-/// (hashed once); a resume with `--data` or `--dataset` must name the same bytes. A run from `--init-from`
-/// speaks the checkpoint's vocabulary, which must hold every character of the new data.
+/// checkpoints record it. A resume without `--data` or `--dataset` reads the file its checkpoint
+/// records (hashed once); with either, the file named must hold the same bytes. A run from
+/// `--init-from` speaks the checkpoint's vocabulary, which must hold every character of the new
+/// data.
 fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRandom) -> Result<(Data, DataFile)> {
     let (path, recorded) = match start {
         Start::Resume(dir, meta) if args.data.is_none() && args.dataset.is_none() => {
@@ -343,18 +344,6 @@ fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRandom
             (data::resolve_data_path(args.data.as_deref(), named, url)?, None)
         }
     };
-    if let (Start::Resume(_, meta), None) = (start, &recorded) {
-        // --data or --dataset: the same bytes as the checkpoint's, else the run would change
-        let given = match args.dataset.filter(|_| args.data.is_none()) {
-            Some(named) => format!("--dataset {} ({})", named.name(), path.display()),
-            None => format!("--data {}", path.display()),
-        };
-        if path.is_file() && !same_data(meta, &DataFile::of(&path)?) {
-            bail!(
-                "{given} is not the file the checkpoint was trained on (its size or SHA-256 differs): a resume continues the saved run as it was"
-            );
-        }
-    }
     let mut read = || -> Result<Data> {
         Ok(match layout {
             Layout::Lines => Data::Lines(Dataset::new(data::read_documents(&path)?, rng)?),
@@ -376,6 +365,7 @@ fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRandom
         }
         _ => read()?,
     };
+    let named_by_flag = recorded.is_none();
     let file = match recorded {
         Some(file) => file,
         None => DataFile::of(&path)?,
@@ -390,6 +380,16 @@ fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRandom
             bail!(
                 "the vocabulary of {} differs from the checkpoint's: pass the --data the checkpoint was trained on",
                 path.display()
+            );
+        }
+        // --data or --dataset: the same bytes as the checkpoint's, else the run would change
+        if named_by_flag && !same_data(meta, &file) {
+            let given = match args.dataset.filter(|_| args.data.is_none()) {
+                Some(named) => format!("--dataset {} ({})", named.name(), path.display()),
+                None => format!("--data {}", path.display()),
+            };
+            bail!(
+                "{given} is not the file the checkpoint was trained on (its size or SHA-256 differs): a resume continues the saved run as it was"
             );
         }
     }
