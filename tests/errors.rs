@@ -410,7 +410,7 @@ fn resume_refuses_other_model_sizes() {
 }
 
 /// `--dataset` on a resume must name the data the run trained on, as `--data` must: another
-/// data set is refused in one line before anything is read or written; the same one is accepted.
+/// data set is refused in one line, the checkpoint untouched; the same one is accepted.
 #[test]
 fn resume_refuses_another_named_dataset() {
     let dir = common::scratch_with_names();
