@@ -1,6 +1,7 @@
 //! The operations that dominate a training step, each one node of Burn's autodiff graph with its
 //! backward pass written out: attention's causal softmax, the matrix products and linear layers,
-//! rmsnorm, and the loss's log-likelihoods.
+//! rmsnorm, and the loss's log-likelihoods (row by row, and their mean over a padded batch's real
+//! positions).
 //!
 //! They plug into Burn through its extension API ([`backend_extension`]): [`Kernels`] is routed
 //! to the backend a tensor lives on, and each operation under autodiff is a [`Backward`] step
@@ -22,6 +23,9 @@
 //!   `dx = r g - x r³ mean(g x)`.
 //! - **Log-likelihoods.** The loss of a row of logits `l` with target `t` is `-log softmax(l)_t`;
 //!   its gradient is `softmax(l) - onehot(t)`, times the gradient of the row's loss.
+//! - **The masked mean.** A padded batch's loss `Σ mask · nll / n`: each row's share of the
+//!   loss's gradient `g` is `w = mask g / n`, and the row's gradient `(softmax(l) - onehot(t)) w`.
+//!   Composed, its sum, division and mask are a segment Burn's fusion ran one operation at a time.
 //!
 //! Every backend has the operations composed from its own primitives (the trait's default
 //! bodies: what a GPU runs, where Burn fuses the element-wise ones into few kernels). The CPU
@@ -118,9 +122,9 @@ mod extension {
 
     /// The operations of this module, routed by Burn to the backend a tensor lives on. Call them
     /// through [`causal_softmax`](super::causal_softmax), [`matmul`](super::matmul),
-    /// [`linear`](super::linear), [`rmsnorm`](super::rmsnorm) and [`nll`](super::nll). The default
-    /// bodies compose each from the backend's own operations; the CPU backend overrides the softmax
-    /// and the products.
+    /// [`linear`](super::linear), [`rmsnorm`](super::rmsnorm), [`nll`](super::nll) and
+    /// [`masked_nll`](super::masked_nll). The default bodies compose each from the backend's own
+    /// operations; the CPU backend overrides the softmax and the products.
     #[backend_extension(
         Flex: cfg(feature = "cpu"),
         Cube: cfg(any(feature = "gpu", feature = "cuda")),
@@ -168,6 +172,19 @@ mod extension {
         fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
             let last = logits.shape().num_dims() - 1;
             Self::float_neg(Self::float_gather(last, Self::log_softmax(logits, last), targets))
+        }
+
+        /// Logits [.., V], the index of each row's target [.., 1] and each row's weight [.., 1]
+        /// -> `[1]`: `Σ weight · nll / divisor`, the mean loss over the rows a 0/1 mask keeps when
+        /// `divisor` counts them ([`Kernels::nll`] for `nll`).
+        fn masked_nll(
+            logits: FloatTensor<Self>,
+            targets: IntTensor<Self>,
+            mask: FloatTensor<Self>,
+            divisor: f64,
+        ) -> FloatTensor<Self> {
+            let nll = Self::nll(logits, targets);
+            Self::float_div_scalar(Self::float_sum(Self::float_mul(nll, mask)), divisor.into())
         }
     }
 }
@@ -237,6 +254,23 @@ fn on_flex(device: &burn::tensor::Device) -> bool {
 /// ([`Kernels::nll`]).
 pub fn nll<const D: usize>(logits: Tensor<D>, targets: Tensor<D, Int>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as Kernels>::nll(logits.into_dispatch(), targets.into_dispatch()))
+}
+
+/// The mean loss over the rows a mask keeps: logits [.., V], targets [.., 1] and a 0/1 `mask`
+/// [.., 1] -> `Σ mask · nll / divisor`, of shape `[1]` ([`Kernels::masked_nll`]), with `divisor` the number of
+/// rows kept.
+pub fn masked_nll<const D: usize>(
+    logits: Tensor<D>,
+    targets: Tensor<D, Int>,
+    mask: Tensor<D>,
+    divisor: f64,
+) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as Kernels>::masked_nll(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+        mask.into_dispatch(),
+        divisor,
+    ))
 }
 
 /// The backward step of [`Kernels::causal_softmax`]; it keeps the forward pass's output, the
@@ -340,6 +374,30 @@ impl<B: Kernels> Backward<B, 1> for Nll {
     }
 }
 
+/// The backward step of [`Kernels::masked_nll`]: for the gradient `g` (shape `[1]`) of the loss, each
+/// row's share is `w = mask g / divisor`, and the gradient with respect to the logits is
+/// `(softmax(logits) - onehot(target)) w`; it keeps the log-probabilities [.., V], the targets and
+/// the mask.
+#[derive(Debug)]
+struct MaskedNll {
+    divisor: f64,
+}
+
+impl<B: Kernels> Backward<B, 1> for MaskedNll {
+    type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logp, targets, mask) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            let rank = logp.shape().num_dims();
+            let g = B::float_reshape(B::float_div_scalar(grad, self.divisor.into()), vec![1; rank].into()); // [1, .., 1]
+            let w = B::float_mul(mask, g); // [.., 1]
+            let probs = B::float_mul(B::float_exp(logp), w.clone());
+            B::float_scatter(rank - 1, probs, targets, B::float_neg(w), IndexingUpdateOp::Add)
+        });
+    }
+}
+
 impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
     fn causal_softmax(scores: FloatTensor<Self>, future: BoolTensor<Self>, divisor: f64) -> FloatTensor<Self> {
         match (CausalSoftmax { divisor }).prepare::<C>([scores.node()]).compute_bound().stateful() {
@@ -384,6 +442,27 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
                 prep.finish((logp, targets), nll)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::nll(logits.into_primitive(), targets)),
+        }
+    }
+
+    fn masked_nll(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        divisor: f64,
+    ) -> FloatTensor<Self> {
+        let mask = mask.into_primitive(); // a constant: no gradient flows to it
+        match (MaskedNll { divisor }).prepare::<C>([logits.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                // the default body's operations, in its order, keeping what the backward step needs
+                let logits = logits.into_primitive();
+                let last = logits.shape().num_dims() - 1;
+                let logp = B::log_softmax(logits, last);
+                let nll = B::float_neg(B::float_gather(last, logp.clone(), targets.clone()));
+                let loss = B::float_div_scalar(B::float_sum(B::float_mul(nll, mask.clone())), divisor.into());
+                prep.finish((logp, targets, mask), loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::masked_nll(logits.into_primitive(), targets, mask, divisor)),
         }
     }
 }
@@ -537,6 +616,24 @@ mod tests {
             let targets = Tensor::<3, Int>::from_data(TensorData::new(vec![1i64, 2, 0, 2, 2, 1], [2, 3, 1]), &ad);
             let burns = |x: Vec<Tensor<3>>| -log_softmax(x[0].clone(), 2).gather(2, targets.clone());
             same(&[draw(&mut rng, [2, 3, 3], &device)], |x| nll(x[0].clone(), targets.clone()), burns);
+        }
+    }
+
+    /// The masked mean of the log-likelihoods is Burn's `(mask · -log_softmax at the targets)`
+    /// summed and divided, with its gradient, for a batch of sequences with padded rows.
+    #[test]
+    fn the_masked_mean_loss_is_burns() {
+        let mut rng = PyRandom::new(11);
+        for device in devices() {
+            let ad = device.clone().autodiff();
+            let targets = Tensor::<3, Int>::from_data(TensorData::new(vec![1i64, 2, 0, 2, 2, 1], [2, 3, 1]), &ad);
+            let mask = Tensor::<3>::from_data(TensorData::new(vec![1.0f64, 1., 0., 1., 1., 0.], [2, 3, 1]), &ad);
+            // 4 rows kept: a divisor f32 holds exactly (see the causal softmax's test)
+            let burns = |x: Vec<Tensor<3>>| {
+                (-log_softmax(x[0].clone(), 2).gather(2, targets.clone()) * mask.clone()).sum() / 4.0
+            };
+            let ours = |x: Vec<Tensor<3>>| masked_nll(x[0].clone(), targets.clone(), mask.clone(), 4.0);
+            same(&[draw(&mut rng, [2, 3, 4], &device)], ours, burns);
         }
     }
 

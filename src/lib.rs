@@ -5,8 +5,8 @@
 //! `rng` (Python-compatible random numbers), `device` (the one place that knows the backends),
 //! `files` (atomic writes, digests), `data` (documents or one text, tokenizer, split), `schedule`
 //! (the learning rate), `config` (architecture and presets), `batch` (batches on the device:
-//! documents or windows of a text), `kernels` (the CPU's own causal softmax and matrix products,
-//! with their backward passes), `model` (the GPT), `adam` (the optimizer), `gradients` (a step's gradients: the batch in one
+//! documents or windows of a text), `kernels` (a step's heaviest operations as one autodiff node each,
+//! with their backward passes; the CPU's own loops), `model` (the GPT), `adam` (the optimizer), `gradients` (a step's gradients: the batch in one
 //! part per core, added and clipped), `checkpoint` (saving and loading), `metrics` (CSV and plot), `sample`
 //! (generation), `inspect` (predictions, attention and embeddings of a trained model), `train`
 //! (the loop), and the program: `cli` (flags) and `commands` (what each subcommand does).

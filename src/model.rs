@@ -332,11 +332,12 @@ impl GPT {
     /// Mean cross-entropy of `logits` [B, T, V] against `targets` [B, T]. With a `mask` [B, T]
     /// (1 for real targets, 0 for padding), the mean runs over the `n_targets` real ones only.
     pub fn loss(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Option<(Tensor<2>, usize)>) -> Tensor<1> {
-        let [b, t, _] = logits.dims();
-        let nll = kernels::nll(logits, targets.unsqueeze_dim(2)).reshape([b, t]); // [B, T]
+        let targets = targets.unsqueeze_dim(2); // [B, T, 1]
         match mask {
-            None => nll.mean(),
-            Some((mask, n_targets)) => (nll * mask).sum() / n_targets as f64,
+            None => kernels::nll(logits, targets).mean(),
+            // one autodiff node: on a GPU its backward pass is a few fusable operations, where
+            // the sum, the division and the mask's product were a segment run one by one
+            Some((mask, n_targets)) => kernels::masked_nll(logits, targets, mask.unsqueeze_dim(2), n_targets as f64),
         }
     }
 
