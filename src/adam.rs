@@ -16,7 +16,8 @@ use burn::optim::{AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimize
 use burn::tensor::{DType, DataError, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::kernels::Real;
+use crate::config::TrainConfig;
+use crate::host::{PIECE, Real};
 
 /// Adam with bias correction: `p -= lr * m_hat / (sqrt(v_hat) + eps)`.
 #[derive(Clone, Debug)]
@@ -39,9 +40,16 @@ pub struct Adam {
 }
 
 impl Adam {
-    /// The reference's settings: betas 0.85 and 0.99, eps 1e-8, updated on the host (a CPU).
+    /// The reference's settings ([`TrainConfig::default`]'s betas, eps 1e-8), updated on the host
+    /// (a CPU).
     pub fn reference() -> Self {
-        Self { beta1: 0.85, beta2: 0.99, eps: 1e-8, on_host: true, weight_decay: 0.0 }
+        Self::of(&TrainConfig::default())
+    }
+
+    /// The Adam of a run's settings (betas and weight decay), eps 1e-8, updated on the host.
+    pub fn of(config: &TrainConfig) -> Self {
+        let (beta1, beta2, weight_decay) = (config.beta1, config.beta2, config.weight_decay);
+        Self { beta1, beta2, eps: 1e-8, on_host: true, weight_decay }
     }
 
     /// These settings with the update run on the host (`true`, for a CPU) or as tensor
@@ -127,11 +135,6 @@ impl Adam {
         (tensor(p), Some(state))
     }
 }
-
-/// Numbers per piece of the host loops over a parameter or a gradient (here and in
-/// `gradients`): enough to be worth a core, and a fixed split, so that sums come out the same on
-/// every run.
-pub(crate) const PIECE: usize = 1 << 14;
 
 /// One piece of a parameter's numbers, as the zipped chunks give it: ((p, g), m), v.
 type Piece<'a, F> = (((&'a mut [F], &'a [F]), &'a mut [F]), &'a mut [F]);

@@ -9,10 +9,14 @@
 //! the run got there (a resume draws what the whole run would have).
 //! Deliberately left out: sampling documents at random (the reference walks them in order).
 
+use std::path::Path;
+
+use anyhow::{Result, bail};
 use burn::tensor::kind::Basic;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::{Data, Tokenizer, doc_tokens};
+use crate::config::TrainConfig;
+use crate::data::{self, Data, Dataset, Layout, Text, Tokenizer, doc_tokens};
 use crate::rng::PyRandom;
 
 /// The real positions of a right-padded [B, T] batch. Everything except attention works on each
@@ -26,6 +30,7 @@ pub struct Packing {
 }
 
 /// One step's worth of documents on the device.
+#[derive(Clone)]
 pub struct Batch {
     /// [B, T] input ids.
     pub inputs: Tensor<2, Int>,
@@ -48,7 +53,7 @@ pub struct Batcher {
     targets: Tensor<2, Int>,
     /// [N, block_size] 1.0 where a target is real.
     mask: Tensor<2>,
-    /// Number of predicted positions per document (`n` in SPEC).
+    /// Number of predicted positions per document (`n` of docs/ALGORITHM.md).
     lens: Vec<usize>,
     /// Pad every batch to block_size positions (see [`Batcher::fixed_length`]).
     fixed_length: bool,
@@ -280,6 +285,70 @@ impl EvalSet {
                 let w = Windows::new(t.val_tokens(), block_size, device);
                 let offsets = w.draw(&mut PyRandom::new(held_out_seed(seed)), windows);
                 Self::Windows(w, offsets)
+            }
+        }
+    }
+
+    /// The held-out part of the data file at `path` as a run of settings `run` split it, in the
+    /// vocabulary `vocab`; and what that is, for a message.
+    pub fn held_out_of_file(
+        path: &Path,
+        run: &TrainConfig,
+        vocab: &Tokenizer,
+        block_size: usize,
+        device: &Device,
+    ) -> Result<(Self, String)> {
+        let (data, what) = match run.layout {
+            Layout::Lines => {
+                let dataset = Dataset::new(data::read_documents(path)?, &mut PyRandom::new(run.seed))?;
+                let count = dataset.val_docs().len();
+                let what = format!("{count} documents: the held-out documents of {}", path.display());
+                (Data::Lines(dataset).with_tokenizer(vocab.clone())?, what)
+            }
+            Layout::Text => {
+                let text = Text::new(&data::read_text(path)?, Some(vocab.clone()))?;
+                (Data::Text(text), format!("{} windows: the held-out windows of {}", run.eval_windows, path.display()))
+            }
+        };
+        Ok((Self::held_out(&data, block_size, run.eval_windows, run.seed, false, device), what))
+    }
+
+    /// Every document of the file at `path` (the line layout), or every target of it once (the
+    /// text layout: windows side by side), in the vocabulary `vocab`; and what that is.
+    pub fn whole_file(
+        path: &Path,
+        layout: Layout,
+        vocab: &Tokenizer,
+        block_size: usize,
+        device: &Device,
+    ) -> Result<(Self, String)> {
+        match layout {
+            Layout::Lines => {
+                let docs = data::read_documents(path)?;
+                for doc in &docs {
+                    vocab.encode(doc).map_err(|err| {
+                        anyhow::anyhow!("document {doc:?}: {err}; evaluate on data with the checkpoint's characters")
+                    })?;
+                }
+                let what = format!("{} documents: every document of {}", docs.len(), path.display());
+                Ok((Self::Documents(Box::new(Batcher::new(vocab, &docs, block_size, device))), what))
+            }
+            Layout::Text => {
+                let tokens = vocab.encode(&data::read_text(path)?).map_err(|err| {
+                    anyhow::anyhow!("{}: {err}; evaluate on text in the checkpoint's characters", path.display())
+                })?;
+                if tokens.len() <= block_size {
+                    bail!(
+                        "{} holds {} characters, fewer than one window of block_size + 1 = {}: evaluate on a longer text",
+                        path.display(),
+                        tokens.len(),
+                        block_size + 1
+                    );
+                }
+                let set = Self::tiled(&tokens, block_size, device);
+                let what =
+                    format!("{} windows of {block_size} side by side: the whole of {}", set.count(), path.display());
+                Ok((set, what))
             }
         }
     }

@@ -10,16 +10,13 @@
 //! (`step-000200`, or `step-000200-1` when that one is taken), then swaps `checkpoint.json` by rename,
 //! then removes every other weights folder: at every moment the directory holds one complete,
 //! loadable checkpoint, and the folder `checkpoint.json` names is never touched.
-//! One training run at a time holds a directory: [`lock`] takes an exclusive lock on
-//! `DIR/.lock` for the whole run, and the operating system drops it with the process, however
-//! the process ends. Readers (`sample`, `eval`) take no lock: they only ever see whole
+//! One training run at a time holds a directory (`files::lock`). Readers (`sample`, `eval`) take no lock: they only ever see whole
 //! checkpoints. A save that fails (a full disk) removes what it half wrote and says which
 //! checkpoint is intact.
 //! Deliberately left out: keeping more than the latest checkpoint.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -30,13 +27,13 @@ use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
-use crate::config::GPTConfig;
-use crate::data::{Layout, Tokenizer};
-use crate::device::{self, Precision};
+use crate::config::{GPTConfig, TrainConfig};
+use crate::data::Tokenizer;
+use crate::device;
+pub use crate::files::{check_not_held, lock};
 use crate::files::{sha256_hex, sync_dir, tmp_path, write_atomic};
 use crate::model::GPT;
 use crate::rng::PyRandom;
-use crate::schedule::{Decay, Schedule};
 
 /// Bumped whenever the layout changes; newer checkpoints are refused with a clear message.
 /// 2: the weight files' digests; 3: the longer runs' settings (warmup, decay, floor, weight
@@ -50,106 +47,6 @@ const META_FILE: &str = "checkpoint.json";
 const MODEL_FILE: &str = "model.bpk";
 const SAFETENSORS_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
-const LOCK_FILE: &str = ".lock";
-
-/// The run settings a resume must keep to continue exactly.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunSettings {
-    /// Seed of the Python-compatible generator.
-    pub seed: u64,
-    /// Steps of the whole run (the learning-rate schedule spans them).
-    pub num_steps: usize,
-    /// Initial learning rate (the peak, after a warmup).
-    pub lr: f64,
-    /// Documents per step.
-    pub batch_size: usize,
-    /// Float precision of the weights.
-    pub precision: Precision,
-    /// Steps of linear learning-rate warmup (0, the reference: none).
-    #[serde(default)]
-    pub warmup_steps: usize,
-    /// How the learning rate falls after the warmup (linear, the reference's, or cosine).
-    #[serde(default)]
-    pub decay: Decay,
-    /// The learning rate the decay ends at (0, the reference's).
-    #[serde(default)]
-    pub min_lr: f64,
-    /// AdamW's decoupled weight decay, on every weight (all are matrices, as nanoGPT decays
-    /// its matrices); 0, the reference's, is plain Adam.
-    #[serde(default)]
-    pub weight_decay: f64,
-    /// Scale the gradients so that their norm, all together, is at most this (none: the
-    /// reference).
-    #[serde(default)]
-    pub grad_clip: Option<f64>,
-    /// The probability of zeroing an activation in training (0, the reference's: no dropout).
-    #[serde(default)]
-    pub dropout: f64,
-    /// Adam's decay rate of the mean of the gradients (0.85, the reference's).
-    #[serde(default = "reference_beta1")]
-    pub beta1: f64,
-    /// Adam's decay rate of the mean of the squared gradients (0.99, the reference's).
-    #[serde(default = "reference_beta2")]
-    pub beta2: f64,
-    /// How the data file is read: one document per line (the reference's) or one text.
-    #[serde(default)]
-    pub layout: Layout,
-    /// The text layout's held-out loss is the mean over this many windows of the held-out
-    /// tenth, drawn once from the seed (unused by the line layout, which evaluates every
-    /// held-out document).
-    #[serde(default = "default_eval_windows")]
-    pub eval_windows: usize,
-}
-
-fn reference_beta1() -> f64 {
-    Adam::reference().beta1
-}
-
-fn reference_beta2() -> f64 {
-    Adam::reference().beta2
-}
-
-fn default_eval_windows() -> usize {
-    DEFAULT_EVAL_WINDOWS
-}
-
-/// Held-out windows of a text run unless `--eval-windows` says otherwise.
-pub const DEFAULT_EVAL_WINDOWS: usize = 500;
-
-impl RunSettings {
-    /// The reference's settings for the rest: no warmup, linear decay to 0, no weight decay,
-    /// no clipping.
-    pub fn new(seed: u64, num_steps: usize, lr: f64, batch_size: usize, precision: Precision) -> Self {
-        Self {
-            seed,
-            num_steps,
-            lr,
-            batch_size,
-            precision,
-            warmup_steps: 0,
-            decay: Decay::Linear,
-            min_lr: 0.0,
-            weight_decay: 0.0,
-            grad_clip: None,
-            dropout: 0.0,
-            beta1: reference_beta1(),
-            beta2: reference_beta2(),
-            layout: Layout::Lines,
-            eval_windows: DEFAULT_EVAL_WINDOWS,
-        }
-    }
-
-    /// The learning-rate schedule of these settings.
-    pub fn schedule(&self) -> Schedule {
-        Schedule {
-            lr: self.lr,
-            min_lr: self.min_lr,
-            warmup_steps: self.warmup_steps,
-            num_steps: self.num_steps,
-            decay: self.decay,
-        }
-    }
-}
 
 /// Contents of `checkpoint.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,8 +59,8 @@ pub struct Meta {
     pub config: GPTConfig,
     /// The vocabulary, so that sampling needs no data file.
     pub vocab: Tokenizer,
-    /// The settings a resume keeps.
-    pub run: RunSettings,
+    /// The training run's settings, which a resume keeps.
+    pub run: TrainConfig,
     /// The folder, inside the checkpoint directory, holding the weights of this step.
     pub weights: String,
     /// Held-out loss at this step, when it was evaluated.
@@ -222,59 +119,6 @@ pub fn run_in(dir: &Path) -> Option<String> {
         return Some(format!("the checkpoint of step {}", meta.step));
     }
     [META_FILE, "metrics.csv"].iter().find(|name| dir.join(name).exists()).map(|name| format!("its {name}"))
-}
-
-/// A directory held by one training run; the lock is released when this is dropped or the
-/// process ends.
-#[derive(Debug)]
-pub struct DirLock {
-    _file: fs::File,
-}
-
-/// Hold `dir` (created if needed) for one training run, or say which process holds it.
-pub fn lock(dir: &Path) -> Result<DirLock> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create the output directory {}", dir.display()))?;
-    let path = dir.join(LOCK_FILE);
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {
-            // the holder's process id, for the message of a second run
-            let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id())).and_then(|()| file.flush());
-            Ok(DirLock { _file: file })
-        }
-        Err(fs::TryLockError::WouldBlock) => Err(in_use(dir, &mut file)),
-        Err(fs::TryLockError::Error(err)) => bail!("cannot lock {}: {err}", path.display()),
-    }
-}
-
-/// Fail as [`lock`] would when another run holds `dir`, without taking the lock or writing
-/// anything (so that a refusal leaves the directory as it was).
-pub fn check_not_held(dir: &Path) -> Result<()> {
-    let Ok(mut file) = fs::File::open(dir.join(LOCK_FILE)) else { return Ok(()) };
-    match file.try_lock() {
-        Err(fs::TryLockError::WouldBlock) => Err(in_use(dir, &mut file)),
-        _ => Ok(()), // free (released when `file` closes), or an error that `lock` will report
-    }
-}
-
-/// "DIR is in use by another training run (process N)", read from the lock file.
-fn in_use(dir: &Path, file: &mut fs::File) -> anyhow::Error {
-    let mut holder = String::new();
-    let _ = file.read_to_string(&mut holder);
-    let holder = match holder.trim() {
-        "" => String::new(),
-        pid => format!(" (process {pid})"),
-    };
-    anyhow::anyhow!(
-        "{} is in use by another training run{holder}: wait for it to end, or pass another --out",
-        dir.display()
-    )
 }
 
 /// Whether `err` comes from a full disk (also when a library kept only its message).
@@ -476,7 +320,7 @@ fn load_weights(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result
     // read the whole file now: Burn's file loader maps it lazily, and a training run may
     // delete this folder (after saving a newer one) while the weights are still unread
     let bytes = read_checked(&meta, &path)?;
-    let model = catch_load(|| {
+    let model = catch_load(move || {
         // in the device's precision: an f64 checkpoint on the GPU (f32) is cast, not loaded as f64
         burn::store::ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
             .and_then(|record| skeleton.try_load_record(record.cast_to_module_dtype()))
@@ -545,19 +389,22 @@ impl Loaded {
     pub fn optimizer(&self, adam: Adam) -> Result<ModuleOptimizer> {
         let path = self.dir.join(&self.meta.weights).join(OPTIMIZER_FILE);
         let bytes = read_checked(&self.meta, &path)?;
-        catch_load(|| adam.init().from_bytes(Bytes::from_bytes_vec(bytes))).map_err(|err| {
+        catch_load(move || adam.init().from_bytes(Bytes::from_bytes_vec(bytes))).map_err(|err| {
             anyhow::anyhow!("cannot load the optimizer state {} ({err}): the checkpoint is corrupted", path.display())
         })
     }
 }
 
-/// Run a loader that may panic on malformed input; turn a panic into an error.
-fn catch_load<T, E: std::fmt::Display>(load: impl FnOnce() -> Result<T, E>) -> Result<T, String> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load));
-    std::panic::set_hook(hook);
-    match result {
+/// Run a loader that may panic on malformed input (Burn's record decoders do) on a thread of
+/// its own, and turn a panic into an error. The process's panic hook is left as it is: the
+/// program's says nothing of a thread other than `main` (`src/main.rs`), and the panic ends here.
+fn catch_load<T, E>(load: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let thread = std::thread::Builder::new().name("checkpoint-load".into()).spawn(load);
+    match thread.map_err(|err| format!("cannot start a thread to read it: {err}"))?.join() {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(err.to_string()),
         Err(panic) => Err(panic

@@ -1,13 +1,17 @@
 //! The command line: subcommands and flags, grouped like makemore's (data, model,
-//! optimization, evaluation, sampling, output, device). Parsing only; `commands.rs` acts.
+//! optimization, evaluation, sampling, output, device). Parsing only; `commands.rs` acts. A flag
+//! of a setting overrides the value of [`TrainConfig`] or [`GPTConfig`] ([`TrainArgs::apply`]),
+//! where its default is written; the help shows it from there ([`parse`]).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::Preset;
+use crate::config::{GPTConfig, Preset, TrainConfig};
 use crate::data::{Layout, Named};
 use crate::device::{DeviceArg, Precision};
+use crate::ops::Ops;
+use crate::sample::SampleOptions;
 use crate::schedule::Decay;
 
 /// microGPT on Burn: a complete GPT trained from scratch on names, then sampling new ones.
@@ -60,19 +64,19 @@ pub struct TrainArgs {
     pub data_url: Option<String>,
 
     // ---- model ----
-    /// Named model size; the flags below override its values [default: reference]
+    /// Named model size and its training settings; the flags override its values [default: reference]
     #[arg(long, value_enum, help_heading = "Model")]
     pub preset: Option<Preset>,
-    /// Number of transformer blocks [reference: 1]
+    /// Number of transformer blocks
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub n_layer: Option<usize>,
-    /// Embedding width, channels per position [reference: 16]
+    /// Embedding width, channels per position
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub n_embd: Option<usize>,
-    /// Attention heads; must divide --n-embd [reference: 4]
+    /// Attention heads; must divide --n-embd
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub n_head: Option<usize>,
-    /// Longest context in tokens; longer documents are cut; a text's windows are this long [reference: 16]
+    /// Longest context in tokens; longer documents are cut; a text's windows are this long
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Model")]
     pub block_size: Option<usize>,
 
@@ -86,40 +90,40 @@ pub struct TrainArgs {
     pub init_from: Option<PathBuf>,
 
     // ---- optimization ----
-    /// Training steps; the learning rate decays linearly to zero over them [default: 1000]
+    /// Training steps; the learning rate decays over them
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub steps: Option<usize>,
-    /// Initial learning rate of Adam [default: 0.01]
+    /// Peak learning rate of Adam
     #[arg(long, value_name = "LR", value_parser = positive_number, allow_negative_numbers = true, help_heading = "Optimization")]
     pub lr: Option<f64>,
-    /// Steps of linear warmup up to --lr, before the decay [default: 0, none]
+    /// Steps of linear warmup up to --lr, before the decay
     #[arg(long, value_name = "N", help_heading = "Optimization")]
     pub warmup_steps: Option<usize>,
-    /// How the learning rate falls after the warmup, towards --min-lr (reached just after the last step) [default: linear]
+    /// How the learning rate falls after the warmup, towards --min-lr (reached just after the last step)
     #[arg(long, value_enum, help_heading = "Optimization")]
     pub decay: Option<Decay>,
-    /// The learning rate the decay ends at [default: 0]
+    /// The learning rate the decay ends at
     #[arg(long, value_name = "LR", value_parser = non_negative_number, allow_negative_numbers = true, help_heading = "Optimization")]
     pub min_lr: Option<f64>,
-    /// AdamW's decoupled weight decay on every weight [default: 0, plain Adam]
+    /// AdamW's decoupled weight decay on every weight (0: plain Adam)
     #[arg(long, value_name = "WD", value_parser = non_negative_number, allow_negative_numbers = true, help_heading = "Optimization")]
     pub weight_decay: Option<f64>,
-    /// Clip the norm of all gradients together to this [default: no clipping]
+    /// Clip the norm of all gradients together to this
     #[arg(long, value_name = "NORM", value_parser = positive_number, allow_negative_numbers = true, help_heading = "Optimization")]
     pub grad_clip: Option<f64>,
-    /// Dropout in training: the probability of zeroing an activation, below 1 [default: 0]
+    /// Dropout in training: the probability of zeroing an activation, below 1
     #[arg(long, value_name = "P", value_parser = probability, allow_negative_numbers = true, help_heading = "Optimization")]
     pub dropout: Option<f64>,
-    /// Documents (padded to the longest) or text windows per step; 1 is the reference [default: 1]
+    /// Documents (padded to the longest) or text windows per step
     #[arg(long, value_name = "B", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub batch_size: Option<usize>,
-    /// Adam's decay of the mean of the gradients, below 1 [default: 0.85, the reference's]
+    /// Adam's decay of the mean of the gradients, below 1
     #[arg(long, value_name = "B1", value_parser = probability, allow_negative_numbers = true, help_heading = "Optimization")]
     pub beta1: Option<f64>,
-    /// Adam's decay of the mean of the squared gradients, below 1 [default: 0.99]
+    /// Adam's decay of the mean of the squared gradients, below 1
     #[arg(long, value_name = "B2", value_parser = probability, allow_negative_numbers = true, help_heading = "Optimization")]
     pub beta2: Option<f64>,
-    /// Seed of the Python-compatible generator: shuffle, initial weights, samples, text windows [default: 42]
+    /// Seed of the Python-compatible generator: shuffle, initial weights, samples, text windows
     #[arg(long, value_name = "N", help_heading = "Optimization")]
     pub seed: Option<u64>,
     /// Stop after this step (saving a checkpoint), keeping the schedule of --steps
@@ -130,7 +134,7 @@ pub struct TrainArgs {
     /// Evaluate on the held-out documents (or windows) every N steps (always once at the end)
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Evaluation")]
     pub eval_every: Option<usize>,
-    /// Text layout: the held-out loss is the mean over N windows of the held-out tenth, drawn once from --seed [default: 500]
+    /// Text layout: the held-out loss is the mean over N windows of the held-out tenth, drawn once from --seed
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Evaluation")]
     pub eval_windows: Option<usize>,
 
@@ -172,13 +176,13 @@ pub struct TrainArgs {
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Number of samples to draw (of a model trained on documents)
-    #[arg(long, value_name = "N", default_value = "20", help_heading = "Sampling")]
+    #[arg(long, value_name = "N", default_value_t = SampleOptions::reference().num_samples, help_heading = "Sampling")]
     pub num_samples: usize,
     /// Length of the passage to write (of a model trained on a text), in characters
-    #[arg(long, value_name = "N", default_value = "500", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Sampling")]
+    #[arg(long, value_name = "N", default_value_t = SampleOptions::reference().num_chars, value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Sampling")]
     pub num_chars: usize,
     /// Softmax temperature: lower is safer, higher is more inventive
-    #[arg(long, value_name = "T", default_value = "0.5", value_parser = positive_number, allow_negative_numbers = true, help_heading = "Sampling")]
+    #[arg(long, value_name = "T", default_value_t = SampleOptions::reference().temperature, value_parser = positive_number, allow_negative_numbers = true, help_heading = "Sampling")]
     pub temperature: f64,
     /// Draw only among the K most likely characters
     #[arg(long, value_name = "K", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Sampling")]
@@ -197,6 +201,10 @@ pub struct DeviceArgs {
     /// Float precision [default: f64 on cpu, f32 on gpu]
     #[arg(long, value_enum, help_heading = "Device")]
     pub dtype: Option<Precision>,
+    /// Whose operations the model runs on: ours (one autodiff node each, the CPU's own loops) or
+    /// burn (Burn's tensor operations only); the same losses up to rounding
+    #[arg(long, value_enum, default_value_t, help_heading = "Device")]
+    pub ops: Ops,
 }
 
 /// Flags of `sample`.
@@ -206,7 +214,7 @@ pub struct SampleArgs {
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
     /// Seed of the Python-compatible generator used for the draws
-    #[arg(long, value_name = "N", default_value = "42")]
+    #[arg(long, value_name = "N", default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
     /// Sampling flags.
     #[command(flatten)]
@@ -274,4 +282,78 @@ pub struct InspectArgs {
     /// Device flags.
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// Parse the process's arguments. The help of each setting's flag ends with the reference's
+/// value, read from [`TrainConfig::default`] and [`GPTConfig`]'s defaults.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let mut references = crate::config::fields(&TrainConfig::default());
+    references.extend(crate::config::fields(&GPTConfig::new(0)));
+    let show = |mut cmd: clap::Command| {
+        for (field, value) in &references {
+            let id = flag_of(field).replace('-', "_");
+            if cmd.get_arguments().any(|arg| arg.get_id() == id.as_str()) && !HELP_SAYS_DEFAULT.contains(&id.as_str()) {
+                cmd = cmd.mut_arg(id, |arg| {
+                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    arg.help(format!("{help} [reference: {value}]"))
+                });
+            }
+        }
+        cmd
+    };
+    let cmd = show(Cli::command()).mut_subcommand("train", show);
+    Cli::from_arg_matches(&cmd.try_get_matches()?)
+}
+
+/// Flags whose help says their default itself: it depends on the device or the data set.
+const HELP_SAYS_DEFAULT: [&str; 3] = ["dtype", "layout", "init_std"];
+
+/// The flag of a setting, by its field name in [`TrainConfig`] or [`GPTConfig`]: `batch_size`
+/// is `batch-size`, `num_steps` is `steps`, `precision` is `dtype`.
+pub fn flag_of(field: &str) -> String {
+    match field {
+        "num_steps" => "steps".to_string(),
+        "precision" => "dtype".to_string(),
+        field => field.replace('_', "-"),
+    }
+}
+
+impl TrainArgs {
+    /// `config` with the values of the settings' flags given.
+    pub fn apply(&self, config: &mut TrainConfig) {
+        set(&mut config.seed, self.seed);
+        set(&mut config.num_steps, self.steps);
+        set(&mut config.lr, self.lr);
+        set(&mut config.batch_size, self.batch_size);
+        set(&mut config.precision, self.device.dtype);
+        set(&mut config.warmup_steps, self.warmup_steps);
+        set(&mut config.decay, self.decay);
+        set(&mut config.min_lr, self.min_lr);
+        set(&mut config.weight_decay, self.weight_decay);
+        config.grad_clip = self.grad_clip.or(config.grad_clip);
+        set(&mut config.dropout, self.dropout);
+        set(&mut config.beta1, self.beta1);
+        set(&mut config.beta2, self.beta2);
+        set(&mut config.layout, self.layout);
+        set(&mut config.eval_windows, self.eval_windows);
+    }
+
+    /// `config` with the values of the size flags given (the reference's standard deviation
+    /// recorded as none, so that configurations compare equal to the presets').
+    pub fn apply_sizes(&self, config: &mut GPTConfig) {
+        set(&mut config.n_layer, self.n_layer);
+        set(&mut config.n_embd, self.n_embd);
+        set(&mut config.n_head, self.n_head);
+        set(&mut config.block_size, self.block_size);
+        if let Some(std) = self.init_std {
+            config.init_std = Some(std).filter(|&std| std != crate::config::REFERENCE_INIT_STD);
+        }
+    }
+}
+
+/// `value` replaced by the flag's, when the flag was given.
+fn set<T>(value: &mut T, flag: Option<T>) {
+    if let Some(flag) = flag {
+        *value = flag;
+    }
 }

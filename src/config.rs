@@ -1,14 +1,16 @@
-//! The model's architecture: `GPTConfig`, its named presets, and the checks that refuse sizes
-//! that cannot work. Run settings (steps, learning rate, batch, ...) live with the command line
-//! in `cli.rs`, except the training recipes of the Shakespeare presets ([`Recipe`]), which are
-//! nanoGPT's; the vocabulary size comes from the data set.
+//! A run's two configurations, each default written once: the model's architecture
+//! ([`GPTConfig`]) and the training run's settings ([`TrainConfig`], the reference's by default),
+//! with the named presets ([`Preset`]) and the checks that refuse what cannot work. Checkpoints
+//! save both whole; [`first_difference`] names what a resumed run would change. The vocabulary
+//! size comes from the data set; the flags (`cli.rs`) only override these values.
 
 use anyhow::{Result, bail};
 use burn::config::Config;
+use serde::{Deserialize, Serialize};
 
-use crate::data::Named;
+use crate::data::{Layout, Named};
 use crate::device::Precision;
-use crate::schedule::Decay;
+use crate::schedule::{Decay, Schedule};
 
 /// Architecture of the GPT, and nothing else. The defaults are the reference's (SPEC.md).
 #[derive(Config, Debug, PartialEq)]
@@ -40,7 +42,7 @@ pub const REFERENCE_INIT_STD: f64 = 0.08;
 
 /// Named model sizes. The names presets keep `block_size` 16 (names are at most 15
 /// characters); the Shakespeare presets are nanoGPT's two `shakespeare_char` runs, each with its
-/// training recipe ([`Preset::recipe`]).
+/// training settings ([`Preset::train_config`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
     /// The reference: 1 layer, 16 channels, 4 heads (4,192 parameters on names.txt).
@@ -63,38 +65,168 @@ pub enum Preset {
     ShakespeareChar,
 }
 
-/// The training settings a preset comes with (each flag still overrides its own): nanoGPT's
-/// `train.py` defaults with `config/train_shakespeare_char.py` and its README's CPU flags.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Recipe {
-    /// The data set trained on when `--data` is not given (read as one text).
-    pub dataset: Named,
-    /// Training steps.
-    pub steps: usize,
-    /// The peak learning rate.
+/// A training run's settings: everything a resume must keep to continue exactly. The defaults
+/// are the reference's (microgpt.py's); the Shakespeare presets' are nanoGPT's
+/// ([`TrainConfig::shakespeare_char_cpu`]). Saved whole in `checkpoint.json` (as `run`); a
+/// setting missing from an older checkpoint reads as the reference's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Seed of the Python-compatible generator: shuffle, initial weights, samples, windows.
+    pub seed: u64,
+    /// Steps of the whole run (the learning-rate schedule spans them).
+    pub num_steps: usize,
+    /// The peak learning rate (reached after the warmup).
     pub lr: f64,
-    /// The floor of the decay.
-    pub min_lr: f64,
-    /// Steps of linear warmup.
-    pub warmup_steps: usize,
-    /// The shape of the decay.
-    pub decay: Decay,
-    /// AdamW's decoupled weight decay.
-    pub weight_decay: f64,
-    /// The bound on the norm of all gradients together.
-    pub grad_clip: f64,
-    /// Adam's first-moment decay.
-    pub beta1: f64,
-    /// Adam's second-moment decay.
-    pub beta2: f64,
-    /// Windows per step.
+    /// Documents, or windows of a text, per step.
     pub batch_size: usize,
-    /// Dropout in training.
-    pub dropout: f64,
-    /// Evaluate on the held-out windows every N steps.
-    pub eval_every: usize,
-    /// The float precision (f32, as nanoGPT on a CPU).
+    /// Float precision of the weights: f64, the reference's, on a CPU (a GPU computes in f32).
     pub precision: Precision,
+    /// Steps of linear learning-rate warmup.
+    pub warmup_steps: usize,
+    /// How the learning rate falls after the warmup.
+    pub decay: Decay,
+    /// The learning rate the decay ends at.
+    pub min_lr: f64,
+    /// AdamW's decoupled weight decay on every weight (all are matrices, as nanoGPT decays its
+    /// matrices); 0 is plain Adam.
+    pub weight_decay: f64,
+    /// Scale the gradients so that their norm, all together, is at most this.
+    pub grad_clip: Option<f64>,
+    /// The probability of zeroing an activation in training.
+    pub dropout: f64,
+    /// Adam's decay of the mean of the gradients.
+    pub beta1: f64,
+    /// Adam's decay of the mean of the squared gradients.
+    pub beta2: f64,
+    /// How the data file is read: one document per line, or one text.
+    pub layout: Layout,
+    /// The text layout's held-out loss is the mean over this many windows of the held-out
+    /// tenth, drawn once from the seed (the line layout evaluates every held-out document).
+    pub eval_windows: usize,
+}
+
+impl Default for TrainConfig {
+    /// The reference run.
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            num_steps: 1000,
+            lr: 0.01,
+            batch_size: 1,
+            precision: Precision::F64,
+            warmup_steps: 0,
+            decay: Decay::Linear,
+            min_lr: 0.0,
+            weight_decay: 0.0,
+            grad_clip: None,
+            dropout: 0.0,
+            beta1: 0.85,
+            beta2: 0.99,
+            layout: Layout::Lines,
+            eval_windows: 500,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// nanoGPT's `train_shakespeare_char.py` with its README's CPU flags: 2,000 steps of lr 1e-3
+    /// (warmup 100, cosine to 1e-4), weight decay 0.1, clipping 1.0, betas 0.9/0.99, batch 12,
+    /// f32, the data read as one text.
+    pub fn shakespeare_char_cpu() -> Self {
+        Self {
+            num_steps: 2000,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_steps: 100,
+            decay: Decay::Cosine,
+            weight_decay: 0.1,
+            grad_clip: Some(1.0),
+            beta1: 0.9,
+            batch_size: 12,
+            precision: Precision::F32,
+            layout: Layout::Text,
+            ..Self::default()
+        }
+    }
+
+    /// nanoGPT's "baby GPT" run: as [`TrainConfig::shakespeare_char_cpu`] with 5,000 steps of
+    /// batch 64 and dropout 0.2. For a GPU.
+    pub fn shakespeare_char() -> Self {
+        Self { num_steps: 5000, batch_size: 64, dropout: 0.2, ..Self::shakespeare_char_cpu() }
+    }
+
+    /// The learning-rate schedule of these settings.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_steps: self.warmup_steps,
+            num_steps: self.num_steps,
+            decay: self.decay,
+        }
+    }
+
+    /// Refuse a schedule that cannot run: a warmup as long as the run, a floor above the peak, a
+    /// weight decay that would flip the weights' sign.
+    pub fn validate(&self) -> Result<()> {
+        if self.warmup_steps >= self.num_steps {
+            bail!(
+                "--warmup-steps {} leaves no step to decay over in --steps {}: warm up for fewer steps",
+                self.warmup_steps,
+                self.num_steps
+            );
+        }
+        if self.min_lr > self.lr {
+            bail!("--min-lr {} is above --lr {}: the decay ends below where it starts", self.min_lr, self.lr);
+        }
+        if self.lr * self.weight_decay >= 1.0 {
+            bail!(
+                "--weight-decay {} at --lr {} would scale every weight by {} a step: keep lr * weight decay below 1",
+                self.weight_decay,
+                self.lr,
+                1.0 - self.lr * self.weight_decay
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The first setting (by field name) whose value in `wanted` differs from `saved`, with both
+/// values as a person would type them (`0.01`, `cosine`, `f32`, `none`): what a resume names
+/// when a flag would change the saved run.
+pub fn first_difference<T: Serialize>(saved: &T, wanted: &T) -> Option<(String, String, String)> {
+    let (saved, wanted) = (json_fields(saved), json_fields(wanted));
+    saved
+        .iter()
+        .find(|(key, value)| wanted.get(*key) != Some(value))
+        .map(|(key, value)| (key.clone(), typed(wanted.get(key).unwrap_or(&serde_json::Value::Null)), typed(value)))
+}
+
+/// Every field of a configuration with its value as a person would type it, in order.
+pub fn fields<T: Serialize>(config: &T) -> Vec<(String, String)> {
+    json_fields(config).iter().map(|(key, value)| (key.clone(), typed(value))).collect()
+}
+
+fn json_fields<T: Serialize>(config: &T) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(config) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => unreachable!("a configuration serializes to a JSON object"),
+    }
+}
+
+/// A JSON value as a person would type it: numbers as Rust prints them, names in lower case,
+/// `none` for null.
+fn typed(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "none".to_string(),
+        serde_json::Value::String(s) => s.to_lowercase(),
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(n) => n.to_string(),
+            None => n.as_f64().map_or_else(|| n.to_string(), |x| x.to_string()),
+        },
+        other => other.to_string(),
+    }
 }
 
 impl Preset {
@@ -113,30 +245,28 @@ impl Preset {
         clap::ValueEnum::to_possible_value(&self).expect("no preset is skipped").get_name().to_string()
     }
 
-    /// The training recipe of a Shakespeare preset (`None` for the names presets, which train
-    /// with the reference's settings).
-    pub fn recipe(self) -> Option<Recipe> {
-        let cpu = Recipe {
-            dataset: Named::Shakespeare,
-            steps: 2000,
-            lr: 1e-3,
-            min_lr: 1e-4,
-            warmup_steps: 100,
-            decay: Decay::Cosine,
-            weight_decay: 0.1,
-            grad_clip: 1.0,
-            beta1: 0.9,
-            beta2: 0.99,
-            batch_size: 12,
-            dropout: 0.0,
-            eval_every: 250,
-            precision: Precision::F32,
-        };
+    /// The training settings the preset comes with: nanoGPT's for the Shakespeare presets, the
+    /// reference's for the others.
+    pub fn train_config(self) -> TrainConfig {
         match self {
-            Preset::ShakespeareCharCpu => Some(cpu),
-            Preset::ShakespeareChar => Some(Recipe { steps: 5000, batch_size: 64, dropout: 0.2, ..cpu }),
-            _ => None,
+            Preset::ShakespeareCharCpu => TrainConfig::shakespeare_char_cpu(),
+            Preset::ShakespeareChar => TrainConfig::shakespeare_char(),
+            _ => TrainConfig::default(),
         }
+    }
+
+    /// The data set trained on when `--data` is not given.
+    pub fn dataset(self) -> Named {
+        match self {
+            Preset::ShakespeareCharCpu | Preset::ShakespeareChar => Named::Shakespeare,
+            _ => Named::Names,
+        }
+    }
+
+    /// How often the preset evaluates on the held-out data (nanoGPT's 250 for the Shakespeare
+    /// presets; the others only at the end).
+    pub fn eval_every(self) -> Option<usize> {
+        (self.dataset() == Named::Shakespeare).then_some(250)
     }
 }
 
@@ -244,7 +374,8 @@ mod tests {
         assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
         for p in Preset::ALL {
             GPTConfig::preset(p, 66).validate().unwrap();
-            assert_eq!(p.recipe().is_some(), p.name().starts_with("shakespeare"), "{}", p.name());
+            let nanogpts = p.train_config() != TrainConfig::default();
+            assert_eq!(nanogpts, p.name().starts_with("shakespeare"), "{}", p.name());
         }
         // nanoGPT's shakespeare_char sizes on its 65 characters (+ our BOS): 0.80M and 10.8M
         assert_eq!(
@@ -262,6 +393,33 @@ mod tests {
             serde_json::from_str(r#"{"vocab_size":27,"n_layer":1,"n_embd":16,"n_head":4,"block_size":16}"#).unwrap();
         assert_eq!(old, GPTConfig::new(27));
         assert_eq!(old.init_std(), 0.08);
+    }
+
+    /// A resume names the first setting a flag would change, as the flag takes it.
+    #[test]
+    fn differences_are_named_as_typed() {
+        let saved = TrainConfig::shakespeare_char_cpu();
+        assert_eq!(first_difference(&saved, &saved.clone()), None);
+        let named = |wanted: TrainConfig| first_difference(&saved, &wanted).unwrap();
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(named(TrainConfig { grad_clip: None, ..saved.clone() }), s("grad_clip", "none", "1"));
+        assert_eq!(named(TrainConfig { precision: Precision::F64, ..saved.clone() }), s("precision", "f64", "f32"));
+        assert_eq!(named(TrainConfig { min_lr: 1e-5, ..saved.clone() }), s("min_lr", "0.00001", "0.0001"));
+        assert_eq!(named(TrainConfig { decay: Decay::Linear, ..saved.clone() }), s("decay", "linear", "cosine"));
+        // the first by field name
+        assert_eq!(named(TrainConfig { seed: 1, num_steps: 7, ..saved.clone() }), s("num_steps", "7", "2000"));
+        let sizes = GPTConfig::new(27);
+        assert_eq!(first_difference(&sizes, &sizes.clone().with_n_embd(32)).unwrap().0, "n_embd");
+    }
+
+    /// A checkpoint written before a setting existed reads it as the reference's.
+    #[test]
+    fn settings_missing_from_old_checkpoints_read_as_the_references() {
+        let old: TrainConfig =
+            serde_json::from_str(r#"{"seed":7,"num_steps":50,"lr":0.02,"batch_size":4,"precision":"F64"}"#).unwrap();
+        let reference = TrainConfig::default();
+        assert_eq!(old, TrainConfig { seed: 7, num_steps: 50, lr: 0.02, batch_size: 4, ..reference });
+        assert_eq!((old.beta1, old.beta2, old.eval_windows), (0.85, 0.99, 500));
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //!
 //! `cpu` is Burn's flex backend (pure Rust), `gpu` is wgpu (Vulkan, Metal, DX12), `cuda` is
 //! Burn's native NVIDIA backend (kernels compiled through LLVM to PTX; it needs only the
-//! driver and CUDA's `libdevice.10.bc`, found here or explained in one line), and the optional
+//! driver and CUDA's `libdevice.10.bc`, which `device/cuda.rs` looks for), and the optional
 //! `ndarray` is Burn's older CPU backend. Model and training code never see a feature: they get
-//! a `burn::tensor::Device`. Deliberately left out: multi-GPU.
+//! a `burn::tensor::Device`. The process environment the backends need is set in one place
+//! ([`set_environment`]). Deliberately left out: multi-GPU.
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, FloatDType, Tensor};
@@ -23,20 +24,28 @@ pub enum DeviceArg {
     Ndarray,
 }
 
+#[cfg(feature = "cuda")]
+mod cuda;
+
 /// What the program knows of each backend, in one table: its cargo feature, Burn's name for it
 /// (what `BURN_DEVICE` takes), and what a build without it says.
-struct Backend {
+struct BackendInfo {
     kind: DeviceArg,
     feature: &'static str,
     burn_name: &'static str,
     missing: &'static str,
 }
 
-const BACKENDS: [Backend; 4] = [
-    Backend { kind: DeviceArg::Cpu, feature: "cpu", burn_name: "flex", missing: "this build has no CPU backend" },
-    Backend { kind: DeviceArg::Gpu, feature: "gpu", burn_name: "wgpu", missing: "this build has no GPU support" },
-    Backend { kind: DeviceArg::Cuda, feature: "cuda", burn_name: "cuda", missing: "this build has no CUDA support" },
-    Backend {
+const BACKENDS: [BackendInfo; 4] = [
+    BackendInfo { kind: DeviceArg::Cpu, feature: "cpu", burn_name: "flex", missing: "this build has no CPU backend" },
+    BackendInfo { kind: DeviceArg::Gpu, feature: "gpu", burn_name: "wgpu", missing: "this build has no GPU support" },
+    BackendInfo {
+        kind: DeviceArg::Cuda,
+        feature: "cuda",
+        burn_name: "cuda",
+        missing: "this build has no CUDA support",
+    },
+    BackendInfo {
         kind: DeviceArg::Ndarray,
         feature: "ndarray",
         burn_name: "ndarray",
@@ -45,7 +54,7 @@ const BACKENDS: [Backend; 4] = [
 ];
 
 impl DeviceArg {
-    fn backend(self) -> &'static Backend {
+    fn backend(self) -> &'static BackendInfo {
         BACKENDS.iter().find(|b| b.kind == self).expect("BACKENDS has a row for every DeviceArg")
     }
 
@@ -143,34 +152,51 @@ pub fn batch_parts(kind: DeviceArg) -> usize {
 pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Runtime> {
     let kind = kind.unwrap_or_else(default_device);
     let precision = precision.unwrap_or_else(|| default_precision(kind));
-    let device = match kind {
+    if is_gpu(kind) && precision == Precision::F64 {
+        bail!("the GPU computes in f32 only: drop --dtype f64, or use --device cpu");
+    }
+    let cuda_path = match kind {
+        DeviceArg::Cuda => Some(cuda_probe()?),
+        _ => None,
+    };
+    set_environment(kind, cuda_path);
+    let mut device = match kind {
         DeviceArg::Cpu => cpu_device()?,
-        DeviceArg::Gpu | DeviceArg::Cuda => {
-            if precision == Precision::F64 {
-                bail!("the GPU computes in f32 only: drop --dtype f64, or use --device cpu");
-            }
-            if kind == DeviceArg::Gpu { gpu_device()? } else { cuda_device()? }
-        }
+        DeviceArg::Gpu => gpu_device()?,
+        DeviceArg::Cuda => cuda_device()?,
         DeviceArg::Ndarray => ndarray_device()?,
     };
-    let mut device = device;
     set_precision(&mut device, precision)?;
-    make_default(kind);
     Ok(Runtime { device, kind, precision })
 }
 
-/// Make `kind` Burn's default device too. Burn materializes loaded optimizer state on
-/// `Device::default()` (burn-optim 0.22, `ModuleOptimizer::load_record`), which in a build with
-/// several backends would be the GPU, in f32, even for a CPU run in f64. `BURN_DEVICE` is
-/// Burn's own switch for that default; it is set once, before any computation.
-fn make_default(kind: DeviceArg) {
+/// The process environment the backends read, set once, before the first device exists (so
+/// before any of Burn's threads start), and only where the user has not set it:
+/// - `BURN_DEVICE`, Burn's own switch for `Device::default()`, to the device in use: Burn
+///   materializes loaded optimizer state on the default device (burn-optim 0.22,
+///   `ModuleOptimizer::load_record`), which in a build with several backends would be the GPU,
+///   in f32, even for a CPU run in f64;
+/// - `XDG_RUNTIME_DIR`, for a GPU, to the temp directory: opening the GPU probes Vulkan, and
+///   Mesa prints "XDG_RUNTIME_DIR is invalid or not set" four times on headless machines (the
+///   directory is not used for computing);
+/// - `CUDA_PATH`, for CUDA, to the folder holding CUDA's `libdevice.10.bc` (`cuda_path`), which
+///   the CUDA backend reads to compile kernels that take an exp or a log.
+fn set_environment(kind: DeviceArg, cuda_path: Option<std::path::PathBuf>) {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    let name = kind.backend().burn_name;
     ONCE.call_once(|| {
-        if std::env::var("BURN_DEVICE").as_deref() != Ok(name) {
-            // SAFETY: called once, from the thread that opens the device, before the training
-            // and sampling code reads the environment.
-            unsafe { std::env::set_var("BURN_DEVICE", name) };
+        let mut vars = vec![("BURN_DEVICE", std::ffi::OsString::from(kind.backend().burn_name))];
+        if kind == DeviceArg::Gpu && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            vars.push(("XDG_RUNTIME_DIR", std::env::temp_dir().into_os_string()));
+        }
+        if let Some(root) = cuda_path {
+            vars.push(("CUDA_PATH", root.into_os_string()));
+        }
+        for (name, value) in vars {
+            if std::env::var_os(name).as_ref() != Some(&value) {
+                // SAFETY: called once, from the thread that opens the first device, before any
+                // device exists and before the backends' threads start.
+                unsafe { std::env::set_var(name, value) };
+            }
         }
     });
 }
@@ -217,24 +243,9 @@ fn ndarray_device() -> Result<Device> {
     Err(not_built(DeviceArg::Ndarray))
 }
 
-/// Opening the GPU probes Vulkan, and Mesa prints "XDG_RUNTIME_DIR is invalid or not set"
-/// four times on headless machines. The directory is not used for computing; point it at the
-/// temp dir when it is unset.
-#[cfg(feature = "gpu")]
-fn quiet_vulkan_loader() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-            // SAFETY: called once, before the GPU exists and before its threads start.
-            unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
-        }
-    });
-}
-
 #[cfg(feature = "gpu")]
 fn gpu_device() -> Result<Device> {
     use burn::tensor::wgpu::WgpuBackend;
-    quiet_vulkan_loader();
     // On Linux only Vulkan: wgpu's OpenGL fallback lacks the float atomics Burn's reductions
     // need, and would fail mid-run instead of saying up front that there is no usable GPU.
     let api = if cfg!(target_os = "linux") { WgpuBackend::Vulkan } else { WgpuBackend::Auto };
@@ -251,21 +262,9 @@ fn gpu_device() -> Result<Device> {
     Err(not_built(DeviceArg::Gpu))
 }
 
-/// The CUDA device, once the driver and a device are known to be there: Burn's CUDA backend
-/// panics at its first tensor operation without them, so they are looked for first, and so is
-/// `libdevice.10.bc`, which its kernels for exp and log need.
+/// The CUDA device; [`cuda_probe`] has found what it needs.
 #[cfg(feature = "cuda")]
 fn cuda_device() -> Result<Device> {
-    cuda_driver_has_a_device()?;
-    let root = cuda::libdevice_root(&cuda::python_site_packages()).ok_or_else(|| {
-        anyhow::anyhow!(
-            "CUDA's libdevice.10.bc (its math library, for exp and log) is not found: install the CUDA toolkit, or `pip install triton`, or set CUDA_PATH to a folder holding nvvm/libdevice/libdevice.10.bc"
-        )
-    })?;
-    if std::env::var_os("CUDA_PATH").as_deref() != Some(root.as_os_str()) {
-        // SAFETY: called once, before the CUDA device exists and before its threads start.
-        unsafe { std::env::set_var("CUDA_PATH", &root) };
-    }
     Ok(Device::cuda(0))
 }
 
@@ -274,112 +273,16 @@ fn cuda_device() -> Result<Device> {
     Err(not_built(DeviceArg::Cuda))
 }
 
-/// Open the NVIDIA driver and count its devices, or say in one line what is missing.
+/// The folder holding CUDA's math library, once the driver sees a device: Burn's CUDA backend
+/// panics at its first tensor operation without them, so they are looked for first.
 #[cfg(feature = "cuda")]
-fn cuda_driver_has_a_device() -> Result<()> {
-    const CUDA_ERROR_NO_DEVICE: i32 = 100;
-    let name = if cfg!(windows) { "nvcuda.dll" } else { "libcuda.so.1" };
-    // SAFETY: the NVIDIA driver library runs no code on load that could break this process.
-    let lib = unsafe { libloading::Library::new(name) }.map_err(|_| {
-        anyhow::anyhow!(
-            "no NVIDIA driver: {name} is not found: install the NVIDIA driver, or use --device gpu or --device cpu"
-        )
-    })?;
-    type CuInit = unsafe extern "C" fn(u32) -> i32;
-    type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;
-    // SAFETY: both symbols have these signatures in every CUDA driver (cuda.h).
-    let count = unsafe {
-        let init: libloading::Symbol<CuInit> = lib.get(b"cuInit\0")?;
-        let get_count: libloading::Symbol<CuDeviceGetCount> = lib.get(b"cuDeviceGetCount\0")?;
-        match init(0) {
-            0 => {
-                let mut count = 0;
-                if get_count(&mut count) == 0 { count } else { 0 }
-            }
-            CUDA_ERROR_NO_DEVICE => 0,
-            code => {
-                bail!("the NVIDIA driver did not start (CUDA error {code}): check `nvidia-smi`, or use --device cpu")
-            }
-        }
-    };
-    if count == 0 {
-        bail!("no CUDA device found: the NVIDIA driver sees no GPU (check `nvidia-smi`), or use --device cpu");
-    }
-    std::mem::forget(lib); // the backend opens the driver again; keep it loaded
-    Ok(())
+fn cuda_probe() -> Result<std::path::PathBuf> {
+    cuda::probe()
 }
 
-/// Where CUDA's math library is, for the CUDA backend: the toolkit, or a Python wheel.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-mod cuda {
-    use std::path::{Path, PathBuf};
-
-    const LIBDEVICE: &str = "libdevice.10.bc";
-    /// Where a toolkit is looked for, in Burn's (cubecl-llvm's) order, after `CUDA_PATH`.
-    const CUDA_ROOTS: [&str; 4] = ["/usr/local/cuda", "/opt/cuda", "/usr/lib/cuda", "/usr"];
-
-    /// A folder whose `nvvm/libdevice/` holds libdevice.10.bc, as the CUDA backend reads it:
-    /// `CUDA_PATH`, a toolkit, or a wheel in one of `site_packages` (`nvidia-cuda-nvcc`'s
-    /// toolkit layout; triton's copy, set out in that layout in the temp directory).
-    pub fn libdevice_root(site_packages: &[PathBuf]) -> Option<PathBuf> {
-        let cuda_path = std::env::var_os("CUDA_PATH").map(PathBuf::from);
-        let roots: Vec<PathBuf> = CUDA_ROOTS.iter().map(PathBuf::from).collect();
-        find_libdevice(cuda_path, &roots, site_packages)
-    }
-
-    /// [`libdevice_root`] with its places given.
-    pub(super) fn find_libdevice(
-        cuda_path: Option<PathBuf>,
-        roots: &[PathBuf],
-        site_packages: &[PathBuf],
-    ) -> Option<PathBuf> {
-        let holds = |root: &Path| root.join("nvvm/libdevice").join(LIBDEVICE).is_file();
-        if let Some(path) = cuda_path {
-            // the backend reads CUDA_PATH alone when it is set
-            return holds(&path).then_some(path);
-        }
-        if let Some(root) = roots.iter().find(|r| holds(r)) {
-            return Some(root.clone());
-        }
-        for dir in site_packages {
-            let nvcc = dir.join("nvidia/cuda_nvcc");
-            if holds(&nvcc) {
-                return Some(nvcc);
-            }
-            let triton = dir.join("triton/backends/nvidia/lib").join(LIBDEVICE);
-            if let Some(root) = triton.is_file().then(|| in_toolkit_layout(&triton)).flatten() {
-                return Some(root);
-            }
-        }
-        None
-    }
-
-    /// A copy of `file` at `<temp>/microgpt-libdevice-<size>/nvvm/libdevice/libdevice.10.bc`
-    /// (made once): that folder.
-    fn in_toolkit_layout(file: &Path) -> Option<PathBuf> {
-        let size = std::fs::metadata(file).ok()?.len();
-        let root = std::env::temp_dir().join(format!("microgpt-libdevice-{size}"));
-        let copy = root.join("nvvm/libdevice").join(LIBDEVICE);
-        if std::fs::metadata(&copy).map(|m| m.len()).ok() != Some(size) {
-            std::fs::create_dir_all(copy.parent()?).ok()?;
-            let partial = copy.with_extension(format!("{}.tmp", std::process::id()));
-            std::fs::copy(file, &partial).ok()?;
-            std::fs::rename(&partial, &copy).ok()?;
-        }
-        Some(root)
-    }
-
-    /// The site-packages folders of `python3` (or `python` on Windows), where pip puts wheels;
-    /// none when there is no Python.
-    pub fn python_site_packages() -> Vec<PathBuf> {
-        let script = "import site, sys; print('\\n'.join(site.getsitepackages() + [site.getusersitepackages()]))";
-        ["python3", "python"]
-            .iter()
-            .find_map(|python| std::process::Command::new(python).args(["-c", script]).output().ok())
-            .filter(|out| out.status.success())
-            .map(|out| String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect())
-            .unwrap_or_default()
-    }
+#[cfg(not(feature = "cuda"))]
+fn cuda_probe() -> Result<std::path::PathBuf> {
+    Err(not_built(DeviceArg::Cuda))
 }
 
 /// Read a tensor's values back to the host as f64. Reading waits for the device; a computation
@@ -426,27 +329,5 @@ mod tests {
             assert!(hint.contains(&format!("--features {}`", backend.feature)), "{hint}");
         }
         assert!(not_built(DeviceArg::Gpu).to_string().ends_with("or use --device cpu"));
-    }
-
-    /// libdevice.10.bc is found in a pip wheel when there is no toolkit: triton's copy, set out
-    /// in the toolkit's layout the CUDA backend reads, and nvidia-cuda-nvcc's in place.
-    #[test]
-    fn libdevice_is_found_in_python_wheels() {
-        let site = tempfile::tempdir().unwrap();
-        let find = |cuda_path: Option<&std::path::Path>| {
-            cuda::find_libdevice(cuda_path.map(Into::into), &[], &[site.path().to_path_buf()])
-        };
-        assert_eq!(find(None), None);
-        let triton = site.path().join("triton/backends/nvidia/lib");
-        std::fs::create_dir_all(&triton).unwrap();
-        std::fs::write(triton.join("libdevice.10.bc"), b"BC").unwrap();
-        let root = find(None).unwrap();
-        assert_eq!(std::fs::read(root.join("nvvm/libdevice/libdevice.10.bc")).unwrap(), b"BC");
-        assert_eq!(find(Some(site.path())), None, "CUDA_PATH, when set, is the only place the backend reads");
-        assert_eq!(find(Some(&root)), Some(root.clone()));
-        let nvcc = site.path().join("nvidia/cuda_nvcc/nvvm/libdevice");
-        std::fs::create_dir_all(&nvcc).unwrap();
-        std::fs::write(nvcc.join("libdevice.10.bc"), b"BC").unwrap();
-        assert_eq!(find(None), Some(site.path().join("nvidia/cuda_nvcc")));
     }
 }

@@ -4,13 +4,15 @@
 //! goes through [`write_atomic`]: a temporary file beside the target, flushed to the disk, then
 //! renamed over it, so a reader sees the old file or the new one, never half of either.
 //! [`sha256_hex`] is how a checkpoint recognises its data file and its own weight files.
-//! Deliberately left out: locking (see `checkpoint::lock`).
+//! One training run at a time holds a directory: [`lock`] takes an exclusive lock on `DIR/.lock`
+//! for the whole run, and the operating system drops it with the process, however the process
+//! ends.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// Write `bytes` to `path` through a temporary file and a rename, so readers never see half.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -46,4 +48,59 @@ pub fn sync_dir(dir: &Path) {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const LOCK_FILE: &str = ".lock";
+
+/// A directory held by one training run; the lock is released when this is dropped or the
+/// process ends.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+}
+
+/// Hold `dir` (created if needed) for one training run, or say which process holds it.
+pub fn lock(dir: &Path) -> Result<DirLock> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create the output directory {}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // the holder's process id, for the message of a second run
+            let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id())).and_then(|()| file.flush());
+            Ok(DirLock { _file: file })
+        }
+        Err(fs::TryLockError::WouldBlock) => Err(in_use(dir, &mut file)),
+        Err(fs::TryLockError::Error(err)) => bail!("cannot lock {}: {err}", path.display()),
+    }
+}
+
+/// Fail as [`lock`] would when another run holds `dir`, without taking the lock or writing
+/// anything (so that a refusal leaves the directory as it was).
+pub fn check_not_held(dir: &Path) -> Result<()> {
+    let Ok(mut file) = fs::File::open(dir.join(LOCK_FILE)) else { return Ok(()) };
+    match file.try_lock() {
+        Err(fs::TryLockError::WouldBlock) => Err(in_use(dir, &mut file)),
+        _ => Ok(()), // free (released when `file` closes), or an error that `lock` will report
+    }
+}
+
+/// "DIR is in use by another training run (process N)", read from the lock file.
+fn in_use(dir: &Path, file: &mut fs::File) -> anyhow::Error {
+    let mut holder = String::new();
+    let _ = file.read_to_string(&mut holder);
+    let holder = match holder.trim() {
+        "" => String::new(),
+        pid => format!(" (process {pid})"),
+    };
+    anyhow::anyhow!(
+        "{} is in use by another training run{holder}: wait for it to end, or pass another --out",
+        dir.display()
+    )
 }

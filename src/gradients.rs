@@ -11,9 +11,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::adam::PIECE;
 use crate::batch::Batch;
-use crate::kernels::Real;
+use crate::host::{PIECE, Real};
 use crate::model::GPT;
 
 /// nanoGPT's guard against a zero norm in `max_norm / (norm + 1e-6)`.
@@ -30,7 +29,7 @@ const CLIP_EPS: f64 = 1e-6;
 pub fn loss_and_gradients(model: &GPT, parts: Vec<Batch>, dropout: Option<f64>) -> (Tensor<1>, Vec<GradientsParams>) {
     if parts.len() == 1 {
         let batch = parts.into_iter().next().expect("one part");
-        let loss = model.training_loss(batch, dropout); // forward, then the mean cross-entropy
+        let loss = model.loss(batch, dropout); // forward, then the mean cross-entropy
         let grads = GradientsParams::from_grads(loss.backward(), model);
         return (loss.inner(), vec![grads]);
     }
@@ -38,7 +37,7 @@ pub fn loss_and_gradients(model: &GPT, parts: Vec<Batch>, dropout: Option<f64>) 
     let run = |part: Batch| {
         let copy = model.valid().train();
         let share = part.n_targets as f64 / total;
-        let loss = copy.training_loss(part, dropout) * share;
+        let loss = copy.loss(part, dropout) * share;
         let grads = GradientsParams::from_grads(loss.backward(), &copy);
         (loss.inner(), grads)
     };

@@ -3,9 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use microgpt_burn::cli::{Cli, Command};
-use microgpt_burn::commands::{self, Outcome, Report};
+use microgpt_burn::cli::{self, Command};
+use microgpt_burn::commands::{self, Outcome};
 
 /// Panics are bugs (here or in a backend): say so in one line, without a backtrace unless
 /// RUST_BACKTRACE asks for one. Panics of Burn's worker threads are caught and returned by
@@ -32,7 +31,7 @@ fn install_panic_hook() {
 
 fn main() -> ExitCode {
     install_panic_hook();
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
             // --help and --version
@@ -48,8 +47,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        None => commands::train(&cli.train, Report::Reference),
-        Some(Command::Train(args)) => commands::train(args, Report::WithNovelty),
+        None => commands::train(&cli.train, false), // the reference's output and nothing more
+        Some(Command::Train(args)) => commands::train(args, true),
         Some(Command::Sample(args)) => commands::sample(args),
         Some(Command::Eval(args)) => commands::eval(args),
         Some(Command::Inspect(args)) => commands::inspect(args),

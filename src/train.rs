@@ -1,60 +1,34 @@
 //! The training loop, flat and in the reference's order: learning rate, batch, forward, loss,
-//! backward, Adam update, log; plus held-out evaluation, checkpoints, metrics, and a clean stop
+//! backward, Adam update, log; plus held-out evaluation, checkpoints on schedule, and a clean stop
 //! on Ctrl-C or SIGTERM. A step's gradients (on a CPU, one part of the batch per core, side by
-//! side; clipped in longer runs) are `gradients`'.
+//! side; clipped in longer runs) are `gradients`'; what the run shows while it trains, and the
+//! losses read back from the device in batches, `progress`'.
 //! Deliberately left out: gradient accumulation over steps, mixed precision.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use burn::tensor::Tensor;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::batch::{EvalSet, TrainSet};
-use crate::checkpoint::{self, InitFrom, Meta, RunSettings};
-use crate::config::GPTConfig;
+use crate::checkpoint::{self, InitFrom, Meta};
+use crate::config::{GPTConfig, TrainConfig};
 use crate::data::{Data, DataFile};
-use crate::device::{read_scalar, read_values};
+use crate::device::read_scalar;
 use crate::gradients;
-use crate::metrics::{self, MetricsLog, Row};
+use crate::metrics::{self, MetricsLog};
 use crate::model::GPT;
-use crate::schedule::Decay;
+use crate::progress::{Progress, StepLog};
 
-/// How training reports progress.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Progress {
-    /// A progress bar (when stdout is a terminal).
-    Bar,
-    /// One `step ... | loss ...` line per logged step (logs, pipes).
-    Lines,
-    /// Nothing until the results.
-    Quiet,
-}
-
-impl Progress {
-    /// A bar in a terminal, plain lines otherwise, nothing when quiet.
-    pub fn detect(quiet: bool) -> Self {
-        if quiet {
-            Progress::Quiet
-        } else if std::io::stdout().is_terminal() {
-            Progress::Bar
-        } else {
-            Progress::Lines
-        }
-    }
-}
-
-/// Run settings of one training session.
+/// How one training session runs, besides the settings a checkpoint keeps.
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
-    /// The settings a resume must keep.
-    pub run: RunSettings,
+    /// The run's settings, which a resume keeps.
+    pub run: TrainConfig,
     /// The data file, recorded in checkpoints.
     pub data: DataFile,
     /// Stop (and save) after this many steps, keeping the schedule of `run.num_steps`.
@@ -86,7 +60,7 @@ pub struct TrainOptions {
 impl TrainOptions {
     /// `run` on `data` with nothing else: no stop, evaluation only at the end, every step logged
     /// and read back, batches padded to their longest document, nothing saved, no output.
-    pub fn new(run: RunSettings, data: DataFile) -> Self {
+    pub fn new(run: TrainConfig, data: DataFile) -> Self {
         Self {
             run,
             data,
@@ -126,6 +100,24 @@ pub struct TrainReport {
     pub loss_reads: usize,
 }
 
+/// Training stopped because its numbers stopped being finite: the loss, or the weights after an
+/// update.
+#[derive(Debug)]
+pub struct Diverged {
+    /// What was found, and at which step.
+    pub what: String,
+    /// The step of the checkpoint this run saved (or resumed from) in its output directory.
+    pub last_saved: Option<usize>,
+}
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "training diverged: {}", self.what)
+    }
+}
+
+impl std::error::Error for Diverged {}
+
 /// A Ctrl-C / SIGTERM flag, set by the handler and polled by the loop between steps.
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
@@ -141,7 +133,7 @@ pub fn evaluate(model: &GPT, set: &EvalSet) -> Result<f64> {
     let mut count = 0;
     for batch in set.batches() {
         let n_targets = batch.n_targets;
-        total += read_scalar(model.batch_loss(batch))? * n_targets as f64;
+        total += read_scalar(model.loss(batch, None))? * n_targets as f64;
         count += n_targets;
     }
     Ok(total / count as f64)
@@ -168,81 +160,71 @@ pub struct Session<'a> {
     pub saved: Option<usize>,
 }
 
-/// What is due after a step, besides reading the losses when `sync_every` of them wait.
-struct Due {
-    last: bool,
-    eval: bool,
-    save: bool,
-    stopping: bool,
-}
-
-impl Due {
-    fn any(&self) -> bool {
-        self.last || self.eval || self.save || self.stopping
-    }
-}
-
 impl Session<'_> {
     /// Train from `self.step` to the end (or `stop_at`, or an interrupt).
     pub fn run(mut self) -> Result<(GPT, ModuleOptimizer, TrainReport)> {
-        let opts = self.options;
-        let run = &opts.run;
+        let (opts, run) = (self.options, &self.options.run);
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
-        let schedule = run.schedule();
-        let device = self.model.devices()[0].clone();
-        let weights = self.model.weight_ids();
+        let (schedule, weights) = (run.schedule(), self.model.weight_ids());
         let (train, val) = self.batchers();
-        let mut log = StepLog::new(opts, self.step, end, self.open_metrics()?);
-        let mut report = TrainReport::from_step(self.step);
-        let mut last_val = None;
-        let mut clock = Instant::now();
-        while self.step < end {
-            if self.stop.load(Ordering::SeqCst) {
-                report.interrupted = true;
-                break;
-            }
+        let steps = (self.step, end, run.num_steps);
+        let mut log = StepLog::new(opts.progress, steps, opts.log_every, opts.sync_every, self.open_metrics()?);
+        let (mut report, mut last_val) = (TrainReport::from_step(self.step), None);
+        while self.step < end && !self.stopping() {
             // learning rate: a pure function of the step
             let lr = schedule.at(self.step);
 
-            // forward, backward, update
+            // batch, forward, loss, backward: on a CPU one part of the batch per core, side by side
             let parts = train.batch(self.step, run.batch_size, run.seed, opts.parts);
             report.tokens += parts.iter().map(|b| b.n_targets).sum::<usize>();
-            let dropout = (run.dropout > 0.0).then(|| {
-                // each step's masks from the seed and the step, so that a resume draws the same
-                device.seed(run.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.step as u64);
-                run.dropout
-            });
-            let (loss, parts) = gradients::loss_and_gradients(&self.model, parts, dropout);
-            let grads = gradients::combine(parts, &weights, run.grad_clip, opts.grads_on_host);
+            let (loss, grads) = gradients::loss_and_gradients(&self.model, parts, self.dropout());
+            let grads = gradients::combine(grads, &weights, run.grad_clip, opts.grads_on_host);
+
+            // update
             self.model = self.optim.step(lr, self.model, grads);
             self.step += 1;
             report.steps_run += 1;
 
-            // log: the loss stays on the device until a read of many steps at once (a read
-            // waits for the device); evaluating and saving read first, as they wait anyway
-            log.push(self.step, lr, loss, report.tokens, report.train_time + clock.elapsed());
-            let due = self.due(end);
-            if !(log.full() || due.any()) {
-                continue;
+            // log, evaluate, save: the loss stays on the device until `sync_every` of them are
+            // read at once; evaluating and saving read first, as they wait for the device anyway
+            log.push(self.step, lr, loss, report.tokens);
+            let eval = opts.eval_every.is_some_and(|n| self.step.is_multiple_of(n));
+            let save = opts.save_every.is_some_and(|n| self.step.is_multiple_of(n)) && self.step < end;
+            if log.full() || eval || save || self.step == end || self.stopping() {
+                let losses = self.read_losses(&mut log)?;
+                let val_loss = if eval { Some(evaluate(&self.model.valid(), &val)?) } else { None };
+                last_val = val_loss.or(last_val);
+                log.show(&losses, val_loss)?;
+                report.losses.extend(losses);
+                if save {
+                    self.save(last_val)?;
+                }
+                log.restart_clock();
             }
-            let losses = self.read_losses(&mut log, &mut report, &mut clock)?;
-
-            // evaluation and checkpoint
-            let val_loss = if due.eval { Some(evaluate(&self.model.valid(), &val)?) } else { None };
-            last_val = val_loss.or(last_val);
-            log.show(&losses, val_loss, report.train_time)?;
-            report.losses.extend(losses);
-            if due.save {
-                self.save(last_val)?;
-            }
-            clock = Instant::now();
         }
         // an interrupt can land between the last read and the check at the top of the loop
-        let losses = self.read_losses(&mut log, &mut report, &mut clock)?;
-        log.show(&losses, None, report.train_time)?;
+        let losses = self.read_losses(&mut log)?;
+        log.show(&losses, None)?;
         report.losses.extend(losses);
         log.finish();
+        (report.interrupted, report.train_time, report.loss_reads) = (self.step < end, log.train_time(), log.reads());
         self.finish(report, last_val, &val)
+    }
+
+    /// Whether Ctrl-C or SIGTERM asked the run to stop.
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// This step's dropout, its masks drawn from the seed and the step, so that a resume draws
+    /// the same.
+    fn dropout(&self) -> Option<f64> {
+        let run = &self.options.run;
+        (run.dropout > 0.0).then(|| {
+            let device = &self.model.devices()[0];
+            device.seed(run.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.step as u64);
+            run.dropout
+        })
     }
 
     /// The training batches (on the autodiff device) and the held-out ones (without autodiff).
@@ -254,39 +236,27 @@ impl Session<'_> {
         (train, val)
     }
 
-    /// `metrics.csv` in the output directory, kept up to the current step.
-    fn open_metrics(&self) -> Result<Option<MetricsLog>> {
+    /// `metrics.csv` in the output directory, kept up to the current step, and the directory.
+    fn open_metrics(&self) -> Result<Option<(MetricsLog, PathBuf)>> {
         let Some(dir) = &self.options.out else { return Ok(None) };
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
-        Ok(Some(MetricsLog::open(&dir.join("metrics.csv"), self.step)?))
+        Ok(Some((MetricsLog::open(&dir.join("metrics.csv"), self.step)?, dir.clone())))
     }
 
-    fn due(&self, end: usize) -> Due {
-        let opts = self.options;
-        let last = self.step == end;
-        Due {
-            last,
-            eval: opts.eval_every.is_some_and(|n| self.step.is_multiple_of(n)),
-            save: opts.save_every.is_some_and(|n| self.step.is_multiple_of(n)) && !last,
-            stopping: self.stop.load(Ordering::SeqCst),
-        }
-    }
-
-    /// The losses waiting on the device, in one read, checked to be finite; the read counts as
-    /// training time (it waits for the steps to finish).
-    fn read_losses(
-        &self,
-        log: &mut StepLog,
-        report: &mut TrainReport,
-        clock: &mut Instant,
-    ) -> Result<Vec<(usize, f64)>> {
+    /// The losses waiting on the device, in one read; the first that is NaN or infinite stops
+    /// the run, after every step before it is shown.
+    fn read_losses(&self, log: &mut StepLog) -> Result<Vec<(usize, f64)>> {
         let losses = log.read()?;
-        report.loss_reads += usize::from(!losses.is_empty());
-        report.train_time += clock.elapsed();
-        *clock = Instant::now();
-        self.check_finite(&losses, log, report.train_time)?;
-        Ok(losses)
+        let Some(bad) = losses.iter().position(|(_, loss)| !loss.is_finite()) else { return Ok(losses) };
+        log.show(&losses[..bad], None)?;
+        log.abandon();
+        let (step, loss) = losses[bad];
+        Err(self.diverged(format!("loss is {loss} at step {step}")).into())
+    }
+
+    fn diverged(&self, what: String) -> Diverged {
+        Diverged { what, last_saved: self.options.out.as_ref().and(self.saved) }
     }
 
     /// The held-out loss after the last step, and the final save.
@@ -312,16 +282,6 @@ impl Session<'_> {
         Ok((self.model, self.optim, report))
     }
 
-    /// Stop at the first loss that is NaN or infinite, naming its step, after printing and
-    /// recording every step before it.
-    fn check_finite(&self, losses: &[(usize, f64)], log: &mut StepLog, train_time: Duration) -> Result<()> {
-        let Some(bad) = losses.iter().position(|(_, loss)| !loss.is_finite()) else { return Ok(()) };
-        log.show(&losses[..bad], None, train_time)?;
-        log.abandon();
-        let (step, loss) = losses[bad];
-        bail!(divergence_message(&format!("loss is {loss} at step {step}"), self.options, self.last_saved()))
-    }
-
     /// Save a checkpoint of the current step, unless it is saved already, and redraw loss.png.
     fn save(&mut self, val_loss: Option<f64>) -> Result<()> {
         let Some(dir) = &self.options.out else { return Ok(()) };
@@ -332,7 +292,7 @@ impl Session<'_> {
         // finite: such weights are no checkpoint to keep, and the run has diverged
         if let Some(name) = checkpoint::first_non_finite(&self.model.valid())? {
             let what = format!("its weights are not finite at step {} ({name} holds NaN or infinity)", self.step);
-            bail!(divergence_message(&what, self.options, self.last_saved()));
+            return Err(self.diverged(what).into());
         }
         let data = &self.options.data;
         let meta = Meta {
@@ -356,12 +316,6 @@ impl Session<'_> {
             .and_then(|rows| metrics::plot(&rows, &dir.join("loss.png")))
             .map_err(|err| checkpoint::explain_write_error(err, dir, "draw loss.png"))
     }
-
-    /// Step of the checkpoint this run saved (or resumed from) in its output directory, if any;
-    /// not one of an earlier run that `--overwrite` is replacing.
-    fn last_saved(&self) -> Option<usize> {
-        self.options.out.as_ref().and(self.saved)
-    }
 }
 
 impl TrainReport {
@@ -377,180 +331,6 @@ impl TrainReport {
             loss_reads: 0,
         }
     }
-}
-
-/// A step's loss, still on the device.
-struct PendingLoss {
-    step: usize,
-    lr: f64,
-    loss: Tensor<1>,
-    /// Target tokens trained on up to this step, and the wall time then.
-    tokens: usize,
-    elapsed: Duration,
-}
-
-/// The step lines, the progress bar and `metrics.csv`. Losses wait on the device and are read
-/// `sync_every` at a time in one transfer; every step's line is still printed, in order.
-struct StepLog<'a> {
-    opts: &'a TrainOptions,
-    end: usize,
-    pending: Vec<PendingLoss>,
-    bar: Option<ProgressBar>,
-    metrics: Option<MetricsLog>,
-}
-
-impl<'a> StepLog<'a> {
-    fn new(opts: &'a TrainOptions, step: usize, end: usize, metrics: Option<MetricsLog>) -> Self {
-        let bar = (opts.progress == Progress::Bar).then(|| {
-            let bar = ProgressBar::new(opts.run.num_steps as u64).with_position(step as u64);
-            bar.set_style(
-                ProgressStyle::with_template("{bar:30.cyan/blue} {pos:>5}/{len} steps | {msg} | {elapsed} < {eta}")
-                    .expect("the progress template is valid"),
-            );
-            bar
-        });
-        Self { opts, end, pending: Vec::with_capacity(opts.sync_every), bar, metrics }
-    }
-
-    fn push(&mut self, step: usize, lr: f64, loss: Tensor<1>, tokens: usize, elapsed: Duration) {
-        self.pending.push(PendingLoss { step, lr, loss, tokens, elapsed });
-    }
-
-    /// Whether `sync_every` losses are waiting.
-    fn full(&self) -> bool {
-        self.pending.len() >= self.opts.sync_every
-    }
-
-    /// The waiting losses as (step, loss), in one read from the device.
-    fn read(&mut self) -> Result<Vec<(usize, f64)>> {
-        if self.pending.is_empty() {
-            return Ok(Vec::new());
-        }
-        let losses: Vec<Tensor<1>> = self.pending.iter().map(|p| p.loss.clone()).collect();
-        let values = read_values(Tensor::cat(losses, 0))?; // [n]
-        Ok(self.pending.iter().map(|p| p.step).zip(values).collect())
-    }
-
-    /// Print the lines of the steps just read (the held-out loss goes with the last of them),
-    /// move the bar, append the metrics rows.
-    fn show(&mut self, losses: &[(usize, f64)], val_loss: Option<f64>, train_time: Duration) -> Result<()> {
-        let pending = std::mem::take(&mut self.pending);
-        let opts = self.opts;
-        for (i, (p, &(_, loss))) in pending.iter().zip(losses).enumerate() {
-            let val_loss = if i + 1 == losses.len() { val_loss } else { None };
-            if p.step % opts.log_every != 0 && p.step != self.end && val_loss.is_none() {
-                continue;
-            }
-            let elapsed = if i + 1 == losses.len() { train_time } else { p.elapsed.min(train_time) };
-            let tokens_per_s = p.tokens as f64 / elapsed.as_secs_f64().max(1e-9);
-            let line = format!(
-                "step {:4} / {:4} | loss {loss:.4}{}",
-                p.step,
-                opts.run.num_steps,
-                val_loss.map(|v| format!(" | val loss {v:.4}")).unwrap_or_default()
-            );
-            match (&self.bar, opts.progress) {
-                (Some(bar), _) => {
-                    if val_loss.is_some() {
-                        bar.println(&line);
-                    }
-                    bar.set_message(format!("loss {loss:.4} | lr {:.2e} | {tokens_per_s:.0} tok/s", p.lr));
-                    bar.set_position(p.step as u64);
-                }
-                (None, Progress::Lines) => println!("{line}"),
-                _ => {}
-            }
-            if let Some((metrics, dir)) = self.metrics.as_mut().zip(opts.out.as_ref()) {
-                metrics
-                    .append(&Row {
-                        step: p.step,
-                        train_loss: loss,
-                        val_loss,
-                        lr: p.lr,
-                        tokens_per_s,
-                        elapsed_s: elapsed.as_secs_f64(),
-                    })
-                    .map_err(|err| checkpoint::explain_write_error(err, dir, "write metrics.csv"))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn abandon(&self) {
-        self.bar.as_ref().inspect(|b| b.abandon());
-    }
-
-    fn finish(&self) {
-        self.bar.as_ref().inspect(|b| b.finish_and_clear());
-    }
-}
-
-/// What to do after a divergence: with a checkpoint, start a new run from it at a tenth of the
-/// learning rate over the steps that were left (a resume must keep its settings, so it cannot
-/// lower the rate); without one, run again at a tenth of it.
-fn divergence_message(what: &str, opts: &TrainOptions, saved: Option<usize>) -> String {
-    let (lr, num_steps) = (opts.run.lr, opts.run.num_steps);
-    let lower = short(lr / 10.0);
-    let advice = match (&opts.out, saved) {
-        (Some(dir), Some(saved)) => {
-            let steps = num_steps.saturating_sub(saved).max(1);
-            format!(
-                "the last good checkpoint (step {saved}) is in {dir}: continue from it at a lower learning rate with `train --init-from {dir} --data {data} --lr {lower} --steps {steps}{rest} --out NEW_DIR` (--lr {} now)",
-                short(lr),
-                dir = dir.display(),
-                data = opts.data.path.display(),
-                rest = other_settings(&opts.run, steps),
-            )
-        }
-        _ => format!("lower the learning rate (--lr {} now, try {lower})", short(lr)),
-    };
-    format!("training diverged: {what}; {advice}")
-}
-
-/// The flags that repeat a run's settings other than its steps and rates, for a new run of
-/// `steps` steps from its checkpoint: those that differ from the defaults (the floor a tenth,
-/// as the rate; the warmup shorter than the new run).
-fn other_settings(run: &RunSettings, steps: usize) -> String {
-    let mut flags = Vec::new();
-    let reference = RunSettings::new(run.seed, steps, run.lr, 1, run.precision);
-    if run.layout != reference.layout {
-        flags.push(format!("--layout {}", run.layout));
-    }
-    if run.batch_size != 1 {
-        flags.push(format!("--batch-size {}", run.batch_size));
-    }
-    if run.warmup_steps > 0 {
-        flags.push(format!("--warmup-steps {}", run.warmup_steps.min(steps - 1)));
-    }
-    if run.decay != Decay::Linear {
-        flags.push(format!("--decay {}", run.decay));
-    }
-    if run.min_lr > 0.0 {
-        flags.push(format!("--min-lr {}", short(run.min_lr / 10.0)));
-    }
-    if run.weight_decay > 0.0 {
-        flags.push(format!("--weight-decay {}", short(run.weight_decay)));
-    }
-    if let Some(clip) = run.grad_clip {
-        flags.push(format!("--grad-clip {}", short(clip)));
-    }
-    if run.dropout > 0.0 {
-        flags.push(format!("--dropout {}", short(run.dropout)));
-    }
-    if (run.beta1, run.beta2) != (reference.beta1, reference.beta2) {
-        flags.push(format!("--beta1 {} --beta2 {}", short(run.beta1), short(run.beta2)));
-    }
-    if run.layout == crate::data::Layout::Text && run.eval_windows != reference.eval_windows {
-        flags.push(format!("--eval-windows {}", run.eval_windows));
-    }
-    flags.iter().map(|f| format!(" {f}")).collect()
-}
-
-/// A number as a person would type it: `0.01`, `1e300`.
-fn short(x: f64) -> String {
-    // seven significant digits: a tenth of 1e150 is 1e149, not 9.99999999999999e148
-    let x: f64 = format!("{x:.6e}").parse().expect("a formatted float parses");
-    if (1e-4..1e5).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
 }
 
 #[cfg(test)]
@@ -576,7 +356,7 @@ mod tests {
             let mut rng = PyRandom::new(1);
             let data = Data::Lines(crate::data::Dataset::new(docs.clone(), &mut rng).unwrap());
             let config = GPTConfig::new(data.tokenizer().vocab_size());
-            let run = RunSettings::new(1, 100, 0.01, 2, device::Precision::F64);
+            let run = TrainConfig { seed: 1, num_steps: 100, batch_size: 2, ..TrainConfig::default() };
             let options = TrainOptions { sync_every, ..TrainOptions::new(run, DataFile::of(file.path()).unwrap()) };
             let session = Session {
                 model: GPT::init(&config, &mut rng, &device::cpu_f64().autodiff()),
@@ -595,31 +375,5 @@ mod tests {
         assert_eq!(batched.loss_reads, 4, "30, 60, 90 and the last step");
         assert_eq!(batched.losses.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
         assert_eq!(batched.losses, every.losses);
-    }
-
-    /// The divergence advice repeats what the run set beyond its steps and rate.
-    #[test]
-    fn the_advice_repeats_the_runs_other_settings() {
-        let mut run = RunSettings::new(42, 2000, 1e-3, 1, crate::device::Precision::F32);
-        assert_eq!(other_settings(&run, 500), "");
-        (run.batch_size, run.warmup_steps, run.decay, run.min_lr) = (12, 100, Decay::Cosine, 1e-4);
-        (run.weight_decay, run.grad_clip, run.dropout) = (0.1, Some(1.0), 0.2);
-        assert_eq!(
-            other_settings(&run, 50),
-            " --batch-size 12 --warmup-steps 49 --decay cosine --min-lr 1e-5 --weight-decay 0.1 --grad-clip 1 --dropout 0.2"
-        );
-        (run.layout, run.beta1, run.eval_windows) = (crate::data::Layout::Text, 0.9, 100);
-        assert_eq!(
-            other_settings(&run, 50),
-            " --layout text --batch-size 12 --warmup-steps 49 --decay cosine --min-lr 1e-5 --weight-decay 0.1 --grad-clip 1 --dropout 0.2 --beta1 0.9 --beta2 0.99 --eval-windows 100"
-        );
-    }
-
-    #[test]
-    fn numbers_are_short_as_typed() {
-        assert_eq!(short(1e150 / 10.0), "1e149");
-        assert_eq!(short(0.01 / 10.0), "0.001");
-        assert_eq!(short(3e-3), "0.003");
-        assert_eq!(short(0.1 + 0.2), "0.3");
     }
 }

@@ -8,19 +8,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{Running, metrics_rows, microgpt, ok, read_json, stderr, wait_until};
+use common::{Running, metrics_rows, microgpt, ok, one_line_error, read_json, stderr, wait_until};
 
 /// Assert a failure with exactly one stderr line containing `needle`, and no output dir.
 fn fails_with(dir: &Path, args: &[&str], needle: &str) {
-    let out = microgpt(dir, args);
-    let err = stderr(&out);
-    assert!(!out.status.success(), "microgpt {args:?} succeeded");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic for {args:?}: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line for {args:?}, got: {err}");
-    assert!(lines[0].contains(needle), "{args:?}: {:?} does not contain {needle:?}", lines[0]);
+    let line = one_line_error(&microgpt(dir, args));
+    assert!(line.contains(needle), "{args:?}: {line:?} does not contain {needle:?}");
     assert!(!dir.join("out").exists(), "{args:?} left an output directory");
 }
 
@@ -99,9 +94,7 @@ fn devices_the_build_lacks_or_the_machine_lacks() {
             .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
             .output()
             .unwrap();
-        let err = stderr(&out);
-        assert!(!out.status.success());
-        assert_eq!(err.lines().count(), 1, "{err}");
+        let err = one_line_error(&out);
         assert!(
             err.contains("no GPU adapter found")
                 && err.contains("install Vulkan drivers")
@@ -332,16 +325,6 @@ fn the_finite_steps_before_a_divergence_are_printed_and_recorded() {
     assert!(printed.iter().all(|l| l.is_finite()));
     assert_eq!(metrics_rows(&d.join("ck")), bad - 1);
     assert!(err.contains("lower the learning rate (--lr 1e100 now, try 1e99)"), "nothing saved: {err}");
-}
-
-/// The one stderr line of a failed run, checked to be a single line without a panic.
-fn one_line_error(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure");
-    let err = stderr(out);
-    assert!(!err.contains("panicked"), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line, got: {err}");
-    lines[0].to_string()
 }
 
 #[test]

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use microgpt_burn::adam::Adam;
-use microgpt_burn::checkpoint::{self, Meta, RunSettings};
-use microgpt_burn::config::GPTConfig;
+use microgpt_burn::checkpoint::{self, Meta};
+use microgpt_burn::config::{GPTConfig, TrainConfig};
 use microgpt_burn::data::{self, Tokenizer};
-use microgpt_burn::device::{self, Precision};
+use microgpt_burn::device;
 use microgpt_burn::model::GPT;
 use microgpt_burn::rng::PyRandom;
 use proptest::prelude::*;
@@ -64,7 +64,7 @@ fn valid_checkpoint() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
             step: 1,
             config,
             vocab,
-            run: RunSettings::new(1, 2, 0.01, 1, Precision::F64),
+            run: TrainConfig { seed: 1, num_steps: 2, ..TrainConfig::default() },
             weights: String::new(),
             val_loss: None,
             data: None,

@@ -5,28 +5,40 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// names.txt: `data/names.txt` of the checkout (written by the first `cargo run`, or by
-/// `.ci/run`), else `../shared/data/names.txt` beside it.
+use microgpt_burn::data::{self, Named};
+
+/// names.txt: `data/names.txt` of the checkout, downloaded there as the program does when it
+/// is absent.
 pub fn names_txt() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [root.join("data/names.txt"), root.join("../shared/data/names.txt")];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .expect("names.txt is missing: run `cargo run --release` once (it downloads data/names.txt)")
+    data_set(Named::Names)
 }
 
-/// shakespeare.txt: `data/shakespeare.txt` of the checkout (copied there by `.ci/run`, or
-/// downloaded by `--dataset shakespeare`), else `../shared/data/shakespeare.txt` beside it.
+/// shakespeare.txt: `data/shakespeare.txt` of the checkout, downloaded there as the program does
+/// when it is absent.
 pub fn shakespeare_txt() -> PathBuf {
+    data_set(Named::Shakespeare)
+}
+
+/// A named data set's file in the checkout's `data/`, fetched by the program's own download
+/// when absent (once per test binary); without a network, the test fails saying where to put
+/// the file.
+fn data_set(named: Named) -> PathBuf {
+    static FETCH: Mutex<()> = Mutex::new(());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [root.join("data/shakespeare.txt"), root.join("../shared/data/shakespeare.txt")];
-    candidates.iter().find(|p| p.is_file()).cloned().expect(
-        "shakespeare.txt is missing: run `cargo run --release -- train --dataset shakespeare --steps 1` once (it downloads data/shakespeare.txt)",
-    )
+    let path = root.join(named.path());
+    let _one_at_a_time = FETCH.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !path.is_file() {
+        // the program's download writes under the current directory, which cargo sets to the
+        // checkout for tests
+        assert_eq!(std::env::current_dir().unwrap().canonicalize().unwrap(), root.canonicalize().unwrap());
+        if let Err(err) = data::ensure_named(named, named.url()) {
+            panic!("{err:#}");
+        }
+    }
+    path
 }
 
 /// The first `chars` characters of shakespeare.txt.
@@ -90,6 +102,17 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The one stderr line of a failed run, checked to be a single line without a panic or a
+/// backtrace hint.
+pub fn one_line_error(out: &Output) -> String {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected a failure; stderr: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "a panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, got: {err}");
+    lines[0].to_string()
 }
 
 /// Run and require success, returning stdout.

@@ -1,0 +1,295 @@
+//! The model's operations that this crate writes itself, one file each with its formula, its
+//! forward and backward passes, its CPU loop and its tests (llm.c's way):
+//!
+//! - [`softmax`]: attention's causal softmax, `softmax(scores / √D)` over the keys a query sees;
+//! - [`matmul`]: matrix products and linear layers (`y = x Wᵀ`, W stored [out, in]);
+//! - [`rmsnorm`]: `x (mean(x²) + ε)^(-1/2)` over the channels, with no gain;
+//! - [`nll`]: the loss's `-log softmax(logits)` at each row's target, and its masked mean.
+//!
+//! Composed from Burn's tensor operations, each of these is several operations, and under
+//! autodiff each of those has a backward step of its own: on a GPU every one is bookkeeping on
+//! the host and, unless Burn fuses it, a kernel launch; on the CPU a pass over memory. Here each
+//! is one node of Burn's autodiff graph, with its backward pass written out. They plug into Burn
+//! through its extension API: [`Kernels`] is routed to the backend a tensor lives on, every
+//! backend gets the default bodies (composed from its own primitives, which a GPU fuses), the CPU
+//! backend (flex) overrides the softmax and the products with loops of its own, and under
+//! autodiff each is a `Backward` step in Burn's graph, so the gradients around them stay Burn's.
+//! The forward passes are Burn's operations in Burn's order, so the numbers are the same.
+//!
+//! [`Ops::Burn`] (`--ops burn`) runs the model on Burn's own composed operations instead, nothing
+//! of this module's: the reference run trains to the same losses either way (tested), which shows
+//! that the model learns on Burn's autodiff alone and that these operations change only the speed.
+//! Shapes: `B` batch, `H` heads, `T` queries, `t_all` keys, `R` rows, `V` vocab.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::tensor::{BoolTensor, FloatTensor, IntTensor};
+use burn::tensor::{Bool, Int, Tensor};
+
+pub mod matmul;
+pub mod nll;
+pub mod rmsnorm;
+pub mod softmax;
+
+/// Which operations the model runs on: this crate's ([`Ops::Ours`], the default) or Burn's own
+/// composed ones ([`Ops::Burn`]). The same numbers up to rounding; ours are faster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ops {
+    /// The crate's own operations: one autodiff node each, the CPU's own loops.
+    #[default]
+    Ours,
+    /// Burn's tensor operations only, as a tutorial would write them.
+    Burn,
+}
+
+impl Ops {
+    /// A linear layer: `x` [R, in] times `wᵀ` for `w` [out, in] -> [R, out].
+    pub fn linear(self, x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+        match self {
+            Ops::Ours => matmul::linear(x, w),
+            Ops::Burn => x.matmul(w.transpose()),
+        }
+    }
+
+    /// The matrix product over the last two dimensions: [.., M, K] times [.., K, N].
+    pub fn matmul<const D: usize>(self, lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
+        match self {
+            Ops::Ours => matmul::matmul(lhs, rhs),
+            Ops::Burn => lhs.matmul(rhs),
+        }
+    }
+
+    /// `x (mean(x²) + eps)^(-1/2)` over the last dimension.
+    pub fn rmsnorm<const D: usize>(self, x: Tensor<D>, eps: f64) -> Tensor<D> {
+        match self {
+            Ops::Ours => rmsnorm::rmsnorm(x, eps),
+            Ops::Burn => rmsnorm::burns(x, eps),
+        }
+    }
+
+    /// Attention weights from scores [B, H, T, t_all]: `softmax(scores / divisor)` over the keys
+    /// each query may see; `future` [1, 1, T, t_all] is true where a key lies in the query's
+    /// future (none: every query sees every key).
+    pub fn causal_softmax(self, scores: Tensor<4>, future: Option<&Tensor<4, Bool>>, divisor: f64) -> Tensor<4> {
+        match (self, future) {
+            (Ops::Ours, Some(future)) => softmax::causal_softmax(scores, future, divisor),
+            (_, future) => softmax::burns(scores, future, divisor),
+        }
+    }
+
+    /// The mean loss of rows of `logits` [.., V] at their `targets` [.., 1]: over every row, or,
+    /// with a 0/1 `mask` [.., 1] and the number of rows it keeps, over those rows only.
+    pub fn mean_nll<const D: usize>(
+        self,
+        logits: Tensor<D>,
+        targets: Tensor<D, Int>,
+        mask: Option<(Tensor<D>, usize)>,
+    ) -> Tensor<1> {
+        match (self, mask) {
+            (Ops::Ours, None) => nll::nll(logits, targets).mean(),
+            (Ops::Ours, Some((mask, kept))) => nll::masked_nll(logits, targets, mask, kept as f64),
+            (Ops::Burn, None) => nll::burns(logits, targets).mean(),
+            (Ops::Burn, Some((mask, kept))) => (nll::burns(logits, targets) * mask).sum() / kept as f64,
+        }
+    }
+}
+
+pub use extension::Kernels;
+
+/// The trait and the routing Burn generates for it, which names Burn's deprecated ndarray
+/// backend (kept for comparison) where it is built.
+mod extension {
+    #![allow(deprecated)]
+
+    use burn::backend::backend_extension;
+    use burn::backend::tensor::{BoolTensor, FloatTensor, IntTensor};
+
+    use super::{nll, rmsnorm, softmax};
+
+    /// The operations of this module, routed by Burn to the backend a tensor lives on; call them
+    /// through [`Ops`](super::Ops). Each default body is the operation composed from the
+    /// backend's own primitives, written in the operation's file.
+    #[backend_extension(
+        Flex: cfg(feature = "cpu"),
+        Cube: cfg(any(feature = "gpu", feature = "cuda")),
+        NdArray: cfg(feature = "ndarray"),
+        Autodiff
+    )]
+    pub trait Kernels: burn::backend::Backend {
+        /// [`softmax::composed`].
+        fn causal_softmax(scores: FloatTensor<Self>, future: BoolTensor<Self>, divisor: f64) -> FloatTensor<Self> {
+            softmax::composed::<Self>(scores, future, divisor)
+        }
+
+        /// [`softmax::composed_backward`].
+        fn causal_softmax_backward(att: FloatTensor<Self>, grad: FloatTensor<Self>, divisor: f64) -> FloatTensor<Self> {
+            softmax::composed_backward::<Self>(att, grad, divisor)
+        }
+
+        /// `lhs` [.., M, K] times `rhs` [.., K, N] -> [.., M, N], over the same leading dimensions.
+        fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+            Self::float_matmul(lhs, rhs)
+        }
+
+        /// A linear layer: `x` [R, in] times the transpose of `w` [out, in] -> [R, out].
+        fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+            Self::float_matmul(x, Self::float_transpose(w))
+        }
+
+        /// [`rmsnorm::composed`].
+        fn rmsnorm(x: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+            rmsnorm::composed::<Self>(x, eps)
+        }
+
+        /// [`nll::composed`].
+        fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+            nll::composed::<Self>(logits, targets)
+        }
+
+        /// [`nll::composed_masked`].
+        fn masked_nll(
+            logits: FloatTensor<Self>,
+            targets: IntTensor<Self>,
+            mask: FloatTensor<Self>,
+            divisor: f64,
+        ) -> FloatTensor<Self> {
+            nll::composed_masked::<Self>(logits, targets, mask, divisor)
+        }
+    }
+}
+
+/// Under autodiff, each operation is one node of Burn's graph with its backward step.
+impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
+    fn causal_softmax(scores: FloatTensor<Self>, future: BoolTensor<Self>, divisor: f64) -> FloatTensor<Self> {
+        softmax::tracked::<B, C>(scores, future, divisor)
+    }
+
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        matmul::tracked::<B, C>(lhs, rhs, false)
+    }
+
+    fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        matmul::tracked::<B, C>(x, w, true)
+    }
+
+    fn rmsnorm(x: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        rmsnorm::tracked::<B, C>(x, eps)
+    }
+
+    fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        nll::tracked::<B, C>(logits, targets)
+    }
+
+    fn masked_nll(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        divisor: f64,
+    ) -> FloatTensor<Self> {
+        nll::tracked_masked::<B, C>(logits, targets, mask, divisor)
+    }
+}
+
+/// The CPU backend: its own loops for the softmax and the products.
+#[cfg(feature = "cpu")]
+impl Kernels for burn::backend::flex::Flex {
+    fn causal_softmax(scores: FloatTensor<Self>, _future: BoolTensor<Self>, divisor: f64) -> FloatTensor<Self> {
+        softmax::flex_forward(scores, divisor) // each row's query position says which keys it sees
+    }
+
+    fn causal_softmax_backward(att: FloatTensor<Self>, grad: FloatTensor<Self>, divisor: f64) -> FloatTensor<Self> {
+        softmax::flex_backward(att, grad, divisor)
+    }
+
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        matmul::flex_matmul(lhs, rhs)
+    }
+
+    fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        matmul::flex_matmul(x, w.transpose(0, 1))
+    }
+}
+
+#[cfg(any(feature = "gpu", feature = "cuda"))]
+impl Kernels for burn::backend::Cube {}
+
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)] // Burn's ndarray backend, kept for comparison
+impl Kernels for burn::backend::NdArray {}
+
+/// Whether `device` is the CPU backend's (flex), with or without autodiff.
+fn on_flex(device: &burn::tensor::Device) -> bool {
+    #[cfg(feature = "cpu")]
+    return matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Flex(_));
+    #[cfg(not(feature = "cpu"))]
+    return false;
+}
+
+/// What the operations' tests share: f64 devices, random inputs, and the check that our version
+/// of an operation gives Burn's outputs and gradients.
+#[cfg(all(test, feature = "cpu"))]
+pub(crate) mod testing {
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use crate::device::{self, DeviceArg, Precision, read_values};
+    use crate::rng::PyRandom;
+
+    /// The f64 devices the operations are checked on: flex's own loops, and the default bodies
+    /// (what a GPU runs) on ndarray where it is built.
+    pub fn devices() -> Vec<Device> {
+        let mut devices = vec![device::cpu_f64()];
+        if cfg!(feature = "ndarray") {
+            devices.push(device::open(Some(DeviceArg::Ndarray), Some(Precision::F64)).unwrap().device);
+        }
+        devices
+    }
+
+    /// A tensor of N(0, 1) draws on `device`, under autodiff, that gradients are taken with
+    /// respect to.
+    pub fn draw<const D: usize>(rng: &mut PyRandom, dims: [usize; D], device: &Device) -> Tensor<D> {
+        draw_on(rng, dims, &device.clone().autodiff()).require_grad()
+    }
+
+    /// A tensor of N(0, 1) draws on `device`.
+    pub fn draw_on<const D: usize>(rng: &mut PyRandom, dims: [usize; D], device: &Device) -> Tensor<D> {
+        let values: Vec<f64> = (0..dims.iter().product()).map(|_| rng.gauss(0.0, 1.0)).collect();
+        Tensor::<D>::from_data(TensorData::new(values, dims), device)
+    }
+
+    /// The largest difference between two tensors' numbers, which must have the same shape.
+    pub fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f64 {
+        assert_eq!(a.dims(), b.dims());
+        let (a, b) = (read_values(a).unwrap(), read_values(b).unwrap());
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    }
+
+    /// The output of `op` and the gradients of `Σ output · weights` with respect to `inputs`,
+    /// for fixed random weights: what the loss of a step would see.
+    fn with_grads<const D: usize, const E: usize>(
+        rng: &mut PyRandom,
+        inputs: &[Tensor<D>],
+        op: impl Fn(Vec<Tensor<D>>) -> Tensor<E>,
+    ) -> (Tensor<E>, Vec<Tensor<D>>) {
+        let out = op(inputs.to_vec());
+        let weights = draw(rng, out.dims(), &out.device()).detach();
+        let grads = (out.clone() * weights).sum().backward();
+        let grads = inputs.iter().map(|x| x.grad(&grads).expect("every input has a gradient")).collect();
+        (out.detach(), grads)
+    }
+
+    /// Both versions of an operation on the same inputs: outputs and gradients within 1e-12.
+    pub fn same<const D: usize, const E: usize>(
+        inputs: &[Tensor<D>],
+        ours: impl Fn(Vec<Tensor<D>>) -> Tensor<E>,
+        burns: impl Fn(Vec<Tensor<D>>) -> Tensor<E>,
+    ) {
+        let (ours, our_grads) = with_grads(&mut PyRandom::new(7), inputs, ours);
+        let (burns, burn_grads) = with_grads(&mut PyRandom::new(7), inputs, burns);
+        let diff = max_diff(ours, burns);
+        assert!(diff < 1e-12, "outputs differ by {diff}");
+        for (i, (ours, burns)) in our_grads.into_iter().zip(burn_grads).enumerate() {
+            let diff = max_diff(ours, burns);
+            assert!(diff < 1e-12, "gradients of input {i} differ by {diff}");
+        }
+    }
+}
