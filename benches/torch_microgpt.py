@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """microGPT in PyTorch: the baseline that benches/compare.py times against this crate.
 
-The same algorithm as Karpathy's microgpt.py and as `microgpt train` (SPEC: data, model, init
+The same algorithm as Karpathy's microgpt.py and as `microgpt train` (docs/ALGORITHM.md: data, model, init
 order, optimizer, sampling), written with PyTorch tensors instead of scalars:
 
 - data: every line of --input, stripped, blank lines skipped; `random.seed(seed)` then

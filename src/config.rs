@@ -12,7 +12,7 @@ use crate::data::{Layout, Named};
 use crate::device::Precision;
 use crate::schedule::{Decay, Schedule};
 
-/// Architecture of the GPT, and nothing else. The defaults are the reference's (SPEC.md).
+/// Architecture of the GPT, and nothing else. The defaults are the reference's (docs/ALGORITHM.md).
 #[derive(Config, Debug, PartialEq)]
 pub struct GPTConfig {
     /// Number of tokens: the data set's characters plus BOS.

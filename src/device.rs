@@ -6,7 +6,7 @@
 //! driver and CUDA's `libdevice.10.bc`, which `device/cuda.rs` looks for), and the optional
 //! `ndarray` is Burn's older CPU backend. Model and training code never see a feature: they get
 //! a `burn::tensor::Device`. The process environment the backends need is set in one place
-//! ([`set_environment`]). Deliberately left out: multi-GPU.
+//! (`set_environment`). Deliberately left out: multi-GPU.
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, FloatDType, Tensor};

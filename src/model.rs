@@ -1,6 +1,6 @@
 //! The GPT: microGPT's architecture (docs/ALGORITHM.md) as a Burn `Module`, with the reference's
-//! weight names and its Python-compatible initialisation. [`GPT::forward_rows`] and
-//! [`Block::forward`] follow microgpt.py's `gpt()` top to bottom, one operation a line.
+//! weight names and its Python-compatible initialisation. `GPT::forward_rows` and
+//! `Block::forward` follow microgpt.py's `gpt()` top to bottom, one operation a line.
 //!
 //! Shapes: `B` batch, `T` time (positions), `R` rows (the positions a pass computes: all B·T, or
 //! a padded batch's real ones only), `C` channels (`n_embd`), `H` heads, `D` head_dim,

@@ -333,13 +333,13 @@ impl TrainReport {
     }
 }
 
-#[cfg(test)]
+// f64 on the flex CPU backend
+#[cfg(all(test, feature = "cpu"))]
 mod tests {
     use super::*;
 
     /// Losses are read `sync_every` at a time, yet every step's loss is reported, in order, and
     /// equal to what reading every step gives.
-    #[cfg(feature = "cpu")] // f64 on the flex CPU backend
     #[test]
     fn losses_are_read_in_batches_of_steps() {
         use crate::adam::Adam;

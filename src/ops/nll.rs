@@ -1,4 +1,4 @@
-//! The loss: each row's negative log-likelihood `-log softmax(l)_t` of its logits `l` [V] at its
+//! The loss: each row's negative log-likelihood `-log softmax(l)_t` of its logits `l` (V of them) at its
 //! target `t`, and their mean over a padded batch's real rows `Σ mask · nll / n`. Backward, for
 //! the gradient `g` of a row's loss: `(softmax(l) - onehot(t)) g`; in the masked mean each row's
 //! `g` is `mask g_loss / n`. Composed, the mean's sum, division and mask are a segment that Burn's
