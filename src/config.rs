@@ -354,7 +354,7 @@ mod tests {
     fn reference_has_4192_params_on_names() {
         let config = GPTConfig::preset(Preset::Reference, 27);
         assert_eq!(config.num_params(), 4192);
-        // the counts the presets' docs and the README give
+        // the counts the presets' docs and docs/USAGE.md give
         assert_eq!(GPTConfig::preset(Preset::Large, 27).num_params(), 10_643_712);
         assert_eq!(config.head_dim(), 4);
         config.validate().unwrap();

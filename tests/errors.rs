@@ -1,4 +1,4 @@
-//! Bad input, faults and interruptions: every row of the README's table. Each bad input gets
+//! Bad input, faults and interruptions: every row of docs/ERRORS.md's table. Each bad input gets
 //! one line on stderr naming the problem and the fix, a non-zero exit, no panic, and leaves no
 //! partial output behind.
 
@@ -118,7 +118,7 @@ fn devices_the_build_lacks_or_the_machine_lacks() {
             &["train", "--device", "cuda"],
             "this build has no CUDA support: rebuild with `cargo run --release --features cuda`",
         );
-    } // with the feature, tests/cuda.rs checks the one line of a machine without CUDA
+    } // with the feature, tests/gpu.rs checks the one line of a machine without CUDA
 }
 
 /// A finished checkpoint in `dir/ck`.
