@@ -40,6 +40,8 @@ use crate::rng::PyRandom;
 /// decay, clipping, dropout), which an older program must not ignore on resume; 4: the text
 /// layout, Adam's betas and the held-out windows.
 pub const FORMAT_VERSION: u32 = 4;
+/// The run settings (`TrainConfig`'s fields) that every format has recorded.
+const RECORDED_SINCE_1: [&str; 5] = ["seed", "num_steps", "lr", "batch_size", "precision"];
 /// The first format whose `checkpoint.json` records the weight files' digests (version 1 did
 /// not: such checkpoints load unchecked).
 const DIGESTS_SINCE: u32 = 2;
@@ -275,6 +277,12 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
         Some(_) => {}
         None => bail!("{} has no format_version: it is not a microgpt checkpoint", path.display()),
     }
+    // settings every format has recorded (a missing later one reads as the reference's): a
+    // checkpoint without one is damaged, not older
+    let run = version.get("run").and_then(|run| run.as_object());
+    if let Some(missing) = run.and_then(|run| RECORDED_SINCE_1.into_iter().find(|key| !run.contains_key(*key))) {
+        bail!("{} is corrupted (its run settings lack {missing}): save the checkpoint again", path.display());
+    }
     let meta: Meta = serde_json::from_value(version)
         .map_err(|err| anyhow::anyhow!("{} is corrupted ({err}): save the checkpoint again", path.display()))?;
     meta.config.validate().with_context(|| format!("{} holds an impossible model config", path.display()))?;
@@ -395,15 +403,19 @@ impl Loaded {
     }
 }
 
+/// The name of the thread that decodes a checkpoint's files: its panics are malformed input,
+/// reported as one line, and the program's panic hook prints nothing for it (`src/main.rs`).
+pub const LOADER_THREAD: &str = "checkpoint-load";
+
 /// Run a loader that may panic on malformed input (Burn's record decoders do) on a thread of
-/// its own, and turn a panic into an error. The process's panic hook is left as it is: the
-/// program's says nothing of a thread other than `main` (`src/main.rs`), and the panic ends here.
+/// its own ([`LOADER_THREAD`]), and turn a panic into an error, with the process's panic hook
+/// left as it is.
 fn catch_load<T, E>(load: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, String>
 where
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let thread = std::thread::Builder::new().name("checkpoint-load".into()).spawn(load);
+    let thread = std::thread::Builder::new().name(LOADER_THREAD.into()).spawn(load);
     match thread.map_err(|err| format!("cannot start a thread to read it: {err}"))?.join() {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(err.to_string()),

@@ -68,7 +68,8 @@ pub enum Preset {
 /// A training run's settings: everything a resume must keep to continue exactly. The defaults
 /// are the reference's (microgpt.py's); the Shakespeare presets' are nanoGPT's
 /// ([`TrainConfig::shakespeare_char_cpu`]). Saved whole in `checkpoint.json` (as `run`); a
-/// setting missing from an older checkpoint reads as the reference's.
+/// setting missing from an older checkpoint reads as the reference's (`checkpoint` refuses one
+/// without the settings every format has recorded).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainConfig {
@@ -192,26 +193,50 @@ impl TrainConfig {
     }
 }
 
-/// The first setting (by field name) whose value in `wanted` differs from `saved`, with both
-/// values as a person would type them (`0.01`, `cosine`, `f32`, `none`): what a resume names
-/// when a flag would change the saved run.
+/// The first setting, in the order the struct declares them, whose value in `wanted` differs
+/// from `saved`: its field name and both values as a person would type them (`0.01`, `cosine`,
+/// `f32`, `none`). What a resume names when a flag would change the saved run.
 pub fn first_difference<T: Serialize>(saved: &T, wanted: &T) -> Option<(String, String, String)> {
-    let (saved, wanted) = (json_fields(saved), json_fields(wanted));
-    saved
-        .iter()
-        .find(|(key, value)| wanted.get(*key) != Some(value))
-        .map(|(key, value)| (key.clone(), typed(wanted.get(key).unwrap_or(&serde_json::Value::Null)), typed(value)))
+    let wanted = json_fields(wanted);
+    json_fields(saved)
+        .into_iter()
+        .zip(wanted)
+        .find(|((_, saved), (_, wanted))| saved != wanted)
+        .map(|((key, saved), (_, wanted))| (key, typed(&wanted), typed(&saved)))
 }
 
-/// Every field of a configuration with its value as a person would type it, in order.
+/// Every field of a configuration with its value as a person would type it, in the order the
+/// struct declares them.
 pub fn fields<T: Serialize>(config: &T) -> Vec<(String, String)> {
-    json_fields(config).iter().map(|(key, value)| (key.clone(), typed(value))).collect()
+    json_fields(config).into_iter().map(|(key, value)| (key, typed(&value))).collect()
 }
 
-fn json_fields<T: Serialize>(config: &T) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(config) {
-        Ok(serde_json::Value::Object(fields)) => fields,
-        _ => unreachable!("a configuration serializes to a JSON object"),
+/// The fields of a configuration as JSON values, in the order the struct declares them.
+fn json_fields<T: Serialize>(config: &T) -> Vec<(String, serde_json::Value)> {
+    let json = serde_json::to_string(config).expect("a configuration serializes");
+    serde_json::from_str::<Fields>(&json).expect("a configuration serializes to a JSON object").0
+}
+
+/// A JSON object's fields in the order they are written (serde_json's own map sorts them).
+struct Fields(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> serde::de::Visitor<'de> for InOrder {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Fields, M::Error> {
+                let mut fields = Vec::new();
+                while let Some(field) = map.next_entry()? {
+                    fields.push(field);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(InOrder)
     }
 }
 
@@ -406,8 +431,9 @@ mod tests {
         assert_eq!(named(TrainConfig { precision: Precision::F64, ..saved.clone() }), s("precision", "f64", "f32"));
         assert_eq!(named(TrainConfig { min_lr: 1e-5, ..saved.clone() }), s("min_lr", "0.00001", "0.0001"));
         assert_eq!(named(TrainConfig { decay: Decay::Linear, ..saved.clone() }), s("decay", "linear", "cosine"));
-        // the first by field name
-        assert_eq!(named(TrainConfig { seed: 1, num_steps: 7, ..saved.clone() }), s("num_steps", "7", "2000"));
+        // the first in the struct's order
+        assert_eq!(named(TrainConfig { num_steps: 7, seed: 1, ..saved.clone() }), s("seed", "1", "42"));
+        assert_eq!(named(TrainConfig { eval_windows: 7, lr: 1.0, ..saved.clone() }), s("lr", "1", "0.001"));
         let sizes = GPTConfig::new(27);
         assert_eq!(first_difference(&sizes, &sizes.clone().with_n_embd(32)).unwrap().0, "n_embd");
     }

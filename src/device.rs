@@ -170,35 +170,34 @@ pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Run
     Ok(Runtime { device, kind, precision })
 }
 
-/// The process environment the backends read, set once, before the first device exists (so
-/// before any of Burn's threads start), and only where the user has not set it:
-/// - `BURN_DEVICE`, Burn's own switch for `Device::default()`, to the device in use: Burn
-///   materializes loaded optimizer state on the default device (burn-optim 0.22,
+/// The process environment the backends read, set here only, before the device of `kind`
+/// exists (so before that backend's threads start):
+/// - `BURN_DEVICE`, Burn's own switch for `Device::default()`, to the first device opened, once:
+///   Burn materializes loaded optimizer state on the default device (burn-optim 0.22,
 ///   `ModuleOptimizer::load_record`), which in a build with several backends would be the GPU,
 ///   in f32, even for a CPU run in f64;
-/// - `XDG_RUNTIME_DIR`, for a GPU, to the temp directory: opening the GPU probes Vulkan, and
-///   Mesa prints "XDG_RUNTIME_DIR is invalid or not set" four times on headless machines (the
-///   directory is not used for computing);
+/// - `XDG_RUNTIME_DIR`, for a GPU, to the temp directory when the user has none: opening the GPU
+///   probes Vulkan, and Mesa prints "XDG_RUNTIME_DIR is invalid or not set" four times on
+///   headless machines (the directory is not used for computing);
 /// - `CUDA_PATH`, for CUDA, to the folder holding CUDA's `libdevice.10.bc` (`cuda_path`), which
 ///   the CUDA backend reads to compile kernels that take an exp or a log.
 fn set_environment(kind: DeviceArg, cuda_path: Option<std::path::PathBuf>) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let mut vars = vec![("BURN_DEVICE", std::ffi::OsString::from(kind.backend().burn_name))];
-        if kind == DeviceArg::Gpu && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-            vars.push(("XDG_RUNTIME_DIR", std::env::temp_dir().into_os_string()));
+    static BURN_DEVICE: std::sync::Once = std::sync::Once::new();
+    let mut vars = Vec::new();
+    BURN_DEVICE.call_once(|| vars.push(("BURN_DEVICE", std::ffi::OsString::from(kind.backend().burn_name))));
+    if kind == DeviceArg::Gpu && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        vars.push(("XDG_RUNTIME_DIR", std::env::temp_dir().into_os_string()));
+    }
+    if let Some(root) = cuda_path {
+        vars.push(("CUDA_PATH", root.into_os_string()));
+    }
+    for (name, value) in vars {
+        if std::env::var_os(name).as_ref() != Some(&value) {
+            // SAFETY: called from the thread that opens the device, before that device exists
+            // and before its backend's threads start, which are the ones that read these.
+            unsafe { std::env::set_var(name, value) };
         }
-        if let Some(root) = cuda_path {
-            vars.push(("CUDA_PATH", root.into_os_string()));
-        }
-        for (name, value) in vars {
-            if std::env::var_os(name).as_ref() != Some(&value) {
-                // SAFETY: called once, from the thread that opens the first device, before any
-                // device exists and before the backends' threads start.
-                unsafe { std::env::set_var(name, value) };
-            }
-        }
-    });
+    }
 }
 
 /// Set the default float type of `device`, once per process; a second call must agree.

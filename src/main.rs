@@ -3,15 +3,20 @@
 
 use std::process::ExitCode;
 
+use microgpt_burn::checkpoint;
 use microgpt_burn::cli::{self, Command};
 use microgpt_burn::commands::{self, Outcome};
 
 /// Panics are bugs (here or in a backend): say so in one line, without a backtrace unless
 /// RUST_BACKTRACE asks for one. Panics of Burn's worker threads are caught and returned by
-/// Burn as errors, which `main` then reports; they print nothing here.
+/// Burn as errors, which `main` then reports; they print nothing here. Nor do those of the
+/// thread that decodes a checkpoint: they are a damaged file, reported as one line.
 fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some(checkpoint::LOADER_THREAD) {
+            return;
+        }
         if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
             return default(info);
         }

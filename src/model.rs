@@ -40,7 +40,7 @@ pub struct Block {
     n_head: usize,
 }
 
-/// The whole model. Weight names are the reference's; blocks are `layer.{i}`.
+/// The whole model. Weight names are the reference's (block i's are `layer{i}.attn_wq`, ...).
 #[derive(Module, Debug)]
 pub struct GPT {
     /// [V, C] token embeddings.

@@ -24,7 +24,8 @@ use crate::metrics::{self, MetricsLog};
 use crate::model::GPT;
 use crate::progress::{Progress, StepLog};
 
-/// How one training session runs, besides the settings a checkpoint keeps.
+/// How one training session runs: the run's settings (which a checkpoint keeps) and how this
+/// session carries them out (where it saves, what it shows, how the device is used).
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
     /// The run's settings, which a resume keeps.
@@ -101,7 +102,7 @@ pub struct TrainReport {
 }
 
 /// Training stopped because its numbers stopped being finite: the loss, or the weights after an
-/// update.
+/// update. The program adds what to do next (`start::after_divergence`).
 #[derive(Debug)]
 pub struct Diverged {
     /// What was found, and at which step.
@@ -207,6 +208,7 @@ impl Session<'_> {
         log.show(&losses, None)?;
         report.losses.extend(losses);
         log.finish();
+        // the loop ends before `end` only when Ctrl-C or SIGTERM stopped it
         (report.interrupted, report.train_time, report.loss_reads) = (self.step < end, log.train_time(), log.reads());
         self.finish(report, last_val, &val)
     }

@@ -181,6 +181,14 @@ fn bad_checkpoints() {
         "differs from the checkpoint's: pass the --data",
     );
 
+    // a setting every checkpoint records, gone: damaged, not read as the reference's
+    let saved = std::fs::read(d.join("ck/checkpoint.json")).unwrap();
+    edit_meta(d, |meta| {
+        meta["run"].as_object_mut().unwrap().remove("seed");
+    });
+    fails_with(d, &sample("ck"), "is corrupted (its run settings lack seed)");
+    std::fs::write(d.join("ck/checkpoint.json"), saved).unwrap();
+
     std::fs::write(d.join("ck/checkpoint.json"), "{ not json").unwrap();
     fails_with(d, &sample("ck"), "is corrupted");
 }

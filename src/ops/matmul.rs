@@ -9,25 +9,25 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
+use burn::backend::autodiff::ops::{Backward, Ops as NodeOps, OpsKind, binary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, TensorMetadata};
 use burn::tensor::Tensor;
 
-use super::Kernels;
+use super::OpsBackend;
 
-/// The matrix product over the last two dimensions ([`Kernels::matmul`]); where the leading
+/// The matrix product over the last two dimensions ([`OpsBackend::matmul`]); where the leading
 /// dimensions differ (broadcasting), Burn's, whose backward pass sums over the copies.
 pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
     if lhs.dims()[..D - 2] != rhs.dims()[..D - 2] {
         return lhs.matmul(rhs);
     }
-    Tensor::from_dispatch(<Dispatch as Kernels>::matmul(lhs.into_dispatch(), rhs.into_dispatch()))
+    Tensor::from_dispatch(<Dispatch as OpsBackend>::matmul(lhs.into_dispatch(), rhs.into_dispatch()))
 }
 
-/// A linear layer, `x` [R, in] times `wᵀ` for `w` [out, in] ([`Kernels::linear`]).
+/// A linear layer, `x` [R, in] times `wᵀ` for `w` [out, in] ([`OpsBackend::linear`]).
 pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-    Tensor::from_dispatch(<Dispatch as Kernels>::linear(x.into_dispatch(), w.into_dispatch()))
+    Tensor::from_dispatch(<Dispatch as OpsBackend>::linear(x.into_dispatch(), w.into_dispatch()))
 }
 
 /// The backward step of a product; it keeps both factors as they were given.
@@ -37,10 +37,10 @@ struct Product {
     transposed: bool,
 }
 
-impl<B: Kernels> Backward<B, 2> for Product {
+impl<B: OpsBackend> Backward<B, 2> for Product {
     type State = (FloatTensor<B>, FloatTensor<B>);
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: NodeOps<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (lhs, rhs) = ops.state;
         let rank = lhs.shape().num_dims();
         let t = |x: FloatTensor<B>| B::float_swap_dims(x, rank - 2, rank - 1);
@@ -57,7 +57,7 @@ impl<B: Kernels> Backward<B, 2> for Product {
 
 /// `lhs` times `rhs` (or `rhsᵀ`, a linear layer) as one node of the autodiff graph. The backward
 /// step gives gradients of the factors' own shapes: no broadcasting.
-pub fn tracked<B: Kernels, C: CheckpointStrategy>(
+pub fn tracked<B: OpsBackend, C: CheckpointStrategy>(
     lhs: FloatTensor<Autodiff<B, C>>,
     rhs: FloatTensor<Autodiff<B, C>>,
     transposed: bool,
@@ -65,7 +65,7 @@ pub fn tracked<B: Kernels, C: CheckpointStrategy>(
     let (ls, rs) = (lhs.shape(), rhs.shape());
     let rank = ls.num_dims();
     assert!(ls[..rank - 2] == rs[..rank - 2], "ops::matmul leaves broadcasting to Burn");
-    let forward = |lhs, rhs| if transposed { <B as Kernels>::linear(lhs, rhs) } else { B::matmul(lhs, rhs) };
+    let forward = |lhs, rhs| if transposed { <B as OpsBackend>::linear(lhs, rhs) } else { B::matmul(lhs, rhs) };
     match (Product { transposed }).prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let (lhs, rhs) = (lhs.into_primitive(), rhs.into_primitive());

@@ -1,5 +1,6 @@
 //! The model's operations that this crate writes itself, one file each with its formula, its
-//! forward and backward passes, its CPU loop and its tests (llm.c's way):
+//! forward and backward passes, its CPU loop where it has one, its tests, and Burn's own version
+//! of it (`burns`), which `--ops burn` runs and the tests hold ours against (llm.c's way):
 //!
 //! - [`softmax`]: attention's causal softmax, `softmax(scores / √D)` over the keys a query sees;
 //! - [`matmul`]: matrix products and linear layers (`y = x Wᵀ`, W stored [out, in]);
@@ -9,16 +10,20 @@
 //! Composed from Burn's tensor operations, each of these is several operations, and under
 //! autodiff each of those has a backward step of its own: on a GPU every one is bookkeeping on
 //! the host and, unless Burn fuses it, a kernel launch; on the CPU a pass over memory. Here each
-//! is one node of Burn's autodiff graph, with its backward pass written out. They plug into Burn
-//! through its extension API: [`Kernels`] is routed to the backend a tensor lives on, every
-//! backend gets the default bodies (composed from its own primitives, which a GPU fuses), the CPU
-//! backend (flex) overrides the softmax and the products with loops of its own, and under
-//! autodiff each is a `Backward` step in Burn's graph, so the gradients around them stay Burn's.
-//! The forward passes are Burn's operations in Burn's order, so the numbers are the same.
+//! is one node of Burn's autodiff graph, with its backward pass written out (rmsnorm on the CPU
+//! excepted: see [`rmsnorm::rmsnorm`]). Three layers, from the model down: [`Ops`] picks ours or
+//! Burn's; each file's public function (`softmax::causal_softmax`, ...) hands the tensors to
+//! [`OpsBackend`], Burn's extension trait, which routes them to the backend they live on; there
+//! every backend gets the trait's default bodies (the file's `composed`: its own primitives, which
+//! a GPU fuses), the CPU backend (flex) overrides the softmax and the products with loops of its
+//! own, and under autodiff each is one `Backward` step (the file's `tracked`), so the gradients
+//! around them stay Burn's. The forward passes are Burn's operations in Burn's order; the backward
+//! passes are written out, so ours and Burn's agree up to rounding (1e-12 in f64, tested).
 //!
-//! [`Ops::Burn`] (`--ops burn`) runs the model on Burn's own composed operations instead, nothing
-//! of this module's: the reference run trains to the same losses either way (tested), which shows
-//! that the model learns on Burn's autodiff alone and that these operations change only the speed.
+//! [`Ops::Burn`] (`--ops burn`) runs the model on Burn's own composed tensor operations instead
+//! (each file's `burns`), no node of ours: the reference run trains to the same losses either
+//! way (tested), which shows that the model learns on Burn's autodiff alone and that these
+//! operations change only the speed.
 //! Shapes: `B` batch, `H` heads, `T` queries, `t_all` keys, `R` rows, `V` vocab.
 
 use burn::backend::autodiff::Autodiff;
@@ -73,6 +78,7 @@ impl Ops {
     pub fn causal_softmax(self, scores: Tensor<4>, future: Option<&Tensor<4, Bool>>, divisor: f64) -> Tensor<4> {
         match (self, future) {
             (Ops::Ours, Some(future)) => softmax::causal_softmax(scores, future, divisor),
+            // one query (a sampling step) sees every key: a plain softmax, Burn's
             (_, future) => softmax::burns(scores, future, divisor),
         }
     }
@@ -94,7 +100,7 @@ impl Ops {
     }
 }
 
-pub use extension::Kernels;
+pub use extension::OpsBackend;
 
 /// The trait and the routing Burn generates for it, which names Burn's deprecated ndarray
 /// backend (kept for comparison) where it is built.
@@ -115,7 +121,7 @@ mod extension {
         NdArray: cfg(feature = "ndarray"),
         Autodiff
     )]
-    pub trait Kernels: burn::backend::Backend {
+    pub trait OpsBackend: burn::backend::Backend {
         /// [`softmax::composed`].
         fn causal_softmax(scores: FloatTensor<Self>, future: BoolTensor<Self>, divisor: f64) -> FloatTensor<Self> {
             softmax::composed::<Self>(scores, future, divisor)
@@ -159,7 +165,7 @@ mod extension {
 }
 
 /// Under autodiff, each operation is one node of Burn's graph with its backward step.
-impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
+impl<B: OpsBackend, C: CheckpointStrategy> OpsBackend for Autodiff<B, C> {
     fn causal_softmax(scores: FloatTensor<Self>, future: BoolTensor<Self>, divisor: f64) -> FloatTensor<Self> {
         softmax::tracked::<B, C>(scores, future, divisor)
     }
@@ -192,7 +198,7 @@ impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
 
 /// The CPU backend: its own loops for the softmax and the products.
 #[cfg(feature = "cpu")]
-impl Kernels for burn::backend::flex::Flex {
+impl OpsBackend for burn::backend::flex::Flex {
     fn causal_softmax(scores: FloatTensor<Self>, _future: BoolTensor<Self>, divisor: f64) -> FloatTensor<Self> {
         softmax::flex_forward(scores, divisor) // each row's query position says which keys it sees
     }
@@ -211,11 +217,11 @@ impl Kernels for burn::backend::flex::Flex {
 }
 
 #[cfg(any(feature = "gpu", feature = "cuda"))]
-impl Kernels for burn::backend::Cube {}
+impl OpsBackend for burn::backend::Cube {}
 
 #[cfg(feature = "ndarray")]
 #[allow(deprecated)] // Burn's ndarray backend, kept for comparison
-impl Kernels for burn::backend::NdArray {}
+impl OpsBackend for burn::backend::NdArray {}
 
 /// Whether `device` is the CPU backend's (flex), with or without autodiff.
 fn on_flex(device: &burn::tensor::Device) -> bool {

@@ -8,29 +8,29 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, Ops as NodeOps, OpsKind, unary};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, Dispatch, TensorMetadata};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
-use super::Kernels;
+use super::OpsBackend;
 
 /// Each row's negative log-likelihood: logits [.., V] and targets [.., 1] -> [.., 1]
-/// ([`Kernels::nll`]).
+/// ([`OpsBackend::nll`]).
 pub fn nll<const D: usize>(logits: Tensor<D>, targets: Tensor<D, Int>) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as Kernels>::nll(logits.into_dispatch(), targets.into_dispatch()))
+    Tensor::from_dispatch(<Dispatch as OpsBackend>::nll(logits.into_dispatch(), targets.into_dispatch()))
 }
 
 /// The mean loss over the rows a 0/1 `mask` [.., 1] keeps: `Σ mask · nll / divisor`, of shape
-/// `[1]`, with `divisor` the number of rows kept ([`Kernels::masked_nll`]).
+/// `[1]`, with `divisor` the number of rows kept ([`OpsBackend::masked_nll`]).
 pub fn masked_nll<const D: usize>(
     logits: Tensor<D>,
     targets: Tensor<D, Int>,
     mask: Tensor<D>,
     divisor: f64,
 ) -> Tensor<1> {
-    Tensor::from_dispatch(<Dispatch as Kernels>::masked_nll(
+    Tensor::from_dispatch(<Dispatch as OpsBackend>::masked_nll(
         logits.into_dispatch(),
         targets.into_dispatch(),
         mask.into_dispatch(),
@@ -80,10 +80,10 @@ fn backward<B: Backend>(logp: FloatTensor<B>, targets: IntTensor<B>, grad: Float
 #[derive(Debug)]
 struct Nll;
 
-impl<B: Kernels> Backward<B, 1> for Nll {
+impl<B: OpsBackend> Backward<B, 1> for Nll {
     type State = (FloatTensor<B>, IntTensor<B>);
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: NodeOps<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (logp, targets) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| backward::<B>(logp, targets, grad));
     }
@@ -96,10 +96,10 @@ struct MaskedNll {
     divisor: f64,
 }
 
-impl<B: Kernels> Backward<B, 1> for MaskedNll {
+impl<B: OpsBackend> Backward<B, 1> for MaskedNll {
     type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>);
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: NodeOps<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (logp, targets, mask) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
             let rank = logp.shape().num_dims();
@@ -110,7 +110,7 @@ impl<B: Kernels> Backward<B, 1> for MaskedNll {
 }
 
 /// Each row's loss as one node of the autodiff graph.
-pub fn tracked<B: Kernels, C: CheckpointStrategy>(
+pub fn tracked<B: OpsBackend, C: CheckpointStrategy>(
     logits: FloatTensor<Autodiff<B, C>>,
     targets: IntTensor<Autodiff<B, C>>,
 ) -> FloatTensor<Autodiff<B, C>> {
@@ -124,7 +124,7 @@ pub fn tracked<B: Kernels, C: CheckpointStrategy>(
 }
 
 /// The masked mean as one node of the autodiff graph; the mask is a constant.
-pub fn tracked_masked<B: Kernels, C: CheckpointStrategy>(
+pub fn tracked_masked<B: OpsBackend, C: CheckpointStrategy>(
     logits: FloatTensor<Autodiff<B, C>>,
     targets: IntTensor<Autodiff<B, C>>,
     mask: FloatTensor<Autodiff<B, C>>,

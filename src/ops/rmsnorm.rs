@@ -6,14 +6,14 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, Ops as NodeOps, OpsKind, unary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, TensorMetadata};
 use burn::tensor::Tensor;
 
-use super::{Kernels, on_flex};
+use super::{OpsBackend, on_flex};
 
-/// `x (mean(x²) + eps)^(-1/2)` over the last dimension ([`Kernels::rmsnorm`]). On the CPU
+/// `x (mean(x²) + eps)^(-1/2)` over the last dimension ([`OpsBackend::rmsnorm`]). On the CPU
 /// backend, Burn's composed operations: there the one node trained the Shakespeare preset 10-20%
 /// slower with the batch in two parts side by side (and as fast with one thread), for a reason
 /// not found; the numbers are the same either way.
@@ -21,7 +21,7 @@ pub fn rmsnorm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
     if on_flex(&x.device()) {
         return burns(x, eps);
     }
-    Tensor::from_dispatch(<Dispatch as Kernels>::rmsnorm(x.into_dispatch(), eps))
+    Tensor::from_dispatch(<Dispatch as OpsBackend>::rmsnorm(x.into_dispatch(), eps))
 }
 
 /// Burn's operations, as a tutorial writes them (`--ops burn`, and the tests' oracle).
@@ -47,10 +47,10 @@ pub fn composed<B: Backend>(x: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
 #[derive(Debug)]
 struct RmsNorm;
 
-impl<B: Kernels> Backward<B, 1> for RmsNorm {
+impl<B: OpsBackend> Backward<B, 1> for RmsNorm {
     type State = (FloatTensor<B>, FloatTensor<B>);
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: NodeOps<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, r) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
             let last = x.shape().num_dims() - 1;
@@ -62,7 +62,7 @@ impl<B: Kernels> Backward<B, 1> for RmsNorm {
 }
 
 /// The forward pass as one node of the autodiff graph.
-pub fn tracked<B: Kernels, C: CheckpointStrategy>(
+pub fn tracked<B: OpsBackend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     eps: f64,
 ) -> FloatTensor<Autodiff<B, C>> {
@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn rmsnorm_is_burns_composed_rmsnorm() {
         fn node<const D: usize>(x: Vec<Tensor<D>>) -> Tensor<D> {
-            Tensor::from_dispatch(<Dispatch as Kernels>::rmsnorm(x[0].clone().into_dispatch(), 1e-5))
+            Tensor::from_dispatch(<Dispatch as OpsBackend>::rmsnorm(x[0].clone().into_dispatch(), 1e-5))
         }
         fn oracle<const D: usize>(x: Vec<Tensor<D>>) -> Tensor<D> {
             burns(x[0].clone(), 1e-5)

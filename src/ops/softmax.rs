@@ -9,18 +9,18 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, Ops as NodeOps, OpsKind, unary};
 use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{Backend, Dispatch, TensorMetadata};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor};
 
-use super::Kernels;
+use super::OpsBackend;
 
-/// The weights of `scores` [B, H, T, t_all] ([`Kernels::causal_softmax`]); `future`
+/// The weights of `scores` [B, H, T, t_all] ([`OpsBackend::causal_softmax`]); `future`
 /// [1, 1, T, t_all] is true where a key lies in the query's future.
 pub fn causal_softmax(scores: Tensor<4>, future: &Tensor<4, Bool>, divisor: f64) -> Tensor<4> {
-    Tensor::from_dispatch(<Dispatch as Kernels>::causal_softmax(
+    Tensor::from_dispatch(<Dispatch as OpsBackend>::causal_softmax(
         scores.into_dispatch(),
         future.clone().into_dispatch(),
         divisor,
@@ -58,16 +58,16 @@ struct CausalSoftmax {
     divisor: f64,
 }
 
-impl<B: Kernels> Backward<B, 1> for CausalSoftmax {
+impl<B: OpsBackend> Backward<B, 1> for CausalSoftmax {
     type State = FloatTensor<B>;
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: NodeOps<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         unary::<B, _>(ops.parents, ops.node, grads, |grad| B::causal_softmax_backward(ops.state, grad, self.divisor));
     }
 }
 
 /// The forward pass as one node of the autodiff graph.
-pub fn tracked<B: Kernels, C: CheckpointStrategy>(
+pub fn tracked<B: OpsBackend, C: CheckpointStrategy>(
     scores: FloatTensor<Autodiff<B, C>>,
     future: BoolTensor<Autodiff<B, C>>,
     divisor: f64,
