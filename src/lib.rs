@@ -3,7 +3,8 @@
 //!
 //! One module per concept, each importing only those listed before it:
 //! `rng` (Python-compatible random numbers), `device` (the one place that knows the backends),
-//! `files` (atomic writes, digests), `data` (documents or one text, tokenizer, split), `schedule`
+//! `files` (atomic writes, digests), `data` (documents or one text, tokenizer, split), `bpe`
+//! (GPT-2's tokenizer), `schedule`
 //! (the learning rate), `config` (the architecture and the run's settings, their presets),
 //! `batch` (batches on the device: documents or windows of a text; evaluation sets), `host`
 //! (what the host loops share), `ops` (the model's operations, each one autodiff node with its
@@ -20,6 +21,7 @@
 
 pub mod adam;
 pub mod batch;
+pub mod bpe;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
