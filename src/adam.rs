@@ -58,16 +58,6 @@ impl Adam {
         Self { on_host, ..self }
     }
 
-    /// These settings with other decay rates of the two moments.
-    pub fn betas(self, beta1: f64, beta2: f64) -> Self {
-        Self { beta1, beta2, ..self }
-    }
-
-    /// These settings with AdamW's decoupled weight decay (see `weight_decay`).
-    pub fn weight_decay(self, weight_decay: f64) -> Self {
-        Self { weight_decay, ..self }
-    }
-
     /// A Burn module optimizer running this update on every parameter.
     pub fn init(self) -> ModuleOptimizer {
         ModuleOptimizer::from(self)

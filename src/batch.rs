@@ -16,7 +16,7 @@ use burn::tensor::kind::Basic;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::TrainConfig;
-use crate::data::{self, Data, Dataset, Layout, Text, Tokenizer, doc_tokens};
+use crate::data::{self, Data, Layout, Tokenizer, doc_tokens};
 use crate::rng::PyRandom;
 
 /// The real positions of a right-padded [B, T] batch. Everything except attention works on each
@@ -298,19 +298,13 @@ impl EvalSet {
         block_size: usize,
         device: &Device,
     ) -> Result<(Self, String)> {
-        let (data, what) = match run.layout {
-            Layout::Lines => {
-                let dataset = Dataset::new(data::read_documents(path)?, &mut PyRandom::new(run.seed))?;
-                let count = dataset.val_docs().len();
-                let what = format!("{count} documents: the held-out documents of {}", path.display());
-                (Data::Lines(dataset).with_tokenizer(vocab.clone())?, what)
-            }
-            Layout::Text => {
-                let text = Text::new(&data::read_text(path)?, Some(vocab.clone()))?;
-                (Data::Text(text), format!("{} windows: the held-out windows of {}", run.eval_windows, path.display()))
-            }
+        let data = Data::read(path, run.layout, Some(vocab.clone()), &mut PyRandom::new(run.seed))?;
+        let set = Self::held_out(&data, block_size, run.eval_windows, run.seed, false, device);
+        let what = match data {
+            Data::Lines(_) => format!("{} documents: the held-out documents of {}", set.count(), path.display()),
+            Data::Text(_) => format!("{} windows: the held-out windows of {}", set.count(), path.display()),
         };
-        Ok((Self::held_out(&data, block_size, run.eval_windows, run.seed, false, device), what))
+        Ok((set, what))
     }
 
     /// Every document of the file at `path` (the line layout), or every target of it once (the

@@ -10,8 +10,8 @@
 //! (`step-000200`, or `step-000200-1` when that one is taken), then swaps `checkpoint.json` by rename,
 //! then removes every other weights folder: at every moment the directory holds one complete,
 //! loadable checkpoint, and the folder `checkpoint.json` names is never touched.
-//! One training run at a time holds a directory (`files::lock`). Readers (`sample`, `eval`) take no lock: they only ever see whole
-//! checkpoints. A save that fails (a full disk) removes what it half wrote and says which
+//! One training run at a time holds a directory (`files::lock`). Readers (`sample`, `eval`) take
+//! no lock: they only ever see whole checkpoints. A save that fails (a full disk) removes what it half wrote and says which
 //! checkpoint is intact.
 //! Deliberately left out: keeping more than the latest checkpoint.
 

@@ -330,7 +330,7 @@ impl TrainArgs {
         set(&mut config.decay, self.decay);
         set(&mut config.min_lr, self.min_lr);
         set(&mut config.weight_decay, self.weight_decay);
-        config.grad_clip = self.grad_clip.or(config.grad_clip);
+        set(&mut config.grad_clip, self.grad_clip.map(Some));
         set(&mut config.dropout, self.dropout);
         set(&mut config.beta1, self.beta1);
         set(&mut config.beta2, self.beta2);

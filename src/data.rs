@@ -378,6 +378,22 @@ pub enum Data {
 }
 
 impl Data {
+    /// The data file at `path` read in `layout`: its documents shuffled by `rng`, or its text; in
+    /// `tokenizer`'s ids when one is given, which must hold every character of it, else in the
+    /// vocabulary of its own characters.
+    pub fn read(path: &Path, layout: Layout, tokenizer: Option<Tokenizer>, rng: &mut PyRandom) -> Result<Self> {
+        Ok(match layout {
+            Layout::Lines => {
+                let dataset = Dataset::new(read_documents(path)?, rng)?;
+                match tokenizer {
+                    Some(tokenizer) => Data::Lines(dataset).with_tokenizer(tokenizer)?,
+                    None => Data::Lines(dataset),
+                }
+            }
+            Layout::Text => Data::Text(Text::new(&read_text(path)?, tokenizer)?),
+        })
+    }
+
     /// The vocabulary.
     pub fn tokenizer(&self) -> &Tokenizer {
         match self {

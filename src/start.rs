@@ -13,7 +13,7 @@ use crate::adam::Adam;
 use crate::checkpoint::{self, Meta};
 use crate::cli::{TrainArgs, flag_of};
 use crate::config::{GPTConfig, Preset, TrainConfig, first_difference};
-use crate::data::{self, Data, DataFile, Dataset, Layout, Named, Text};
+use crate::data::{self, Data, DataFile, Layout, Named};
 use crate::device::{self, Precision, Runtime};
 use crate::model::GPT;
 use crate::rng::PyRandom;
@@ -191,15 +191,9 @@ pub fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRa
             (data::resolve_data_path(args.data.as_deref(), named, url)?, None)
         }
     };
-    let mut read = || -> Result<Data> {
-        Ok(match layout {
-            Layout::Lines => Data::Lines(Dataset::new(data::read_documents(&path)?, rng)?),
-            Layout::Text => Data::Text(Text::new(&data::read_text(&path)?, None)?),
-        })
-    };
     let mut data = match start {
         Start::InitFrom(dir, meta) => {
-            let data = read()?;
+            let data = Data::read(&path, layout, None, rng)?;
             if let Some(ch) = meta.vocab.first_missing(data.tokenizer()) {
                 bail!(
                     "{} holds the character {ch:?}, which the model in {} has no token for: --init-from needs data written in the checkpoint's {} characters",
@@ -210,7 +204,7 @@ pub fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRa
             }
             data.with_tokenizer(meta.vocab.clone())?
         }
-        _ => read()?,
+        _ => Data::read(&path, layout, None, rng)?,
     };
     let file = match recorded {
         Some(file) => file,
