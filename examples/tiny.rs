@@ -3,7 +3,10 @@
 use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use microgpt_burn::{adam::Adam, batch::Batcher, config::GPTConfig, data::Dataset, device, model::GPT, rng::PyRandom};
+use microgpt_burn::{
+    adam::Adam, batch::Batcher, config::GPTConfig, data::Dataset, device, model::GPT, model::LanguageModel,
+    rng::PyRandom,
+};
 use microgpt_burn::{
     sample::{SampleOptions, sample},
     schedule::lr_at,

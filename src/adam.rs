@@ -35,7 +35,8 @@ pub struct Adam {
     /// where reading the numbers back would cost a transfer per parameter.
     pub on_host: bool,
     /// AdamW's decoupled weight decay: each step first multiplies the weights by
-    /// `1 - lr * weight_decay` (PyTorch's `AdamW`). 0 is the reference's plain Adam.
+    /// `1 - lr * weight_decay` (PyTorch's `AdamW`), the matrices only (nanoGPT's choice: a
+    /// vector, a bias or a norm's gain, is not decayed). 0 is the reference's plain Adam.
     pub weight_decay: f64,
 }
 
@@ -139,6 +140,10 @@ impl Optimizer for Adam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        if D < 2 && self.weight_decay != 0.0 {
+            // nanoGPT decays the matrices only: not GPT-2's biases and LayerNorm gains (vectors)
+            return Adam { weight_decay: 0.0, ..self.clone() }.step(lr, tensor, grad, state);
+        }
         if self.on_host && matches!(tensor.dtype(), DType::F32 | DType::F64) {
             return self.step_on_host(lr, tensor, grad, state);
         }

@@ -252,6 +252,11 @@ fn write_weights(tmp_dir: &Path, model: &GPT, optim: &ModuleOptimizer) -> Result
         .collect()
 }
 
+/// Whether `dir` holds a checkpoint of `train --out` (its `checkpoint.json`).
+pub fn is_checkpoint(dir: &Path) -> bool {
+    dir.join(META_FILE).is_file()
+}
+
 /// Read and check `checkpoint.json`.
 pub fn read_meta(dir: &Path) -> Result<Meta> {
     if !dir.exists() {

@@ -178,8 +178,9 @@ pub struct SamplingArgs {
     /// Number of samples to draw (of a model trained on documents)
     #[arg(long, value_name = "N", default_value_t = SampleOptions::reference().num_samples, help_heading = "Sampling")]
     pub num_samples: usize,
-    /// Length of the passage to write (of a model trained on a text), in characters
-    #[arg(long, value_name = "N", default_value_t = SampleOptions::reference().num_chars, value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Sampling")]
+    /// Length of the passage to write, in tokens: characters for a model trained on a text, GPT-2's
+    /// tokens for a GPT-2
+    #[arg(long, visible_alias = "num-tokens", value_name = "N", default_value_t = SampleOptions::reference().num_chars, value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Sampling")]
     pub num_chars: usize,
     /// Softmax temperature: lower is safer, higher is more inventive
     #[arg(long, value_name = "T", default_value_t = SampleOptions::reference().temperature, value_parser = positive_number, allow_negative_numbers = true, help_heading = "Sampling")]
@@ -210,7 +211,7 @@ pub struct DeviceArgs {
 /// Flags of `sample`.
 #[derive(Args, Debug)]
 pub struct SampleArgs {
-    /// Checkpoint directory written by `train --out`
+    /// Checkpoint directory written by `train --out`, a Hugging Face GPT-2 folder, or gpt2, gpt2-medium, gpt2-large, gpt2-xl (downloaded on first use)
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
     /// Seed of the Python-compatible generator used for the draws
@@ -227,7 +228,7 @@ pub struct SampleArgs {
 /// Flags of `eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Checkpoint directory written by `train --out`
+    /// Checkpoint directory written by `train --out`, a Hugging Face GPT-2 folder, or gpt2, gpt2-medium, gpt2-large, gpt2-xl (downloaded on first use)
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
     /// Evaluate on every document of this file [default: the checkpoint's held-out documents]

@@ -89,8 +89,8 @@ pub struct TrainConfig {
     pub decay: Decay,
     /// The learning rate the decay ends at.
     pub min_lr: f64,
-    /// AdamW's decoupled weight decay on every weight (all are matrices, as nanoGPT decays its
-    /// matrices); 0 is plain Adam.
+    /// AdamW's decoupled weight decay on every matrix (nanoGPT's choice: GPT-2's biases and norm
+    /// gains are not decayed; microGPT's weights are all matrices); 0 is plain Adam.
     pub weight_decay: f64,
     /// Scale the gradients so that their norm, all together, is at most this.
     pub grad_clip: Option<f64>,

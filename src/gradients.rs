@@ -6,17 +6,57 @@
 //! numbers (as the optimizer's update does, `adam`); on a GPU they stay tensor operations, which
 //! Burn fuses and never reads back.
 
-use burn::module::{Module, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::batch::Batch;
 use crate::host::{PIECE, Real};
-use crate::model::GPT;
+use crate::model::LanguageModel;
 
 /// nanoGPT's guard against a zero norm in `max_norm / (norm + 1e-6)`.
 const CLIP_EPS: f64 = 1e-6;
+
+/// A weight's key in the gradients, and its number of dimensions (a matrix's 2; GPT-2's biases
+/// and norm gains are vectors).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WeightId {
+    /// The key.
+    pub id: ParamId,
+    /// 1 or 2.
+    pub rank: usize,
+}
+
+/// Every weight of `model`, in the order of its fields (microGPT's: the reference's drawing
+/// order).
+pub fn weight_ids(model: &impl Module) -> Vec<WeightId> {
+    struct Collect(Vec<WeightId>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(WeightId { id: param.id, rank: D });
+        }
+    }
+    let mut ids = Collect(Vec::new());
+    model.visit(&mut ids);
+    ids.0
+}
+
+/// A weight's gradient out of `grads`, as a matrix (a vector as one row).
+fn take(grads: &mut GradientsParams, w: WeightId) -> Option<Tensor<2>> {
+    match w.rank {
+        1 => grads.remove::<1>(w.id).map(|g| g.unsqueeze::<2>()),
+        _ => grads.remove::<2>(w.id),
+    }
+}
+
+/// Put back a gradient [`take`] took, in its own shape.
+fn put(grads: &mut GradientsParams, w: WeightId, g: Tensor<2>) {
+    match w.rank {
+        1 => grads.register(w.id, g.squeeze_dim::<1>(0)),
+        _ => grads.register(w.id, g),
+    }
+}
 
 /// The mean loss of one step's batch, given in `parts`, and each part's gradients. One part:
 /// forward and backward on `model` itself (the reference's step). Several: each part on its own
@@ -26,7 +66,11 @@ const CLIP_EPS: f64 = 1e-6;
 /// add up to the whole batch's. Burn's autodiff keeps each graph behind its own lock, so the
 /// parts do not wait for each other; and each part is a smaller working set, faster even on one
 /// core.
-pub fn loss_and_gradients(model: &GPT, parts: Vec<Batch>, dropout: Option<f64>) -> (Tensor<1>, Vec<GradientsParams>) {
+pub fn loss_and_gradients(
+    model: &(impl LanguageModel + Sync),
+    parts: Vec<Batch>,
+    dropout: Option<f64>,
+) -> (Tensor<1>, Vec<GradientsParams>) {
     if parts.len() == 1 {
         let batch = parts.into_iter().next().expect("one part");
         let loss = model.loss(batch, dropout); // forward, then the mean cross-entropy
@@ -54,20 +98,20 @@ pub fn loss_and_gradients(model: &GPT, parts: Vec<Batch>, dropout: Option<f64>) 
 /// together by `max_norm / (norm + 1e-6)` when their global norm exceeds it (nanoGPT's
 /// `clip_grad_norm_`). `on_host`: add and clip on the host (a CPU, whose tensors live in host
 /// memory), else as tensor operations (a GPU: the scale stays a tensor, never read back).
-pub fn combine(parts: Vec<GradientsParams>, ids: &[ParamId], max_norm: Option<f64>, on_host: bool) -> GradientsParams {
+pub fn combine(parts: Vec<GradientsParams>, ids: &[WeightId], max_norm: Option<f64>, on_host: bool) -> GradientsParams {
     if on_host {
         return combine_on_host(parts, ids, max_norm);
     }
     let mut parts = parts.into_iter();
     let mut grads = parts.next().expect("a step has a part");
     for mut part in parts {
-        for &id in ids {
-            if let Some(g) = part.remove::<2>(id) {
-                let sum = match grads.remove::<2>(id) {
+        for &w in ids {
+            if let Some(g) = take(&mut part, w) {
+                let sum = match take(&mut grads, w) {
                     Some(sum) => sum + g,
                     None => g,
                 };
-                grads.register(id, sum);
+                put(&mut grads, w, sum);
             }
         }
     }
@@ -80,21 +124,20 @@ pub fn combine(parts: Vec<GradientsParams>, ids: &[ParamId], max_norm: Option<f6
 /// nanoGPT's `clip_grad_norm_` as tensor operations: when the norm of all the gradients
 /// together exceeds `max_norm`, scale every one of them by `max_norm / (norm + 1e-6)`. The scale
 /// is a tensor, never read back.
-pub fn clip_grad_norm(mut grads: GradientsParams, ids: &[ParamId], max_norm: f64) -> GradientsParams {
-    let squares = ids.iter().filter_map(|&id| grads.get::<2>(id)).map(|g| g.square().sum()); // [1] each
+pub fn clip_grad_norm(mut grads: GradientsParams, ids: &[WeightId], max_norm: f64) -> GradientsParams {
+    let taken: Vec<(WeightId, Tensor<2>)> = ids.iter().filter_map(|&w| Some((w, take(&mut grads, w)?))).collect();
+    let squares = taken.iter().map(|(_, g)| g.clone().square().sum()); // [1] each
     let Some(total) = squares.reduce(|a, b| a + b) else { return grads };
     let scale = (total.sqrt() + CLIP_EPS).recip().mul_scalar(max_norm).clamp_max(1.0).unsqueeze::<2>(); // [1, 1]
-    for &id in ids {
-        if let Some(g) = grads.remove::<2>(id) {
-            grads.register(id, g * scale.clone());
-        }
+    for (w, g) in taken {
+        put(&mut grads, w, g * scale.clone());
     }
     grads
 }
 
 /// One weight's gradient on the host: its numbers, and where they go back to.
 struct HostGradient {
-    id: ParamId,
+    w: WeightId,
     data: TensorData,
     device: Device,
 }
@@ -102,17 +145,17 @@ struct HostGradient {
 /// [`combine`] on the host: per weight, the parts' numbers added into the first part's, the
 /// squares summed in f64 for the norm, then every number scaled when the norm is over
 /// `max_norm`. The same numbers as the tensor operations up to the rounding of the norm.
-fn combine_on_host(mut parts: Vec<GradientsParams>, ids: &[ParamId], max_norm: Option<f64>) -> GradientsParams {
+fn combine_on_host(mut parts: Vec<GradientsParams>, ids: &[WeightId], max_norm: Option<f64>) -> GradientsParams {
     let mut host = Vec::with_capacity(ids.len());
-    for &id in ids {
-        let mut tensors = parts.iter_mut().filter_map(|g| g.remove::<2>(id));
+    for &w in ids {
+        let mut tensors = parts.iter_mut().filter_map(|g| take(g, w));
         let Some(first) = tensors.next() else { continue };
         let device = first.device();
         let mut data = first.into_data(); // a transposed gradient is laid out row by row here
         for other in tensors {
             add_into(&mut data, &other.into_data());
         }
-        host.push(HostGradient { id, data, device });
+        host.push(HostGradient { w, data, device });
     }
     if let Some(max_norm) = max_norm {
         let norm = host.iter().map(|g| square_sum(&g.data)).sum::<f64>().sqrt();
@@ -124,9 +167,9 @@ fn combine_on_host(mut parts: Vec<GradientsParams>, ids: &[ParamId], max_norm: O
         }
     }
     let mut grads = GradientsParams::new();
-    for HostGradient { id, data, device } in host {
+    for HostGradient { w, data, device } in host {
         let dtype = data.dtype();
-        grads.register(id, Tensor::<2>::from_data(data, (&device, dtype)));
+        put(&mut grads, w, Tensor::<2>::from_data(data, (&device, dtype)));
     }
     grads
 }
@@ -175,13 +218,14 @@ mod tests {
     use crate::config::GPTConfig;
     use crate::data::Tokenizer;
     use crate::device::{self, read_values};
+    use crate::model::GPT;
     use crate::rng::PyRandom;
 
-    fn values(grads: &GradientsParams, ids: &[ParamId]) -> Vec<Vec<f64>> {
-        ids.iter().map(|&id| read_values(grads.get::<2>(id).expect("every weight has a gradient")).unwrap()).collect()
+    fn values(grads: &GradientsParams, ids: &[WeightId]) -> Vec<Vec<f64>> {
+        ids.iter().map(|w| read_values(grads.get::<2>(w.id).expect("every weight has a gradient")).unwrap()).collect()
     }
 
-    fn norm(grads: &GradientsParams, ids: &[ParamId]) -> f64 {
+    fn norm(grads: &GradientsParams, ids: &[WeightId]) -> f64 {
         values(grads, ids).iter().flatten().map(|g| g * g).sum::<f64>().sqrt()
     }
 
@@ -189,13 +233,13 @@ mod tests {
     type PartsOf<'a> = dyn Fn(usize) -> Vec<Batch> + 'a;
 
     /// A copy of each part's gradients (`GradientsParams` is not `Clone`).
-    fn copy(parts: &[GradientsParams], ids: &[ParamId]) -> Vec<GradientsParams> {
+    fn copy(parts: &[GradientsParams], ids: &[WeightId]) -> Vec<GradientsParams> {
         parts
             .iter()
             .map(|part| {
                 let mut copy = GradientsParams::new();
-                for &id in ids {
-                    copy.register(id, part.get::<2>(id).expect("a gradient"));
+                for w in ids {
+                    copy.register(w.id, part.get::<2>(w.id).expect("a gradient"));
                 }
                 copy
             })
@@ -219,7 +263,7 @@ mod tests {
         let config =
             GPTConfig::new(tokenizer.vocab_size()).with_n_layer(2).with_n_embd(8).with_n_head(2).with_block_size(8);
         let model = GPT::init(&config, &mut PyRandom::new(9), &device);
-        let ids = model.weight_ids();
+        let ids = weight_ids(&model);
         let batcher = Batcher::new(&tokenizer, &docs, config.block_size, &device);
         let tokens: Vec<usize> = (0..200).map(|i| (i * 7 + i / 5) % tokenizer.vocab_size()).collect();
         let windows = Windows::new(&tokens, config.block_size, &device);
@@ -267,7 +311,7 @@ mod tests {
         let tokenizer = Tokenizer::from_documents(&docs);
         let config = GPTConfig::new(tokenizer.vocab_size()).with_n_embd(8).with_n_head(2);
         let model = GPT::init(&config, &mut PyRandom::new(3), &device);
-        let ids = model.weight_ids();
+        let ids = weight_ids(&model);
         let batch = Batcher::new(&tokenizer, &docs, config.block_size, &device).batch(0, 3);
         let (_, grads) = loss_and_gradients(&model, vec![batch], None);
         let plain = combine(copy(&grads, &ids), &ids, None, true);

@@ -19,7 +19,7 @@ use plotters::prelude::*;
 use crate::data::{Layout, Tokenizer, doc_tokens};
 use crate::device::read_values;
 use crate::metrics::{draw_png, plot_err};
-use crate::model::GPT;
+use crate::model::{GPT, LanguageModel};
 use crate::sample::probabilities;
 
 /// How many of the likeliest next characters each position lists.

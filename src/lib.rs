@@ -30,6 +30,7 @@ pub mod data;
 pub mod device;
 pub mod files;
 pub mod gradients;
+pub mod hf;
 pub mod host;
 pub mod inspect;
 pub mod metrics;

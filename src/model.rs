@@ -8,7 +8,8 @@
 //! attention lays the rows out as sequences [B, H, T, D] to see each position's past. Training
 //! runs a whole sequence at once under a causal mask; sampling one position at a time against a
 //! key/value cache ([`KvCache`]). The operations are [`Ops`]' (this crate's, or Burn's own).
-//! Deliberately left out: biases, learnable norm gains, weight tying (the reference has none).
+//! Deliberately left out: biases, learnable norm gains, weight tying (the reference has none;
+//! GPT-2 has them all: [`gpt2`], on the same attention, cache and loss).
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
@@ -18,6 +19,8 @@ use crate::batch::{Batch, Packing};
 use crate::config::GPTConfig;
 use crate::ops::Ops;
 use crate::rng::PyRandom;
+
+pub mod gpt2;
 
 /// The epsilon inside rmsnorm.
 const RMS_EPS: f64 = 1e-5;
@@ -53,6 +56,80 @@ pub struct GPT {
     /// Whose operations the passes run on; not a weight, not saved.
     #[module(skip)]
     ops: Ops,
+}
+
+/// What sampling, evaluation and training ask of a GPT, microGPT's ([`GPT`]) or GPT-2's
+/// ([`gpt2::Gpt2`]): each computes the logits of a pass ([`LanguageModel::forward_rows`]); the
+/// rest is the same for both.
+pub trait LanguageModel: Module {
+    /// Token ids [B, T] at positions `pos0..pos0+T` -> (logits [R, V] of the rows, each layer's
+    /// attention weights [B, H, T, t_all]). With a cache holding positions `0..pos0`, only the new
+    /// positions are computed; the cache grows by T. With `packing`, the rows are a padded batch's
+    /// real positions only; with `dropout`, a training pass's.
+    fn forward_rows(
+        &self,
+        idx: Tensor<2, Int>,
+        pos0: usize,
+        cache: Option<&mut KvCache>,
+        packing: Option<&Packing>,
+        dropout: Option<f64>,
+    ) -> (Tensor<2>, Vec<Tensor<4>>);
+
+    /// Whose operations the passes run on.
+    fn ops(&self) -> Ops;
+
+    /// The longest context: the number of positions with an embedding.
+    fn block_size(&self) -> usize;
+
+    /// Number of transformer blocks.
+    fn n_layer(&self) -> usize;
+
+    /// Token ids [B, T] -> logits [B, T, V], attending causally within the sequence.
+    ///
+    /// Batches are right-padded: under the causal mask a real position attends only to
+    /// earlier positions, all of them real, so padding never reaches a real position; the
+    /// loss ([`LanguageModel::loss`]) leaves the padded positions out.
+    fn forward(&self, idx: Tensor<2, Int>) -> Tensor<3> {
+        self.forward_at(idx, 0, None)
+    }
+
+    /// Token ids [B, T] at positions `pos0..pos0+T` -> logits [B, T, V]. With a cache holding
+    /// positions `0..pos0`, only the new positions are computed; the cache grows by T.
+    fn forward_at(&self, idx: Tensor<2, Int>, pos0: usize, cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [b, t] = idx.dims();
+        let logits = self.forward_rows(idx, pos0, cache, None, None).0; // [B·T, V]
+        let v = logits.dims()[1];
+        logits.reshape([b, t, v])
+    }
+
+    /// Token ids [B, T] -> (logits [B, T, V], each layer's attention weights [B, H, T, T]):
+    /// row i of a head's weights is how much position i draws from each position up to i.
+    fn forward_with_attention(&self, idx: Tensor<2, Int>) -> (Tensor<3>, Vec<Tensor<4>>) {
+        let [b, t] = idx.dims();
+        let (logits, attention) = self.forward_rows(idx, 0, None, None, None);
+        let v = logits.dims()[1];
+        (logits.reshape([b, t, v]), attention)
+    }
+
+    /// The mean cross-entropy of a batch over its real targets, with dropout `p` in a training
+    /// pass (`None`: none, as for evaluation). A packed batch computes its N real positions only
+    /// ([N, V] logits: the same numbers as [`LanguageModel::forward`] at those positions); a
+    /// padded one leaves its padding out of the mean under its mask.
+    fn loss(&self, batch: Batch, dropout: Option<f64>) -> Tensor<1> {
+        let [b, t] = batch.inputs.dims();
+        match batch.packed {
+            Some((packing, targets)) => {
+                let logits = self.forward_rows(batch.inputs, 0, None, Some(&packing), dropout).0; // [N, V]
+                self.ops().mean_nll(logits, targets.unsqueeze_dim(1), None)
+            }
+            None => {
+                let logits = self.forward_rows(batch.inputs, 0, None, None, dropout).0; // [B·T, V]
+                let v = logits.dims()[1];
+                let mask = batch.mask.map(|m| (m.unsqueeze_dim(2), batch.n_targets)); // [B, T, 1]
+                self.ops().mean_nll(logits.reshape([b, t, v]), batch.targets.unsqueeze_dim(2), mask)
+            }
+        }
+    }
 }
 
 /// Keys and values of one layer for the positions seen so far: each [B, H, t, D].
@@ -99,7 +176,21 @@ struct Pass<'a> {
     dropout: Option<f64>,
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
+    /// The pass of token ids [B, T] on `ops`, after the positions `cache` holds.
+    fn new(
+        ops: Ops,
+        idx: &Tensor<2, Int>,
+        cache: Option<&KvCache>,
+        packing: Option<&'a Packing>,
+        dropout: Option<f64>,
+    ) -> Self {
+        let [b, t] = idx.dims();
+        let t_all = cache.map_or(0, KvCache::len) + t; // the keys: the cached positions and these
+        let future = (t > 1).then(|| causal_mask(t, t_all, &idx.device()));
+        Self { ops, b, t, packing, future, dropout }
+    }
+
     /// Inverted dropout: each number kept with probability 1 - p and scaled by 1 / (1 - p), so
     /// that the expected value is unchanged; the identity without dropout.
     fn drop<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
@@ -177,7 +268,7 @@ impl Block {
         let q = ops.linear(x.clone(), self.attn_wq.val()); // [R, C]
         let k = ops.linear(x.clone(), self.attn_wk.val());
         let v = ops.linear(x, self.attn_wv.val());
-        let (x_attn, att) = self.attention(q, k, v, pass, cache); // [R, C]
+        let (x_attn, att) = attention(q, k, v, self.n_head, pass, cache); // [R, C]
         let x = pass.drop(ops.linear(x_attn, self.attn_wo.val())) + x_residual;
         // 2) MLP
         let x_residual = x.clone();
@@ -186,35 +277,35 @@ impl Block {
         let x = pass.drop(ops.linear(x, self.mlp_fc2.val())) + x_residual; // [R, C]
         (x, att)
     }
+}
 
-    /// Every head at once: each row's query against the keys of its sequence up to its own
-    /// position, softmax(q·k / √D), the weighted sum of their values, the heads side by side.
-    /// q, k, v [R, C] -> ([R, C], the weights [B, H, T, t_all]).
-    fn attention(
-        &self,
-        q: Tensor<2>,
-        k: Tensor<2>,
-        v: Tensor<2>,
-        pass: &Pass,
-        cache: Option<&mut LayerCache>,
-    ) -> (Tensor<2>, Tensor<4>) {
-        let (b, t, c) = (pass.b, pass.t, q.dims()[1]);
-        let (h, d) = (self.n_head, c / self.n_head);
-        let heads = |x: Tensor<2>| pass.to_grid(x).reshape([b, t, h, d]).swap_dims(1, 2); // [B, H, T, D]
-        let (q, mut k, mut v) = (heads(q), heads(k), heads(v));
-        if let Some(cache) = cache {
-            if let Some((k_past, v_past)) = cache.take() {
-                k = Tensor::cat(vec![k_past, k], 2); // [B, H, t_past + T, D]
-                v = Tensor::cat(vec![v_past, v], 2);
-            }
-            *cache = Some((k.clone(), v.clone()));
+/// Every head at once: each row's query against the keys of its sequence up to its own position,
+/// softmax(q·k / √D), the weighted sum of their values, the heads side by side. The same for
+/// microGPT's blocks and GPT-2's. q, k, v [R, C] -> ([R, C], the weights [B, H, T, t_all]).
+fn attention(
+    q: Tensor<2>,
+    k: Tensor<2>,
+    v: Tensor<2>,
+    n_head: usize,
+    pass: &Pass,
+    cache: Option<&mut LayerCache>,
+) -> (Tensor<2>, Tensor<4>) {
+    let (b, t, c) = (pass.b, pass.t, q.dims()[1]);
+    let (h, d) = (n_head, c / n_head);
+    let heads = |x: Tensor<2>| pass.to_grid(x).reshape([b, t, h, d]).swap_dims(1, 2); // [B, H, T, D]
+    let (q, mut k, mut v) = (heads(q), heads(k), heads(v));
+    if let Some(cache) = cache {
+        if let Some((k_past, v_past)) = cache.take() {
+            k = Tensor::cat(vec![k_past, k], 2); // [B, H, t_past + T, D]
+            v = Tensor::cat(vec![v_past, v], 2);
         }
-        let scores = pass.ops.matmul(q, k.swap_dims(2, 3)); // [B, H, T, t_all]
-        let att = pass.drop(pass.ops.causal_softmax(scores, pass.future.as_ref(), (d as f64).sqrt()));
-        let y = pass.ops.matmul(att.clone(), v); // [B, H, T, D]
-        let y = y.swap_dims(1, 2).reshape([b, t, c]); // heads side by side: [B, T, C]
-        (pass.to_rows(y), att)
+        *cache = Some((k.clone(), v.clone()));
     }
+    let scores = pass.ops.matmul(q, k.swap_dims(2, 3)); // [B, H, T, t_all]
+    let att = pass.drop(pass.ops.causal_softmax(scores, pass.future.as_ref(), (d as f64).sqrt()));
+    let y = pass.ops.matmul(att.clone(), v); // [B, H, T, D]
+    let y = y.swap_dims(1, 2).reshape([b, t, c]); // heads side by side: [B, T, C]
+    (pass.to_rows(y), att)
 }
 
 impl GPT {
@@ -233,10 +324,11 @@ impl GPT {
     pub fn with_ops(self, ops: Ops) -> Self {
         Self { ops, ..self }
     }
+}
 
+impl LanguageModel for GPT {
     /// Token ids [B, T] at positions `pos0..pos0+T` -> (logits [R, V] of the rows, each layer's
-    /// attention weights [B, H, T, t_all]), as microgpt.py's `gpt()`. With a cache holding positions
-    /// `0..pos0`, only the new positions are computed; the cache grows by T.
+    /// attention weights [B, H, T, t_all]), as microgpt.py's `gpt()`.
     fn forward_rows(
         &self,
         idx: Tensor<2, Int>,
@@ -246,9 +338,7 @@ impl GPT {
         dropout: Option<f64>,
     ) -> (Tensor<2>, Vec<Tensor<4>>) {
         let ([b, t], c, ops) = (idx.dims(), self.wte.dims()[1], self.ops);
-        let t_all = cache.as_deref().map_or(0, KvCache::len) + t; // the keys: the cached positions and these
-        let future = (t > 1).then(|| causal_mask(t, t_all, &idx.device()));
-        let pass = Pass { ops, b, t, packing, future, dropout };
+        let pass = Pass::new(ops, &idx, cache.as_deref(), packing, dropout);
 
         let tok_emb = self.wte.val().select(0, idx.reshape([b * t])).reshape([b, t, c]); // [B, T, C]
         let pos_emb = self.wpe.val().narrow(0, pos0, t).unsqueeze::<3>(); // [1, T, C]
@@ -263,53 +353,21 @@ impl GPT {
         (ops.linear(x, self.lm_head.val()), attention) // [R, V]
     }
 
-    /// Token ids [B, T] -> logits [B, T, V], attending causally within the sequence.
-    ///
-    /// Batches are right-padded: under the causal mask a real position attends only to
-    /// earlier positions, all of them real, so padding never reaches a real position; the
-    /// loss ([`GPT::loss`]) leaves the padded positions out.
-    pub fn forward(&self, idx: Tensor<2, Int>) -> Tensor<3> {
-        self.forward_at(idx, 0, None)
+    fn ops(&self) -> Ops {
+        self.ops
     }
 
-    /// Token ids [B, T] at positions `pos0..pos0+T` -> logits [B, T, V]. With a cache holding
-    /// positions `0..pos0`, only the new positions are computed; the cache grows by T.
-    pub fn forward_at(&self, idx: Tensor<2, Int>, pos0: usize, cache: Option<&mut KvCache>) -> Tensor<3> {
-        let [b, t] = idx.dims();
-        let logits = self.forward_rows(idx, pos0, cache, None, None).0; // [B·T, V]
-        let v = logits.dims()[1];
-        logits.reshape([b, t, v])
+    /// The longest context: the number of rows of `wpe`.
+    fn block_size(&self) -> usize {
+        self.wpe.dims()[0]
     }
 
-    /// Token ids [B, T] -> (logits [B, T, V], each layer's attention weights [B, H, T, T]):
-    /// row i of a head's weights is how much position i draws from each position up to i.
-    pub fn forward_with_attention(&self, idx: Tensor<2, Int>) -> (Tensor<3>, Vec<Tensor<4>>) {
-        let [b, t] = idx.dims();
-        let (logits, attention) = self.forward_rows(idx, 0, None, None, None);
-        let v = logits.dims()[1];
-        (logits.reshape([b, t, v]), attention)
+    fn n_layer(&self) -> usize {
+        self.layer.len()
     }
+}
 
-    /// The mean cross-entropy of a batch over its real targets, with dropout `p` in a training
-    /// pass (`None`: none, as for evaluation). A packed batch computes its N real positions only
-    /// ([N, V] logits: the same numbers as [`GPT::forward`] at those positions); a padded one
-    /// leaves its padding out of the mean under its mask.
-    pub fn loss(&self, batch: Batch, dropout: Option<f64>) -> Tensor<1> {
-        let [b, t] = batch.inputs.dims();
-        match batch.packed {
-            Some((packing, targets)) => {
-                let logits = self.forward_rows(batch.inputs, 0, None, Some(&packing), dropout).0; // [N, V]
-                self.ops.mean_nll(logits, targets.unsqueeze_dim(1), None)
-            }
-            None => {
-                let logits = self.forward_rows(batch.inputs, 0, None, None, dropout).0; // [B·T, V]
-                let v = logits.dims()[1];
-                let mask = batch.mask.map(|m| (m.unsqueeze_dim(2), batch.n_targets)); // [B, T, 1]
-                self.ops.mean_nll(logits.reshape([b, t, v]), batch.targets.unsqueeze_dim(2), mask)
-            }
-        }
-    }
-
+impl GPT {
     /// The token embeddings `wte` [V, C].
     pub fn wte(&self) -> Tensor<2> {
         self.wte.val()
@@ -320,12 +378,6 @@ impl GPT {
         // a module's clone shares its tensors; it only lends `weights_mut` something to borrow
         let mut model = self.clone();
         model.weights_mut().into_iter().map(|(name, w)| (name, w.val())).collect()
-    }
-
-    /// The ids of the weights, in [`GPT::named_weights`]' order: the keys of their gradients.
-    pub fn weight_ids(&self) -> Vec<burn::module::ParamId> {
-        let mut model = self.clone();
-        model.weights_mut().into_iter().map(|(_, w)| w.id).collect()
     }
 
     /// The one list of the weights: every weight under its reference name, in the reference's
@@ -349,16 +401,6 @@ impl GPT {
             }
         }
         weights
-    }
-
-    /// The longest context: the number of rows of `wpe`.
-    pub fn block_size(&self) -> usize {
-        self.wpe.dims()[0]
-    }
-
-    /// Number of transformer blocks.
-    pub fn n_layer(&self) -> usize {
-        self.layer.len()
     }
 }
 

@@ -10,12 +10,11 @@
 use std::collections::HashSet;
 
 use anyhow::{Result, bail};
-use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::data::Tokenizer;
 use crate::device;
-use crate::model::{GPT, KvCache};
+use crate::model::{KvCache, LanguageModel};
 use crate::rng::PyRandom;
 
 /// How to sample.
@@ -89,7 +88,7 @@ pub fn probabilities(logits: &[f64], temperature: f64, top_k: Option<usize>) -> 
 
 /// Draw one document: token ids after BOS (and after the prefix), without the final BOS.
 pub fn sample_one(
-    model: &GPT,
+    model: &impl LanguageModel,
     tokenizer: &Tokenizer,
     prefix: &[usize],
     options: &SampleOptions,
@@ -128,7 +127,12 @@ pub fn sample_one(
 }
 
 /// Draw `options.num_samples` documents.
-pub fn sample(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng: &mut PyRandom) -> Result<Vec<String>> {
+pub fn sample(
+    model: &impl LanguageModel,
+    tokenizer: &Tokenizer,
+    options: &SampleOptions,
+    rng: &mut PyRandom,
+) -> Result<Vec<String>> {
     options.validate()?;
     let prefix = options.prefix_tokens(tokenizer, model.block_size())?;
     (0..options.num_samples)
@@ -143,20 +147,51 @@ pub fn passage_start(tokenizer: &Tokenizer) -> usize {
 }
 
 /// A passage from a model trained on a text: the prefix (or the start of a line, not printed)
-/// continued by `options.num_chars` characters. While the text fits the context, each character
-/// runs the model on one position against the key/value cache; beyond `block_size` the context
-/// is the last `block_size` characters, run anew for each one (their positions shift, so their
-/// cached keys no longer hold).
-pub fn passage(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng: &mut PyRandom) -> Result<String> {
+/// continued by `options.num_chars` characters ([`continuation`]).
+pub fn passage(
+    model: &impl LanguageModel,
+    tokenizer: &Tokenizer,
+    options: &SampleOptions,
+    rng: &mut PyRandom,
+) -> Result<String> {
     options.validate()?;
     let prefix = options.prefix_ids(tokenizer)?;
-    let mut seq = if prefix.is_empty() { vec![passage_start(tokenizer)] } else { prefix.clone() };
+    let start = if prefix.is_empty() { vec![passage_start(tokenizer)] } else { prefix.clone() };
+    // a text has no BOS: it is never a next character
+    let new = continuation(model, &start, options.num_chars, options, Some(tokenizer.bos()), rng)?.tokens;
+    Ok(tokenizer.decode(&[prefix, new].concat()))
+}
+
+/// The tokens drawn after a prompt, and how long the prompt and the draws took.
+pub struct Continuation {
+    /// The new tokens, without the prompt.
+    pub tokens: Vec<usize>,
+    /// Running the model on the prompt (its first position's logits included).
+    pub prompt_time: std::time::Duration,
+    /// Everything after: one position a token.
+    pub sample_time: std::time::Duration,
+}
+
+/// `n` tokens drawn after `prompt` (at least one token), never `forbidden`. While the sequence
+/// fits the context, each token runs the model on one position against the key/value cache;
+/// beyond `block_size` the context is the last `block_size` tokens, run anew for each one (their
+/// positions shift, so their cached keys no longer hold), as nanoGPT's `generate` crops it.
+pub fn continuation(
+    model: &impl LanguageModel,
+    prompt: &[usize],
+    n: usize,
+    options: &SampleOptions,
+    forbidden: Option<usize>,
+    rng: &mut PyRandom,
+) -> Result<Continuation> {
+    assert!(!prompt.is_empty(), "a continuation starts from at least one token");
     let device = model.devices()[0].clone();
     let block_size = model.block_size();
     let mut cache = KvCache::new(model.n_layer());
-    let mut fed = 0;
-    let mut out = prefix;
-    for _ in 0..options.num_chars {
+    let (mut seq, mut fed) = (prompt.to_vec(), 0);
+    let clock = std::time::Instant::now();
+    let mut prompt_time = None;
+    for _ in 0..n {
         let fits = seq.len() <= block_size;
         let (ids, pos0) = if fits {
             (&seq[fed..], fed) // the new tokens, against the cache
@@ -169,15 +204,19 @@ pub fn passage(model: &GPT, tokenizer: &Tokenizer, options: &SampleOptions, rng:
         let logits = model.forward_at(idx, pos0, fits.then_some(&mut cache)); // [1, t, V]
         fed = seq.len();
         let mut last = device::read_values(logits.slice([0..1, t - 1..t]))?; // [V]
-        last[tokenizer.bos()] = f64::NEG_INFINITY; // a text has no BOS: it is never a next character
+        prompt_time.get_or_insert(clock.elapsed());
+        if let Some(token) = forbidden {
+            last[token] = f64::NEG_INFINITY;
+        }
         let probs = probabilities(&last, options.temperature, options.top_k);
         let token = rng.choices(&probs).map_err(|err| {
             anyhow::anyhow!("cannot sample: {err} (the model's outputs overflow: its training diverged)")
         })?;
         seq.push(token);
-        out.push(token);
     }
-    Ok(tokenizer.decode(&out))
+    let prompt_time = prompt_time.unwrap_or_default();
+    let tokens = seq.split_off(prompt.len());
+    Ok(Continuation { tokens, prompt_time, sample_time: clock.elapsed() - prompt_time })
 }
 
 /// How many samples are training documents, held-out documents, or new (makemore's check).
@@ -213,6 +252,7 @@ impl Novelty {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::GPT;
 
     #[test]
     fn probabilities_sum_to_one_and_top_k_cuts() {

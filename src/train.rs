@@ -21,7 +21,7 @@ use crate::data::{Data, DataFile};
 use crate::device::read_scalar;
 use crate::gradients;
 use crate::metrics::{self, MetricsLog};
-use crate::model::GPT;
+use crate::model::{GPT, LanguageModel};
 use crate::progress::{Progress, StepLog};
 
 /// How one training session runs: the run's settings (which a checkpoint keeps) and how this
@@ -129,7 +129,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// Mean loss per target token over every document or window of `set` (no gradients).
-pub fn evaluate(model: &GPT, set: &EvalSet) -> Result<f64> {
+pub fn evaluate(model: &impl LanguageModel, set: &EvalSet) -> Result<f64> {
     let mut total = 0.0;
     let mut count = 0;
     for batch in set.batches() {
@@ -166,7 +166,7 @@ impl Session<'_> {
     pub fn run(mut self) -> Result<(GPT, ModuleOptimizer, TrainReport)> {
         let (opts, run) = (self.options, &self.options.run);
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
-        let (schedule, weights) = (run.schedule(), self.model.weight_ids());
+        let (schedule, weights) = (run.schedule(), gradients::weight_ids(&self.model));
         let (train, val) = self.batchers();
         let steps = (self.step, end, run.num_steps);
         let mut log = StepLog::new(opts.progress, steps, opts.log_every, opts.sync_every, self.open_metrics()?);

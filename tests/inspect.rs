@@ -12,7 +12,7 @@ use microgpt_burn::config::GPTConfig;
 use microgpt_burn::data::{Layout, Tokenizer};
 use microgpt_burn::device;
 use microgpt_burn::inspect::{self, TOP};
-use microgpt_burn::model::{GPT, KvCache};
+use microgpt_burn::model::{GPT, KvCache, LanguageModel};
 use microgpt_burn::rng::PyRandom;
 use microgpt_burn::sample::probabilities;
 use microgpt_burn::train::evaluate;

@@ -1,0 +1,237 @@
+//! GPT-2 as Hugging Face keeps it: a folder of `config.json` and `model.safetensors`, read into
+//! [`Gpt2`] and written from it, and OpenAI's four models by name (`gpt2`, `gpt2-medium`,
+//! `gpt2-large`, `gpt2-xl`), downloaded on first use into Hugging Face's own cache, where
+//! transformers finds them too (and where a model transformers already fetched is found).
+//!
+//! Both layouts of the weights load: the hub's (names without a prefix, each layer's
+//! `attn.bias` mask buffer present) and `save_pretrained`'s (names under `transformer.`, the
+//! tied `lm_head.weight` absent). A GPT-2 is written in `save_pretrained`'s layout, which
+//! `GPT2LMHeadModel.from_pretrained` loads. Weights are f32 in the file.
+//! Deliberately left out: sharded checkpoints (`model-00001-of-0000N.safetensors`), PyTorch's
+//! pickled `pytorch_model.bin`, and f16/bf16 weights.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, TensorData};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{Value, json};
+
+use crate::model::gpt2::{Gpt2, Gpt2Config};
+
+/// The model's description in a Hugging Face folder.
+pub const CONFIG_FILE: &str = "config.json";
+/// The weights in a Hugging Face folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// OpenAI's GPT-2 models, by the names transformers gives them, and their hub repositories.
+pub const OPENAI_MODELS: [(&str, &str); 4] = [
+    ("gpt2", "openai-community/gpt2"),
+    ("gpt2-medium", "openai-community/gpt2-medium"),
+    ("gpt2-large", "openai-community/gpt2-large"),
+    ("gpt2-xl", "openai-community/gpt2-xl"),
+];
+
+/// Whether `dir` is a Hugging Face model folder (it has a `config.json`).
+pub fn is_model_folder(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).is_file()
+}
+
+/// The hub repository of one of OpenAI's models named as transformers names it (`gpt2`, ...).
+pub fn openai_repo(name: &str) -> Option<&'static str> {
+    OPENAI_MODELS.iter().find(|(n, _)| *n == name).map(|(_, repo)| *repo)
+}
+
+/// The shapes in a folder's `config.json`; anything but a GPT-2 is refused.
+pub fn read_config(dir: &Path) -> Result<Gpt2Config> {
+    let path = dir.join(CONFIG_FILE);
+    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("none");
+    if model_type != "gpt2" {
+        bail!("{} describes a {model_type:?} model; only GPT-2 (model_type \"gpt2\") loads", path.display());
+    }
+    let activation = json.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new");
+    if !["gelu_new", "gelu_pytorch_tanh"].contains(&activation) {
+        bail!("{}: activation_function {activation:?}; only GPT-2's own, gelu_new, is built", path.display());
+    }
+    for flag in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"] {
+        if json.get(flag).and_then(Value::as_bool) == Some(true) {
+            bail!("{}: {flag} is true; only OpenAI's GPT-2 (false) is built", path.display());
+        }
+    }
+    if json
+        .get("n_inner")
+        .is_some_and(|n| !n.is_null() && n.as_u64() != json.get("n_embd").and_then(Value::as_u64).map(|c| 4 * c))
+    {
+        bail!("{}: n_inner is not 4 × n_embd; only GPT-2's MLP is built", path.display());
+    }
+    let config: Gpt2Config =
+        serde_json::from_value(json).with_context(|| format!("{} lacks GPT-2's sizes", path.display()))?;
+    config.validate().with_context(|| path.display().to_string())?;
+    Ok(config)
+}
+
+/// The GPT-2 in folder `dir` on `device`.
+pub fn load(dir: &Path, device: &Device) -> Result<Gpt2> {
+    let config = read_config(dir)?;
+    let path = dir.join(WEIGHTS_FILE);
+    let file = fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: the file is only read, through this map, while this function runs; a program
+    // writing it at the same time could change the numbers read, never memory safety of ours.
+    let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))?;
+    let tensors = SafeTensors::deserialize(&map)
+        .map_err(|err| anyhow::anyhow!("{} is damaged or truncated ({err}): download it again", path.display()))?;
+    // save_pretrained's names are under `transformer.`; the hub's are bare
+    let prefix = if tensors.names().iter().any(|n| n.starts_with("transformer.")) { "transformer." } else { "" };
+    Gpt2::from_tensors(&config, device, |name, _shape| {
+        let view = tensors.tensor(&format!("{prefix}{name}")).map_err(|_| {
+            anyhow::anyhow!("{} has no weight {prefix}{name}: not the GPT-2 its config.json describes", path.display())
+        })?;
+        if view.dtype() != Dtype::F32 {
+            bail!("{}: weight {name} is {:?}; only f32 weights load", path.display(), view.dtype());
+        }
+        Ok(TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), burn::tensor::DType::F32))
+    })
+}
+
+/// Write `model` into `dir` as `save_pretrained` writes a `GPT2LMHeadModel` (atomically, file by
+/// file): transformers' `from_pretrained(dir)` loads it.
+pub fn save(dir: &Path, model: &Gpt2) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = model
+        .tensors()
+        .into_iter()
+        .map(|(name, data)| {
+            let shape = data.shape().as_slice().to_vec();
+            let values: Vec<f32> = data.convert::<f32>().try_into_vec().expect("f32 numbers");
+            (format!("transformer.{name}"), shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        })
+        .collect();
+    let views = tensors.iter().map(|(name, shape, bytes)| {
+        (name.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).expect("sizes agree"))
+    });
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), &dir.join(WEIGHTS_FILE))
+        .with_context(|| format!("cannot write {}", dir.join(WEIGHTS_FILE).display()))?;
+    let c = model.config();
+    let config = json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "activation_function": "gelu_new",
+        "vocab_size": c.vocab_size,
+        "n_positions": c.n_positions,
+        "n_embd": c.n_embd,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "layer_norm_epsilon": c.layer_norm_epsilon,
+        "bos_token_id": crate::bpe::Bpe::EOT,
+        "eos_token_id": crate::bpe::Bpe::EOT,
+        "tie_word_embeddings": true,
+    });
+    crate::files::write_atomic(&dir.join(CONFIG_FILE), format!("{config:#}\n").as_bytes())
+}
+
+/// Hugging Face's cache of hub files: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub` (on every system, as Python's `huggingface_hub` has it).
+pub fn cache_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
+        return Ok(dir.into());
+    }
+    if let Some(home) = std::env::var_os("HF_HOME") {
+        return Ok(PathBuf::from(home).join("hub"));
+    }
+    let home = std::env::home_dir().context("no home directory for Hugging Face's cache: set HF_HOME")?;
+    Ok(home.join(".cache").join("huggingface").join("hub"))
+}
+
+/// The folder of one of OpenAI's models (`gpt2`, ...) in Hugging Face's cache, downloaded there
+/// first when the cache lacks it. Transformers' name for the repository (`gpt2`) and the hub's
+/// (`openai-community/gpt2`) are both looked for.
+pub fn openai_model(name: &str) -> Result<PathBuf> {
+    let repo = openai_repo(name).with_context(|| format!("{name} is not one of OpenAI's GPT-2 models"))?;
+    let cache = cache_dir()?;
+    for id in [name, repo] {
+        if let Some(dir) = cached(&cache, id) {
+            return Ok(dir);
+        }
+    }
+    if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0") {
+        bail!("{name} is not in Hugging Face's cache ({}) and HF_HUB_OFFLINE is set", cache.display());
+    }
+    download(&cache, repo).map_err(|err| {
+        anyhow::anyhow!(
+            "downloading {name} from huggingface.co failed ({err:#}); run again to retry, or give --checkpoint a folder holding config.json and model.safetensors"
+        )
+    })
+}
+
+/// A repository's folder in the cache: `models--{owner}--{name}/snapshots/{commit}`, the commit
+/// that `refs/main` names, when both of our files are there.
+fn cached(cache: &Path, repo: &str) -> Option<PathBuf> {
+    let root = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let commit = fs::read_to_string(root.join("refs").join("main")).ok()?;
+    let dir = root.join("snapshots").join(commit.trim());
+    [CONFIG_FILE, WEIGHTS_FILE].iter().all(|f| dir.join(f).is_file()).then_some(dir)
+}
+
+/// Download `config.json` and `model.safetensors` of `repo` into the cache's layout. Each file
+/// is written beside its place as `.incomplete` and renamed when whole; `refs/main` is written
+/// last, so an interrupted download is never taken for a model: the next run starts it again.
+fn download(cache: &Path, repo: &str) -> Result<PathBuf> {
+    let root = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_connect(Some(Duration::from_secs(30))).build().into();
+    let mut commit = None;
+    for file in [CONFIG_FILE, WEIGHTS_FILE] {
+        let url = format!("https://huggingface.co/{repo}/resolve/main/{file}");
+        let response = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
+        // the commit the hub served: the folder both files go to
+        let served = response.headers().get("x-repo-commit").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let dir = root.join("snapshots").join(commit.get_or_insert(served.unwrap_or_else(|| "main".into())));
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let (path, part) = (dir.join(file), dir.join(format!("{file}.incomplete")));
+        eprintln!("downloading {url} to {}", path.display());
+        let written = write_body(response, &part);
+        if written.is_err() {
+            let _ = fs::remove_file(&part);
+        }
+        written?;
+        fs::rename(&part, &path)?;
+    }
+    let commit = commit.expect("two files downloaded");
+    fs::create_dir_all(root.join("refs"))?;
+    crate::files::write_atomic(&root.join("refs").join("main"), commit.as_bytes())?;
+    Ok(root.join("snapshots").join(commit))
+}
+
+/// A response's body into the file `path`, with a progress bar, checked against its announced
+/// length.
+fn write_body(response: ureq::http::Response<ureq::Body>, path: &Path) -> Result<()> {
+    let total = response.body().content_length();
+    let bar = indicatif::ProgressBar::new(total.unwrap_or(0)).with_style(
+        indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {bytes_per_sec}, {eta}")
+            .expect("a valid template"),
+    );
+    let mut reader = response.into_body().into_reader();
+    let mut out = fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let (mut buffer, mut got) = (vec![0; 1 << 20], 0u64);
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buffer[..n]).with_context(|| format!("cannot write {}", path.display()))?;
+        got += n as u64;
+        bar.set_position(got);
+    }
+    bar.finish_and_clear();
+    if let Some(total) = total.filter(|&t| t != got) {
+        bail!("the connection closed after {got} of {total} bytes");
+    }
+    out.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! GPT-2 against transformers and PyTorch, on the fixture `tests/reference/gpt2_model.py` made
+//! (a small GPT2LMHeadModel with random weights, in both of Hugging Face's layouts): the logits,
+//! the greedy continuation, the loss of a text, a few AdamW steps, the exported folder, and the
+//! commands and their errors. Nothing is downloaded.
+
+// f32 on the CPU backend, as a GPT-2 runs by default
+#![cfg(feature = "cpu")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use microgpt_burn::adam::Adam;
+use microgpt_burn::batch::{EvalSet, Windows};
+use microgpt_burn::bpe::Bpe;
+use microgpt_burn::device::{self, DeviceArg, Precision};
+use microgpt_burn::gradients;
+use microgpt_burn::hf;
+use microgpt_burn::model::LanguageModel;
+use microgpt_burn::model::gpt2::Gpt2;
+use microgpt_burn::rng::PyRandom;
+use microgpt_burn::sample::{self, SampleOptions};
+use microgpt_burn::train::evaluate;
+use serde_json::Value;
+
+use common::{microgpt, ok, one_line_error};
+
+fn fixture(name: &str) -> PathBuf {
+    common::reference("gpt2").join(name)
+}
+
+fn expected() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap()
+}
+
+fn ids(value: &Value) -> Vec<usize> {
+    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+}
+
+fn cpu_f32() -> Device {
+    device::open(Some(DeviceArg::Cpu), Some(Precision::F32)).unwrap().device
+}
+
+fn tokens_of(ids: &[usize], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect(), [1, ids.len()]), device)
+}
+
+/// transformers' logits [T, V] for the prompt's ids.
+fn transformers_logits() -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(fixture("logits.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = file.tensor("logits").unwrap();
+    let values = view.data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    (values, view.shape().to_vec())
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn logits_of(model: &Gpt2, prompt: &[usize]) -> Vec<f32> {
+    let logits = model.forward(tokens_of(prompt, &model.devices()[0]));
+    logits.into_data().convert::<f32>().try_to_vec().unwrap()
+}
+
+/// Both layouts (save_pretrained's and the hub's) give transformers' logits within 1e-5, on
+/// both kinds of operations.
+#[test]
+fn logits_are_transformers_in_both_layouts() {
+    let (want, shape) = transformers_logits();
+    let prompt = ids(&expected()["ids"]);
+    assert_eq!(shape, [prompt.len(), Bpe::VOCAB_SIZE]);
+    assert_eq!(prompt, Bpe::gpt2().unwrap().encode(expected()["prompt"].as_str().unwrap()), "the prompt's tokens");
+    let spread = want.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+    assert!(spread > 5.0, "the fixture's logits are far from uniform: {spread}");
+    for layout in ["saved", "hub"] {
+        for ops in [microgpt_burn::ops::Ops::Ours, microgpt_burn::ops::Ops::Burn] {
+            let model = hf::load(&fixture(layout), &cpu_f32()).unwrap().with_ops(ops);
+            let diff = max_diff(&logits_of(&model, &prompt), &want);
+            assert!(diff < 1e-5, "{layout}, {ops:?}: logits differ by {diff}");
+        }
+    }
+}
+
+/// Greedy sampling (top-k 1) through the key/value cache continues as transformers' `generate`.
+#[test]
+fn greedy_continuation_is_transformers_generate() {
+    let expected = expected();
+    let model = hf::load(&fixture("saved"), &cpu_f32()).unwrap();
+    let options = SampleOptions { top_k: Some(1), ..SampleOptions::reference() };
+    let want = ids(&expected["greedy"]);
+    let prompt = ids(&expected["continue_ids"]);
+    let drawn = sample::continuation(&model, &prompt, want.len(), &options, None, &mut PyRandom::new(1)).unwrap();
+    assert_eq!(drawn.tokens, want);
+}
+
+/// The mean loss of text.txt, tiled in windows of the context + 1, is transformers' own.
+#[test]
+fn the_loss_of_a_text_is_transformers() {
+    let expected = expected();
+    let model = hf::load(&fixture("hub"), &cpu_f32()).unwrap();
+    let text = std::fs::read_to_string(fixture("text.txt")).unwrap();
+    let tokens = Bpe::gpt2().unwrap().encode(&text);
+    let set = EvalSet::tiled(&tokens, model.block_size(), &model.devices()[0]);
+    assert_eq!(set.count() as u64, expected["eval_windows"].as_u64().unwrap());
+    let loss = evaluate(&model, &set).unwrap();
+    let want = expected["eval_loss"].as_f64().unwrap();
+    assert!((loss - want).abs() < 1e-5, "loss {loss}, transformers {want}");
+}
+
+/// A few steps of nanoGPT's fine-tuning (AdamW with weight decay on the matrices only, the
+/// gradients clipped to norm 1) give PyTorch's losses within 1e-5, the update on the host and as
+/// tensor operations.
+#[test]
+fn training_steps_are_pytorch_adamw() {
+    let train = &expected()["train"];
+    let number = |key: &str| train[key].as_f64().unwrap();
+    let want: Vec<f64> = train["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let text = std::fs::read_to_string(fixture("text.txt")).unwrap();
+    let tokens = Bpe::gpt2().unwrap().encode(&text);
+    for on_host in [true, false] {
+        let device = cpu_f32().autodiff();
+        let mut model = hf::load(&fixture("saved"), &device).unwrap();
+        let weights = gradients::weight_ids(&model);
+        assert_eq!(weights.iter().filter(|w| w.rank == 1).count(), 2 * (4 + 4) + 2, "the vectors: biases and gains");
+        let batch = Windows::new(&tokens, model.block_size(), &device).batch(&ids(&train["offsets"]));
+        let adam = Adam {
+            beta1: number("beta1"),
+            beta2: number("beta2"),
+            eps: number("eps"),
+            weight_decay: number("weight_decay"),
+            on_host,
+        };
+        let mut optim = adam.init();
+        let mut losses = Vec::new();
+        for _ in 0..train["steps"].as_u64().unwrap() {
+            let (loss, grads) = gradients::loss_and_gradients(&model, vec![batch.clone()], None);
+            losses.push(device::read_scalar(loss).unwrap());
+            let grads = gradients::combine(grads, &weights, Some(number("grad_clip")), on_host);
+            model = optim.step(number("lr"), model, grads);
+        }
+        losses.push(device::read_scalar(model.loss(batch.clone(), None)).unwrap());
+        let worst = losses.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-5, "host {on_host}: losses {losses:?}, PyTorch {want:?}");
+        assert!(losses[3] < losses[0] - 0.1, "training lowers the loss: {losses:?}");
+    }
+}
+
+/// An exported folder is save_pretrained's: the same weight names, shapes and metadata as
+/// transformers writes, a config transformers reads; and it loads back to the same logits.
+#[test]
+fn an_exported_folder_is_save_pretrained_and_loads_back() {
+    let model = hf::load(&fixture("hub"), &cpu_f32()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    hf::save(dir.path(), &model).unwrap();
+    let header = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut tensors: Vec<(String, Vec<usize>, String)> = meta
+            .tensors()
+            .iter()
+            .map(|(name, info)| (name.clone(), info.shape.clone(), format!("{:?}", info.dtype)))
+            .collect();
+        tensors.sort();
+        (tensors, meta.metadata().clone())
+    };
+    assert_eq!(header(&dir.path().join("model.safetensors")), header(&fixture("saved/model.safetensors")));
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+    let theirs: Value = serde_json::from_str(&std::fs::read_to_string(fixture("saved/config.json")).unwrap()).unwrap();
+    for key in ["model_type", "architectures", "vocab_size", "n_positions", "n_embd", "n_layer", "n_head"] {
+        assert_eq!(config[key], theirs[key], "{key}");
+    }
+    let prompt = ids(&expected()["ids"]);
+    let back = hf::load(dir.path(), &cpu_f32()).unwrap();
+    assert_eq!(logits_of(&back, &prompt), logits_of(&model, &prompt));
+}
+
+/// `sample` and `eval` on a save_pretrained folder, from the command line.
+#[test]
+fn sample_and_eval_run_on_a_hugging_face_folder() {
+    let expected = expected();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = fixture("saved");
+    let folder = folder.to_str().unwrap();
+    let prefix = expected["continue"].as_str().unwrap();
+    let want = Bpe::gpt2().unwrap().decode(&ids(&expected["greedy"])).unwrap();
+    let n = ids(&expected["greedy"]).len().to_string();
+    let out = ok(
+        dir.path(),
+        &["sample", "--checkpoint", folder, "--prefix", prefix, "--num-tokens", &n, "--top-k", "1", "--device", "cpu"],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("{prefix}{want}"), "{out}");
+    assert!(lines.last().unwrap().starts_with("speed: ") && out.contains(" tokens/s"), "{out}");
+
+    let text = fixture("text.txt");
+    let out = ok(dir.path(), &["eval", "--checkpoint", folder, "--data", text.to_str().unwrap(), "--device", "cpu"]);
+    let loss: f64 = out.strip_prefix("loss: ").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!((loss - expected["eval_loss"].as_f64().unwrap()).abs() < 1e-4, "{out}");
+}
+
+/// `--checkpoint gpt2` finds a model already in Hugging Face's cache (transformers' name for it,
+/// `models--gpt2`) and downloads nothing; offline and absent, it says so in one line.
+#[test]
+fn an_openai_name_is_looked_up_in_hugging_faces_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let snapshot = cache.path().join("models--gpt2/snapshots/0123abc");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("hub").join(file), snapshot.join(file)).unwrap();
+    }
+    std::fs::create_dir_all(cache.path().join("models--gpt2/refs")).unwrap();
+    std::fs::write(cache.path().join("models--gpt2/refs/main"), "0123abc").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |cache: &Path| {
+        common::command(dir.path())
+            .args(["sample", "--checkpoint", "gpt2", "--num-tokens", "3", "--device", "cpu"])
+            .env("HF_HUB_CACHE", cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let out = run(cache.path());
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::stdout(&out).lines().last().unwrap().starts_with("speed: "));
+    let empty = tempfile::tempdir().unwrap();
+    let err = one_line_error(&run(empty.path()));
+    assert!(err.contains("gpt2 is not in Hugging Face's cache") && err.contains("HF_HUB_OFFLINE"), "{err}");
+}
+
+/// A folder of another architecture, a missing or truncated weight file, weights that are not
+/// the config's: one line each, no panic.
+#[test]
+fn bad_folders_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = |name: &str, config: &str, weights: Option<&[u8]>| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("config.json"), config).unwrap();
+        if let Some(bytes) = weights {
+            std::fs::write(path.join("model.safetensors"), bytes).unwrap();
+        }
+        path
+    };
+    let config = std::fs::read_to_string(fixture("saved/config.json")).unwrap();
+    let weights = std::fs::read(fixture("saved/model.safetensors")).unwrap();
+    let cases = [
+        (folder("llama", &config.replace("\"gpt2\"", "\"llama\""), Some(&weights)), "describes a \"llama\" model"),
+        (folder("missing", &config, None), "cannot open"),
+        (folder("truncated", &config, Some(&weights[..weights.len() / 2])), "damaged or truncated"),
+        (
+            folder("deeper", &config.replace("\"n_layer\": 2", "\"n_layer\": 3"), Some(&weights)),
+            "has no weight transformer.h.2",
+        ),
+        (folder("wider", &config.replace("\"n_embd\": 8", "\"n_embd\": 16"), Some(&weights)), "has shape"),
+        (folder("not-json", "{", Some(&weights)), "is not JSON"),
+    ];
+    for (path, want) in cases {
+        for command in ["sample", "eval"] {
+            let mut args = vec![command, "--checkpoint", path.to_str().unwrap(), "--device", "cpu"];
+            if command == "eval" {
+                args.extend(["--data", "text.txt"]);
+            }
+            let err = one_line_error(&microgpt(dir.path(), &args));
+            assert!(err.contains(want), "{command} {}: {err}", path.display());
+        }
+    }
+}
