@@ -363,14 +363,17 @@ impl EvalSet {
     }
 
     /// The batches, in order, each built when it is reached: at most 512 documents, or about
-    /// 8,192 positions, each.
+    /// 8,192 positions, each; and, for long windows (GPT-2's 1024), few enough that each head's
+    /// attention weights (windows × T × T) stay within 2M numbers.
     pub fn batches(&self) -> Box<dyn Iterator<Item = Batch> + '_> {
         match self {
             Self::Documents(b) => {
                 Box::new((0..b.len()).step_by(512).map(|start| b.batch(start, 512.min(b.len() - start))))
             }
             Self::Windows(w, offsets) => {
-                Box::new(offsets.chunks((8192 / w.block_size).max(1)).map(|chunk| w.batch(chunk)))
+                let t = w.block_size;
+                let windows = (8192 / t).min((1 << 21) / (t * t)).max(1);
+                Box::new(offsets.chunks(windows).map(|chunk| w.batch(chunk)))
             }
         }
     }

@@ -293,12 +293,16 @@ fn eval_gpt2(model: &Gpt2, args: &EvalArgs) -> Result<Outcome> {
         anyhow::bail!("{} holds fewer than 2 tokens: evaluate on a longer text", path.display());
     }
     let set = EvalSet::tiled(&tokens, block_size, &model.devices()[0]);
+    let clock = std::time::Instant::now();
     let loss = train::evaluate(model, &set)?;
+    let secs = clock.elapsed().as_secs_f64();
     println!(
         "loss: {loss:.4} ({} windows of {block_size} tokens side by side: the whole of {})",
         set.count(),
         path.display()
     );
+    let tokens = set.count() * block_size;
+    println!("speed: {:.0} tokens/s ({tokens} tokens in {secs:.2} s)", tokens as f64 / secs);
     Ok(Outcome::Done)
 }
 

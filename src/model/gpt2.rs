@@ -20,7 +20,6 @@
 use anyhow::{Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -112,15 +111,34 @@ impl Block {
     fn forward(&self, x: Tensor<2>, pass: &Pass, cache: Option<&mut LayerCache>) -> (Tensor<2>, Tensor<4>) {
         // 1) multi-head attention
         let x_residual = x.clone();
-        let qkv = self.c_attn.forward(self.ln_1.forward(x)); // [R, 3C]
+        let ops = pass.ops;
+        let qkv = linear(ops, &self.c_attn, self.ln_1.forward(x)); // [R, 3C]
         let [q, k, v] = <[Tensor<2>; 3]>::try_from(qkv.chunk(3, 1)).expect("three equal parts"); // [R, C] each
         let (x_attn, att) = attention(q, k, v, self.n_head, pass, cache); // [R, C]
-        let x = pass.drop(self.attn_proj.forward(x_attn)) + x_residual;
+        let x = pass.drop(linear(ops, &self.attn_proj, x_attn)) + x_residual;
         // 2) MLP
         let x_residual = x.clone();
-        let x = gelu_approximate(self.c_fc.forward(self.ln_2.forward(x))); // [R, 4C]
-        let x = pass.drop(self.mlp_proj.forward(x)) + x_residual; // [R, C]
+        let x = gelu(linear(ops, &self.c_fc, self.ln_2.forward(x))); // [R, 4C]
+        let x = pass.drop(linear(ops, &self.mlp_proj, x)) + x_residual; // [R, C]
         (x, att)
+    }
+}
+
+/// GELU in its tanh form, as GPT-2 computes it (transformers' `gelu_new`):
+/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`; Burn's `gelu_approximate`, with x³ as two products
+/// rather than a power.
+fn gelu(x: Tensor<2>) -> Tensor<2> {
+    let sqrt_2_over_pi = (2.0 / std::f64::consts::PI).sqrt();
+    let inner = (x.clone() + x.clone() * x.clone() * x.clone() * 0.044715) * sqrt_2_over_pi;
+    x * (inner.tanh() + 1.0) * 0.5
+}
+
+/// `x · W + b` (W [in, out]): Burn's `Linear::forward`, or the same on [`Ops`]' own product, which
+/// splits sampling's one-row products over the cores.
+fn linear(ops: Ops, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+    match (ops, &layer.bias) {
+        (Ops::Ours, Some(bias)) => ops.matmul(x, layer.weight.val()) + bias.val().unsqueeze::<2>(),
+        _ => layer.forward(x),
     }
 }
 

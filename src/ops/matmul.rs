@@ -105,6 +105,89 @@ mod cpu {
     /// a batch of products that are each over the first is multiplied one after another).
     const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
     const PARALLEL_BATCH: usize = 128 * 128 * 128;
+    /// A product of at most this many rows (sampling's one) whose right factor has at least
+    /// `FEW_ROWS_FROM` numbers is [`few_rows`]'.
+    const FEW_ROWS: usize = 4;
+    const FEW_ROWS_FROM: usize = 1 << 16;
+
+    /// `lhs` [m, k] (a few rows, laid out row by row) times `rhs` [k, n], read through its
+    /// strides `rhs_rs`, `rhs_cs`: a product bound by reading `rhs` once, which gemm does on one
+    /// core. Here every core reads its own part of `rhs` in memory order: its own rows when they
+    /// lie contiguous (a layer's [in, out] weight), adding the parts' sums at the end; its own
+    /// columns when those do (a weight [out, in] used transposed, `x wᵀ`). `None` for other
+    /// layouts. The sums run in another order than gemm's: the same numbers up to rounding.
+    fn few_rows<F: Real>(
+        lhs: &[F],
+        m: usize,
+        k: usize,
+        n: usize,
+        rhs: &[F],
+        rhs_rs: isize,
+        rhs_cs: isize,
+    ) -> Option<Vec<F>> {
+        let cores = rayon::current_num_threads().max(1);
+        let zero = F::of(0.0);
+        if rhs_cs == 1 && rhs_rs > 0 {
+            // out[i, :] = Σ_kk lhs[i, kk] · rhs[kk, :], a part of the kk per core
+            let row = |kk: usize| &rhs[kk * rhs_rs as usize..kk * rhs_rs as usize + n];
+            let parts: Vec<Vec<F>> = (0..cores)
+                .into_par_iter()
+                .map(|c| {
+                    let mut part = vec![zero; m * n];
+                    for kk in c * k / cores..(c + 1) * k / cores {
+                        let w = row(kk);
+                        for (i, out) in part.chunks_exact_mut(n).enumerate() {
+                            let a = lhs[i * k + kk];
+                            out.iter_mut().zip(w).for_each(|(o, &w)| *o = *o + a * w);
+                        }
+                    }
+                    part
+                })
+                .collect();
+            let mut parts = parts.into_iter();
+            let mut sum = parts.next()?;
+            for part in parts {
+                sum.iter_mut().zip(part).for_each(|(s, p)| *s = *s + p);
+            }
+            return Some(sum);
+        }
+        if rhs_rs == 1 && rhs_cs > 0 {
+            // out[i, j] = lhs[i, :] · rhs[:, j], a part of the j per core
+            let column = |j: usize| &rhs[j * rhs_cs as usize..j * rhs_cs as usize + k];
+            let mut out = vec![zero; m * n];
+            let width = n.div_ceil(cores);
+            let mut by_column = vec![zero; m * n]; // [n, m]: each core writes its own columns
+            by_column.par_chunks_mut(width * m).enumerate().for_each(|(c, part)| {
+                for (jj, outs) in part.chunks_exact_mut(m).enumerate() {
+                    let w = column(c * width + jj);
+                    for (i, o) in outs.iter_mut().enumerate() {
+                        *o = dot(&lhs[i * k..(i + 1) * k], w);
+                    }
+                }
+            });
+            for (j, outs) in by_column.chunks_exact(m).enumerate() {
+                for (i, &o) in outs.iter().enumerate() {
+                    out[i * n + j] = o;
+                }
+            }
+            return Some(out);
+        }
+        None
+    }
+
+    /// `a · b` in eight running sums (which the compiler keeps in one vector register).
+    fn dot<F: Real>(a: &[F], b: &[F]) -> F {
+        let zero = F::of(0.0);
+        let mut sums = [zero; 8];
+        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail = a8.remainder().iter().zip(b8.remainder()).fold(zero, |s, (&x, &y)| s + x * y);
+        for (x, y) in a8.zip(b8) {
+            for l in 0..8 {
+                sums[l] = sums[l] + x[l] * y[l];
+            }
+        }
+        sums.iter().fold(tail, |s, &x| s + x)
+    }
 
     /// Where each matrix of a batch starts in its tensor's storage: the leading dimensions
     /// (`batch_dims`) unravelled over the tensor's strides.
@@ -200,6 +283,13 @@ mod cpu {
             }
         };
         let work = m * n * k;
+        if lo.len() == 1 && m <= FEW_ROWS && n * k >= FEW_ROWS_FROM {
+            let lhs_rows: Vec<F> =
+                (0..m * k).map(|e| l[(lo[0] + (e / k) as isize * l_rs + (e % k) as isize * l_cs) as usize]).collect();
+            if let Some(product) = few_rows(&lhs_rows, m, k, n, &r[ro[0] as usize..], r_rs, r_cs) {
+                return Some(FlexTensor::from_data(TensorData::new(product, out_shape)));
+            }
+        }
         if work >= PARALLEL_PRODUCT || lo.len() == 1 || work * lo.len() < PARALLEL_BATCH {
             let parallelism =
                 if work >= PARALLEL_PRODUCT { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
@@ -239,6 +329,24 @@ mod tests {
             // large enough for gemm to split one product over the cores
             let (x, w) = (draw(&mut rng, [300, 200], &device), draw(&mut rng, [150, 200], &device));
             same(&[x, w], |x| linear(x[0].clone(), x[1].clone()), |x| x[0].clone().matmul(x[1].clone().transpose()));
+        }
+    }
+
+    /// Products of a few rows against a large factor (sampling's), which the cores share by rows
+    /// or by columns of that factor, give Burn's numbers, for a factor [in, out] and one used
+    /// transposed; so do layouts they leave to gemm.
+    #[test]
+    fn the_few_row_products_are_burns() {
+        let mut rng = PyRandom::new(4);
+        for device in devices() {
+            for m in [1, 3] {
+                let (x, w) = (draw_on(&mut rng, [m, 300], &device), draw_on(&mut rng, [300, 257], &device));
+                assert!(max_diff(matmul(x.clone(), w.clone()), x.clone().matmul(w.clone())) < 1e-12, "rows {m}");
+                let wt = draw_on(&mut rng, [257, 300], &device);
+                assert!(max_diff(linear(x.clone(), wt.clone()), x.clone().matmul(wt.transpose())) < 1e-12, "{m}");
+                let strided = w.clone().slice([0..300, 0..256]).swap_dims(0, 1).swap_dims(0, 1); // a column slice
+                assert!(max_diff(matmul(x.clone(), strided.clone()), x.matmul(strided)) < 1e-12, "slice, {m}");
+            }
         }
     }
 
