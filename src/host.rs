@@ -29,6 +29,8 @@ pub trait Real:
     fn sqrt(self) -> Self;
     /// `e` to the power of this number.
     fn exp(self) -> Self;
+    /// The hyperbolic tangent.
+    fn tanh(self) -> Self;
     /// This number as an f64 (exact).
     fn to_f64(self) -> f64;
 }
@@ -42,6 +44,9 @@ impl Real for f32 {
     }
     fn exp(self) -> Self {
         f32::exp(self)
+    }
+    fn tanh(self) -> Self {
+        f32::tanh(self)
     }
     fn to_f64(self) -> f64 {
         f64::from(self)
@@ -57,6 +62,9 @@ impl Real for f64 {
     }
     fn exp(self) -> Self {
         f64::exp(self)
+    }
+    fn tanh(self) -> Self {
+        f64::tanh(self)
     }
     fn to_f64(self) -> f64 {
         self

@@ -73,9 +73,8 @@ impl SampleOptions {
 pub fn probabilities(logits: &[f64], temperature: f64, top_k: Option<usize>) -> Vec<f64> {
     let mut scaled: Vec<f64> = logits.iter().map(|l| l / temperature).collect();
     if let Some(k) = top_k.filter(|&k| k < scaled.len()) {
-        let mut sorted = scaled.clone();
-        sorted.sort_by(|a, b| b.total_cmp(a));
-        let kth = sorted[k - 1];
+        let mut order = scaled.clone(); // the k-th largest, found without sorting them all
+        let kth = *order.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1;
         for v in scaled.iter_mut().filter(|v| **v < kth) {
             *v = f64::NEG_INFINITY;
         }

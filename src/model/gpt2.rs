@@ -118,19 +118,10 @@ impl Block {
         let x = pass.drop(linear(ops, &self.attn_proj, x_attn)) + x_residual;
         // 2) MLP
         let x_residual = x.clone();
-        let x = gelu(linear(ops, &self.c_fc, self.ln_2.forward(x))); // [R, 4C]
+        let x = ops.gelu(linear(ops, &self.c_fc, self.ln_2.forward(x))); // [R, 4C]
         let x = pass.drop(linear(ops, &self.mlp_proj, x)) + x_residual; // [R, C]
         (x, att)
     }
-}
-
-/// GELU in its tanh form, as GPT-2 computes it (transformers' `gelu_new`):
-/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`; Burn's `gelu_approximate`, with x³ as two products
-/// rather than a power.
-fn gelu(x: Tensor<2>) -> Tensor<2> {
-    let sqrt_2_over_pi = (2.0 / std::f64::consts::PI).sqrt();
-    let inner = (x.clone() + x.clone() * x.clone() * x.clone() * 0.044715) * sqrt_2_over_pi;
-    x * (inner.tanh() + 1.0) * 0.5
 }
 
 /// `x · W + b` (W [in, out]): Burn's `Linear::forward`, or the same on [`Ops`]' own product, which

@@ -135,10 +135,8 @@ mod cpu {
                 .map(|c| {
                     let mut part = vec![zero; m * n];
                     for kk in c * k / cores..(c + 1) * k / cores {
-                        let w = row(kk);
                         for (i, out) in part.chunks_exact_mut(n).enumerate() {
-                            let a = lhs[i * k + kk];
-                            out.iter_mut().zip(w).for_each(|(o, &w)| *o = *o + a * w);
+                            axpy(out, lhs[i * k + kk], row(kk));
                         }
                     }
                     part
@@ -175,8 +173,47 @@ mod cpu {
         None
     }
 
-    /// `a · b` in eight running sums (which the compiler keeps in one vector register).
+    /// `out += a w`, number by number; with AVX2 where the CPU has it (chosen at run time, as
+    /// gemm chooses its kernels: the binary runs on any x86-64).
+    fn axpy<F: Real>(out: &mut [F], a: F, w: &[F]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above
+            return unsafe { axpy_avx2(out, a, w) };
+        }
+        axpy_body(out, a, w)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn axpy_avx2<F: Real>(out: &mut [F], a: F, w: &[F]) {
+        axpy_body(out, a, w)
+    }
+
+    #[inline(always)]
+    fn axpy_body<F: Real>(out: &mut [F], a: F, w: &[F]) {
+        out.iter_mut().zip(w).for_each(|(o, &w)| *o = *o + a * w);
+    }
+
+    /// `a · b` in eight running sums (which the compiler keeps in vector registers); with AVX2
+    /// where the CPU has it.
     fn dot<F: Real>(a: &[F], b: &[F]) -> F {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above
+            return unsafe { dot_avx2(a, b) };
+        }
+        dot_body(a, b)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn dot_avx2<F: Real>(a: &[F], b: &[F]) -> F {
+        dot_body(a, b)
+    }
+
+    #[inline(always)]
+    fn dot_body<F: Real>(a: &[F], b: &[F]) -> F {
         let zero = F::of(0.0);
         let mut sums = [zero; 8];
         let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));

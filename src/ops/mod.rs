@@ -5,6 +5,7 @@
 //! - [`softmax`]: attention's causal softmax, `softmax(scores / √D)` over the keys a query sees;
 //! - [`matmul`]: matrix products and linear layers (`y = x Wᵀ`, W stored [out, in]);
 //! - [`rmsnorm`]: `x (mean(x²) + ε)^(-1/2)` over the channels, with no gain;
+//! - [`gelu`]: GPT-2's activation, GELU in its tanh form;
 //! - [`nll`]: the loss's `-log softmax(logits)` at each row's target, and its masked mean.
 //!
 //! Composed from Burn's tensor operations, each of these is several operations, and under
@@ -31,6 +32,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::tensor::{BoolTensor, FloatTensor, IntTensor};
 use burn::tensor::{Bool, Int, Tensor};
 
+pub mod gelu;
 pub mod matmul;
 pub mod nll;
 pub mod rmsnorm;
@@ -83,6 +85,14 @@ impl Ops {
         }
     }
 
+    /// GPT-2's GELU, tanh form: `½ x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+    pub fn gelu<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Ops::Ours => gelu::gelu(x),
+            Ops::Burn => gelu::burns(x),
+        }
+    }
+
     /// The mean loss of rows of `logits` [.., V] at their `targets` [.., 1]: over every row, or,
     /// with a 0/1 `mask` [.., 1] and the number of rows it keeps, over those rows only.
     pub fn mean_nll<const D: usize>(
@@ -110,7 +120,7 @@ mod extension {
     use burn::backend::backend_extension;
     use burn::backend::tensor::{BoolTensor, FloatTensor, IntTensor};
 
-    use super::{nll, rmsnorm, softmax};
+    use super::{gelu, nll, rmsnorm, softmax};
 
     /// The operations of this module, routed by Burn to the backend a tensor lives on; call them
     /// through [`Ops`](super::Ops). Each default body is the operation composed from the
@@ -145,6 +155,16 @@ mod extension {
         /// [`rmsnorm::composed`].
         fn rmsnorm(x: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
             rmsnorm::composed::<Self>(x, eps)
+        }
+
+        /// [`gelu::composed`].
+        fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            gelu::composed::<Self>(x)
+        }
+
+        /// [`gelu::composed_backward`].
+        fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            gelu::composed_backward::<Self>(x, grad)
         }
 
         /// [`nll::composed`].
@@ -182,6 +202,10 @@ impl<B: OpsBackend, C: CheckpointStrategy> OpsBackend for Autodiff<B, C> {
         rmsnorm::tracked::<B, C>(x, eps)
     }
 
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu::tracked::<B, C>(x)
+    }
+
     fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
         nll::tracked::<B, C>(logits, targets)
     }
@@ -213,6 +237,14 @@ impl OpsBackend for burn::backend::flex::Flex {
 
     fn linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         matmul::flex_matmul(x, w.transpose(0, 1))
+    }
+
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu::flex_forward(x)
+    }
+
+    fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu::flex_backward(x, grad)
     }
 }
 
