@@ -228,6 +228,13 @@ fn held_out_seed(seed: u64) -> u64 {
     step_seed(seed, u64::MAX)
 }
 
+/// A run's training batches on `device` (under autodiff) and its held-out set (without), from
+/// `data` in windows or documents of `block_size`, padded to it when `fixed`.
+pub fn sets(data: &Data, block_size: usize, run: &TrainConfig, fixed: bool, device: &Device) -> (TrainSet, EvalSet) {
+    let val = EvalSet::held_out(data, block_size, run.eval_windows, run.seed, fixed, &device.clone().inner());
+    (TrainSet::of(data, block_size, fixed, device), val)
+}
+
 /// Where a run's training batches come from: its documents in order, or windows of its text.
 pub enum TrainSet {
     /// The training documents, `batch_size` at a time, in order (the reference's walk).
@@ -281,12 +288,15 @@ impl EvalSet {
             Data::Lines(d) => Self::Documents(Box::new(
                 Batcher::new(&d.tokenizer, d.val_docs(), block_size, device).fixed_length(fixed),
             )),
-            Data::Text(t) => {
-                let w = Windows::new(t.val_tokens(), block_size, device);
-                let offsets = w.draw(&mut PyRandom::new(held_out_seed(seed)), windows);
-                Self::Windows(w, offsets)
-            }
+            Data::Text(t) => Self::held_out_windows(t.val_tokens(), block_size, windows, seed, device),
         }
+    }
+
+    /// `windows` windows of the held-out `tokens` of a text, drawn once from `seed`.
+    pub fn held_out_windows(tokens: &[usize], block_size: usize, windows: usize, seed: u64, device: &Device) -> Self {
+        let w = Windows::new(tokens, block_size, device);
+        let offsets = w.draw(&mut PyRandom::new(held_out_seed(seed)), windows);
+        Self::Windows(w, offsets)
     }
 
     /// The held-out part of the data file at `path` as a run of settings `run` split it, in the

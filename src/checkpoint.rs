@@ -20,10 +20,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::ModuleOptimizer;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
-use burn::tensor::Bytes;
+use burn::tensor::{Bytes, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
@@ -386,15 +386,34 @@ fn dir_of(path: &Path) -> &Path {
     path.parent().and_then(Path::parent).unwrap_or(Path::new("."))
 }
 
-/// The name of the first weight that holds a NaN or an infinity, if any (reads every weight
-/// back from the device).
-pub fn first_non_finite(model: &GPT) -> Result<Option<String>> {
-    for (name, w) in model.named_weights() {
-        if device::read_values(w)?.iter().any(|x| !x.is_finite()) {
-            return Ok(Some(name));
+/// The name of the first weight of `model` that holds a NaN or an infinity, if any (reads every
+/// weight back from the device): its path in the module, as `wte` or `layer.0.attn_wq`.
+pub fn first_non_finite(model: &impl Module) -> Result<Option<String>> {
+    #[derive(Default)]
+    struct Find {
+        path: Vec<String>,
+        found: Option<Result<String>>,
+    }
+    impl ModuleVisitor for Find {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.found.is_none() {
+                match device::read_values(param.val()) {
+                    Ok(values) if values.iter().all(|x| x.is_finite()) => {}
+                    Ok(_) => self.found = Some(Ok(self.path.join("."))),
+                    Err(err) => self.found = Some(Err(err)),
+                }
+            }
         }
     }
-    Ok(None)
+    let mut find = Find::default();
+    model.visit(&mut find);
+    find.found.transpose()
 }
 
 impl Loaded {

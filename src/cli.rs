@@ -42,6 +42,15 @@ pub enum Command {
     Inspect(InspectArgs),
 }
 
+/// How a run's text is cut into tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenizerKind {
+    /// Each character one token, the vocabulary the data's own characters (the reference's).
+    Chars,
+    /// GPT-2's byte-level BPE (50,257 tokens); the model is a GPT-2.
+    Gpt2,
+}
+
 /// Flags of `train` and of the bare run.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -59,6 +68,11 @@ pub struct TrainArgs {
     /// out) [default: lines; text for the shakespeare data set and presets]
     #[arg(long, value_enum, help_heading = "Data")]
     pub layout: Option<Layout>,
+    /// How the text is cut into tokens: chars (each character one token, the reference's) or gpt2
+    /// (GPT-2's byte-level BPE; trains a GPT-2: LayerNorm, GELU, biases, tied embeddings)
+    /// [default: chars; gpt2 for the gpt2 presets and --init-from a GPT-2]
+    #[arg(long, value_enum, help_heading = "Data")]
+    pub tokenizer: Option<TokenizerKind>,
     /// Where to download the data set from when its file is absent [default: the data set's own URL]
     #[arg(long, value_name = "URL", env = "MICROGPT_DATA_URL", help_heading = "Data")]
     pub data_url: Option<String>,

@@ -2,27 +2,26 @@
 //! reference run), `sample`, `eval` and `inspect`. The pieces live in their own modules (where a
 //! run starts: `start`; the loop: `train`); here each command reads as its phases.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use burn::module::Module;
 
-use crate::batch::EvalSet;
-use crate::bpe::Bpe;
+use crate::batch::{self, EvalSet};
 use crate::checkpoint::{self, InitFrom, Loaded};
 use crate::cli::{DeviceArgs, EvalArgs, InspectArgs, SampleArgs, SamplingArgs, TrainArgs};
 use crate::config::{GPTConfig, TrainConfig};
 use crate::data::{self, Data, DataFile, Dataset, Layout, Tokenizer};
-use crate::device::{self, Precision, Runtime};
-use crate::hf;
+use crate::device::{self, Runtime};
 use crate::inspect;
-use crate::model::gpt2::Gpt2;
-use crate::model::{GPT, LanguageModel};
+use crate::model::GPT;
 use crate::progress::Progress;
 use crate::rng::PyRandom;
 use crate::sample::{self, Novelty, SampleOptions};
 use crate::start::{self, Start};
 use crate::train::{self, Diverged, Session, TrainOptions, TrainReport};
+
+mod gpt2;
 
 /// How a command ended, for the exit code.
 pub enum Outcome {
@@ -34,7 +33,7 @@ pub enum Outcome {
 
 /// The sampling flags; clap has checked their ranges, `sample::sample` checks them again for
 /// callers of the library.
-fn sample_options(args: &SamplingArgs) -> SampleOptions {
+pub(crate) fn sample_options(args: &SamplingArgs) -> SampleOptions {
     SampleOptions {
         num_samples: args.num_samples,
         num_chars: args.num_chars,
@@ -48,6 +47,9 @@ fn sample_options(args: &SamplingArgs) -> SampleOptions {
 /// report of how many samples are training, held-out or new documents (the bare reference run
 /// prints the reference's output and nothing more).
 pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
+    if let Some(start) = gpt2::start(args)? {
+        return gpt2::train(args, start);
+    }
     let sampling = sample_options(&args.sampling);
     let start = Start::of(args)?;
     let (out, saved) = start::output_dir(args, &start)?;
@@ -83,7 +85,10 @@ pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
     // the run
     let options = train_options(args, run, data_file, out, &start, &runtime)?;
     let stop = train::interrupt_flag();
-    let session = Session { model, optim, step, config: &config, data: &data, options: &options, stop, saved };
+    let device = model.devices()[0].clone();
+    let (train, val) = batch::sets(&data, config.block_size, &options.run, options.fixed_length, &device);
+    let saver = options.out.is_some().then(|| train::checkpoint_of(&config, data.tokenizer(), &options));
+    let session = Session { model, optim, step, train, val, options: &options, stop, saved, saver };
     let (model, _optim, trained) = session.run().map_err(|err| with_advice(err, &options))?;
     if trained.interrupted {
         say_interrupted(&trained, &options);
@@ -107,7 +112,7 @@ pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
 }
 
 /// A divergence, with the command that starts again from the last checkpoint.
-fn with_advice(err: anyhow::Error, options: &TrainOptions) -> anyhow::Error {
+pub(crate) fn with_advice(err: anyhow::Error, options: &TrainOptions) -> anyhow::Error {
     match err.downcast_ref::<Diverged>() {
         Some(diverged) => {
             let (out, saved) = (options.out.as_deref(), diverged.last_saved);
@@ -148,7 +153,7 @@ fn print_passage(model: &GPT, tokenizer: &Tokenizer, sampling: &SampleOptions, r
 }
 
 /// How the session runs, from the flags and the device.
-fn train_options(
+pub(crate) fn train_options(
     args: &TrainArgs,
     run: TrainConfig,
     data: DataFile,
@@ -195,7 +200,7 @@ fn say_interrupted(trained: &TrainReport, options: &TrainOptions) {
 }
 
 /// `val loss: 2.3689` and the training speed.
-fn print_results(trained: &TrainReport) {
+pub(crate) fn print_results(trained: &TrainReport) {
     let val_loss = trained.val_loss.expect("a finished session evaluates the held-out documents");
     println!("val loss: {val_loss:.4}");
     if trained.steps_run > 0 {
@@ -231,85 +236,10 @@ fn open_checkpoint(dir: &Path, flags: &DeviceArgs) -> Result<Loaded> {
     Ok(loaded)
 }
 
-/// The GPT-2 that `--checkpoint` names, if it names one: a Hugging Face folder (`config.json`
-/// and `model.safetensors`), or one of OpenAI's models by name (`gpt2`, ...), downloaded into
-/// Hugging Face's cache on first use. A directory of `train --out` is not one.
-fn gpt2_folder(spec: &Path) -> Result<Option<PathBuf>> {
-    if checkpoint::is_checkpoint(spec) {
-        return Ok(None);
-    }
-    if hf::is_model_folder(spec) {
-        return Ok(Some(spec.to_path_buf()));
-    }
-    match spec.to_str().filter(|name| !spec.exists() && hf::openai_repo(name).is_some()) {
-        Some(name) => Ok(Some(hf::openai_model(name)?)),
-        None => Ok(None),
-    }
-}
-
-/// The GPT-2 in a Hugging Face folder on the device the flags ask for (f32 unless they ask
-/// otherwise). A bad `config.json` is reported before the device opens.
-fn open_gpt2(dir: &Path, flags: &DeviceArgs) -> Result<Gpt2> {
-    hf::read_config(dir)?;
-    let runtime = device::open(flags.device, Some(flags.dtype.unwrap_or(Precision::F32)))?;
-    Ok(hf::load(dir, &runtime.device)?.with_ops(flags.ops))
-}
-
-/// `microgpt sample --checkpoint gpt2`: GPT-2 continues `--prefix` (or starts a document) for
-/// `--num-tokens` tokens; then the speed.
-fn sample_gpt2(model: &Gpt2, args: &SampleArgs) -> Result<Outcome> {
-    let options = sample_options(&args.sampling);
-    options.validate()?;
-    let bpe = Bpe::gpt2()?;
-    let prompt = if options.prefix.is_empty() { vec![Bpe::EOT] } else { bpe.encode(&options.prefix) };
-    let vocab = model.config().vocab_size;
-    if let Some(&id) = prompt.iter().find(|&&id| id >= vocab) {
-        anyhow::bail!("--prefix holds token {id}, beyond this model's vocab_size {vocab}");
-    }
-    let mut rng = PyRandom::new(args.seed);
-    // a padded vocabulary (nanoGPT's 50304) has ids GPT-2's tokenizer lacks: never drawn
-    let unused = (vocab > Bpe::VOCAB_SIZE).then_some(Bpe::VOCAB_SIZE);
-    let drawn = sample::continuation(model, &prompt, options.num_chars, &options, unused, &mut rng)?;
-    println!("{}{}", options.prefix, bpe.decode(&drawn.tokens)?);
-    let (prompt_s, sample_s) = (drawn.prompt_time.as_secs_f64(), drawn.sample_time.as_secs_f64());
-    println!(
-        "speed: {:.1} tokens/s ({} tokens in {sample_s:.2} s; the prompt's {} in {prompt_s:.3} s)",
-        drawn.tokens.len().saturating_sub(1) as f64 / sample_s.max(1e-9),
-        drawn.tokens.len(),
-        prompt.len()
-    );
-    Ok(Outcome::Done)
-}
-
-/// `microgpt eval --checkpoint gpt2 --data FILE`: the mean loss per token of the file in GPT-2's
-/// tokens, every target once (windows of the context + 1 side by side).
-fn eval_gpt2(model: &Gpt2, args: &EvalArgs) -> Result<Outcome> {
-    let Some(path) = &args.data else {
-        anyhow::bail!("a GPT-2 records no data set: pass --data FILE, the text to evaluate on");
-    };
-    let tokens = Bpe::gpt2()?.encode(&data::read_text(path)?);
-    let block_size = model.block_size().min(tokens.len().saturating_sub(1));
-    if block_size == 0 {
-        anyhow::bail!("{} holds fewer than 2 tokens: evaluate on a longer text", path.display());
-    }
-    let set = EvalSet::tiled(&tokens, block_size, &model.devices()[0]);
-    let clock = std::time::Instant::now();
-    let loss = train::evaluate(model, &set)?;
-    let secs = clock.elapsed().as_secs_f64();
-    println!(
-        "loss: {loss:.4} ({} windows of {block_size} tokens side by side: the whole of {})",
-        set.count(),
-        path.display()
-    );
-    let tokens = set.count() * block_size;
-    println!("speed: {:.0} tokens/s ({tokens} tokens in {secs:.2} s)", tokens as f64 / secs);
-    Ok(Outcome::Done)
-}
-
 /// `microgpt sample --checkpoint DIR`.
 pub fn sample(args: &SampleArgs) -> Result<Outcome> {
-    if let Some(dir) = gpt2_folder(&args.checkpoint)? {
-        return sample_gpt2(&open_gpt2(&dir, &args.device)?, args);
+    if let Some(dir) = gpt2::folder(&args.checkpoint)? {
+        return gpt2::sample(&gpt2::open(&dir, &args.device)?, args);
     }
     let options = sample_options(&args.sampling);
     let loaded = open_checkpoint(&args.checkpoint, &args.device)?;
@@ -324,8 +254,8 @@ pub fn sample(args: &SampleArgs) -> Result<Outcome> {
 
 /// `microgpt eval --checkpoint DIR [--data PATH]`.
 pub fn eval(args: &EvalArgs) -> Result<Outcome> {
-    if let Some(dir) = gpt2_folder(&args.checkpoint)? {
-        return eval_gpt2(&open_gpt2(&dir, &args.device)?, args);
+    if let Some(dir) = gpt2::folder(&args.checkpoint)? {
+        return gpt2::eval(&gpt2::open(&dir, &args.device)?, args);
     }
     let loaded = open_checkpoint(&args.checkpoint, &args.device)?;
     let meta = &loaded.meta;

@@ -63,6 +63,15 @@ pub enum Preset {
     /// otherwise as shakespeare-char-cpu. For a GPU.
     #[value(alias = "baby-gpt")]
     ShakespeareChar,
+    /// A GPT-2 (LayerNorm, GELU, biases, tied embeddings) trained from scratch on Shakespeare in
+    /// GPT-2's tokens (nanoGPT's `shakespeare` data set), sized for a CPU: 4 layers, 128
+    /// channels, 4 heads, block 64, with shakespeare-char-cpu's training settings.
+    Gpt2ShakespeareCpu,
+    /// nanoGPT's `finetune_shakespeare.py`: OpenAI's GPT-2 (`--init-from gpt2` unless another is
+    /// given) fine-tuned on Shakespeare, 20 steps of 32 windows of 1024 tokens at a constant lr
+    /// 3e-5, AdamW (betas 0.9/0.95, weight decay 0.1), clipping 1.0, evaluated every 5 steps on 40
+    /// windows. For a GPU.
+    Gpt2FinetuneShakespeare,
 }
 
 /// A training run's settings: everything a resume must keep to continue exactly. The defaults
@@ -147,6 +156,28 @@ impl TrainConfig {
             batch_size: 12,
             precision: Precision::F32,
             layout: Layout::Text,
+            ..Self::default()
+        }
+    }
+
+    /// nanoGPT's `finetune_shakespeare.py`: 20 steps of 32 windows at a constant lr 3e-5 (the
+    /// floor is the peak), AdamW with betas 0.9/0.95 and weight decay 0.1, clipping 1.0, f32, on
+    /// one text, the held-out loss over 40 windows. (nanoGPT reaches its 32 windows as 32
+    /// micro-steps of one: the same gradient.)
+    pub fn gpt2_finetune_shakespeare() -> Self {
+        Self {
+            num_steps: 20,
+            lr: 3e-5,
+            min_lr: 3e-5,
+            decay: Decay::Cosine,
+            weight_decay: 0.1,
+            grad_clip: Some(1.0),
+            beta1: 0.9,
+            beta2: 0.95,
+            batch_size: 32,
+            precision: Precision::F32,
+            layout: Layout::Text,
+            eval_windows: 40,
             ..Self::default()
         }
     }
@@ -256,13 +287,15 @@ fn typed(value: &serde_json::Value) -> String {
 
 impl Preset {
     /// Every preset, smallest first.
-    pub const ALL: [Preset; 6] = [
+    pub const ALL: [Preset; 8] = [
         Preset::Reference,
         Preset::Small,
         Preset::Medium,
         Preset::Large,
         Preset::ShakespeareCharCpu,
         Preset::ShakespeareChar,
+        Preset::Gpt2ShakespeareCpu,
+        Preset::Gpt2FinetuneShakespeare,
     ];
 
     /// The preset's name on the command line.
@@ -274,8 +307,9 @@ impl Preset {
     /// reference's for the others.
     pub fn train_config(self) -> TrainConfig {
         match self {
-            Preset::ShakespeareCharCpu => TrainConfig::shakespeare_char_cpu(),
+            Preset::ShakespeareCharCpu | Preset::Gpt2ShakespeareCpu => TrainConfig::shakespeare_char_cpu(),
             Preset::ShakespeareChar => TrainConfig::shakespeare_char(),
+            Preset::Gpt2FinetuneShakespeare => TrainConfig::gpt2_finetune_shakespeare(),
             _ => TrainConfig::default(),
         }
     }
@@ -283,15 +317,23 @@ impl Preset {
     /// The data set trained on when `--data` is not given.
     pub fn dataset(self) -> Named {
         match self {
-            Preset::ShakespeareCharCpu | Preset::ShakespeareChar => Named::Shakespeare,
-            _ => Named::Names,
+            Preset::Reference | Preset::Small | Preset::Medium | Preset::Large => Named::Names,
+            _ => Named::Shakespeare,
         }
     }
 
     /// How often the preset evaluates on the held-out data (nanoGPT's 250 for the Shakespeare
     /// presets; the others only at the end).
     pub fn eval_every(self) -> Option<usize> {
-        (self.dataset() == Named::Shakespeare).then_some(250)
+        match self {
+            Preset::Gpt2FinetuneShakespeare => Some(5),
+            _ => (self.dataset() == Named::Shakespeare).then_some(250),
+        }
+    }
+
+    /// Whether the preset is a GPT-2 (GPT-2's architecture and tokens).
+    pub fn is_gpt2(self) -> bool {
+        matches!(self, Preset::Gpt2ShakespeareCpu | Preset::Gpt2FinetuneShakespeare)
     }
 }
 
@@ -312,7 +354,13 @@ impl GPTConfig {
             Preset::Small => config.with_n_layer(2).with_n_embd(64),
             Preset::Medium => config.with_n_layer(4).with_n_embd(128),
             Preset::Large => config.with_n_layer(6).with_n_embd(384).with_n_head(6),
-            Preset::ShakespeareCharCpu => config.with_n_layer(4).with_n_embd(128).with_block_size(64),
+            Preset::ShakespeareCharCpu | Preset::Gpt2ShakespeareCpu => {
+                config.with_n_layer(4).with_n_embd(128).with_block_size(64)
+            }
+            // the sizes of OpenAI's GPT-2 124M, which --init-from replaces by the model's own
+            Preset::Gpt2FinetuneShakespeare => {
+                config.with_n_layer(12).with_n_embd(768).with_n_head(12).with_block_size(1024)
+            }
             // at 6 x 384 the reference's 0.08 starts near a loss of 30 (no final norm: the logits
             // grow with the width and depth); nanoGPT's 0.02 starts at ln(vocab)
             Preset::ShakespeareChar => {
@@ -400,7 +448,8 @@ mod tests {
         for p in Preset::ALL {
             GPTConfig::preset(p, 66).validate().unwrap();
             let nanogpts = p.train_config() != TrainConfig::default();
-            assert_eq!(nanogpts, p.name().starts_with("shakespeare"), "{}", p.name());
+            assert_eq!(nanogpts, p.name().contains("shakespeare"), "{}", p.name());
+            assert_eq!(p.is_gpt2(), p.name().starts_with("gpt2"), "{}", p.name());
         }
         // nanoGPT's shakespeare_char sizes on its 65 characters (+ our BOS): 0.80M and 10.8M
         assert_eq!(

@@ -101,6 +101,12 @@ fn named_data(args: &TrainArgs) -> Named {
     args.dataset.unwrap_or(preset(args).dataset())
 }
 
+/// The data file a new run trains on: `--data`, else the data set's (downloaded when absent).
+pub fn data_path(args: &TrainArgs) -> Result<PathBuf> {
+    let named = named_data(args);
+    data::resolve_data_path(args.data.as_deref(), named, args.data_url.as_deref().unwrap_or(named.url()))
+}
+
 /// The run's settings and the device: a resume's saved settings (a flag given must agree with
 /// them), else the preset's with the flags over them.
 pub fn settings(args: &TrainArgs, start: &Start) -> Result<(TrainConfig, Runtime)> {
@@ -185,11 +191,7 @@ pub fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRa
             let (path, file) = recorded_data(meta, dir)?;
             (path, Some(file))
         }
-        _ => {
-            let named = named_data(args);
-            let url = args.data_url.as_deref().unwrap_or(named.url());
-            (data::resolve_data_path(args.data.as_deref(), named, url)?, None)
-        }
+        _ => (data_path(args)?, None),
     };
     let mut data = match start {
         Start::InitFrom(dir, meta) => {

@@ -11,13 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 
 use crate::batch::{EvalSet, TrainSet};
 use crate::checkpoint::{self, InitFrom, Meta};
 use crate::config::{GPTConfig, TrainConfig};
-use crate::data::{Data, DataFile};
+use crate::data::{DataFile, Tokenizer};
 use crate::device::read_scalar;
 use crate::gradients;
 use crate::metrics::{self, MetricsLog};
@@ -140,18 +139,23 @@ pub fn evaluate(model: &impl LanguageModel, set: &EvalSet) -> Result<f64> {
     Ok(total / count as f64)
 }
 
-/// Everything a training session works on.
-pub struct Session<'a> {
+/// Where a session saves: a closure writing a checkpoint of the model, its optimizer, the step
+/// and the last held-out loss into the output directory (microGPT's checkpoint, [`checkpoint_of`];
+/// a GPT-2's Hugging Face folder).
+pub type Saver<'a, M> = Box<dyn FnMut(&M, &ModuleOptimizer, usize, Option<f64>) -> Result<()> + 'a>;
+
+/// Everything a training session works on: microGPT's [`GPT`] or any other [`LanguageModel`].
+pub struct Session<'a, M = GPT> {
     /// The model, on an autodiff device.
-    pub model: GPT,
+    pub model: M,
     /// Adam and its state.
     pub optim: ModuleOptimizer,
     /// Steps already done (0, or the step of a resumed checkpoint).
     pub step: usize,
-    /// The model's architecture.
-    pub config: &'a GPTConfig,
-    /// The documents or the text, and their split.
-    pub data: &'a Data,
+    /// The training batches, on the model's autodiff device ([`TrainSet::of`]).
+    pub train: TrainSet,
+    /// The held-out set ([`EvalSet::held_out`]).
+    pub val: EvalSet,
     /// How to run.
     pub options: &'a TrainOptions,
     /// Set by Ctrl-C or SIGTERM; the loop stops between steps.
@@ -159,15 +163,16 @@ pub struct Session<'a> {
     /// The step whose checkpoint `options.out` already holds (a resume saving back where it
     /// read): that step is not saved again.
     pub saved: Option<usize>,
+    /// Writes a checkpoint in `options.out` (when there is one).
+    pub saver: Option<Saver<'a, M>>,
 }
 
-impl Session<'_> {
+impl<M: LanguageModel + Sync> Session<'_, M> {
     /// Train from `self.step` to the end (or `stop_at`, or an interrupt).
-    pub fn run(mut self) -> Result<(GPT, ModuleOptimizer, TrainReport)> {
+    pub fn run(mut self) -> Result<(M, ModuleOptimizer, TrainReport)> {
         let (opts, run) = (self.options, &self.options.run);
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
         let (schedule, weights) = (run.schedule(), gradients::weight_ids(&self.model));
-        let (train, val) = self.batchers();
         let steps = (self.step, end, run.num_steps);
         let mut log = StepLog::new(opts.progress, steps, opts.log_every, opts.sync_every, self.open_metrics()?);
         let (mut report, mut last_val) = (TrainReport::from_step(self.step), None);
@@ -176,7 +181,7 @@ impl Session<'_> {
             let lr = schedule.at(self.step);
 
             // batch, forward, loss, backward: on a CPU one part of the batch per core, side by side
-            let parts = train.batch(self.step, run.batch_size, run.seed, opts.parts);
+            let parts = self.train.batch(self.step, run.batch_size, run.seed, opts.parts);
             report.tokens += parts.iter().map(|b| b.n_targets).sum::<usize>();
             let (loss, grads) = gradients::loss_and_gradients(&self.model, parts, self.dropout());
             let grads = gradients::combine(grads, &weights, run.grad_clip, opts.grads_on_host);
@@ -193,7 +198,7 @@ impl Session<'_> {
             let save = opts.save_every.is_some_and(|n| self.step.is_multiple_of(n)) && self.step < end;
             if log.full() || eval || save || self.step == end || self.stopping() {
                 let losses = self.read_losses(&mut log)?;
-                let val_loss = if eval { Some(evaluate(&self.model.valid(), &val)?) } else { None };
+                let val_loss = if eval { Some(evaluate(&self.model.valid(), &self.val)?) } else { None };
                 last_val = val_loss.or(last_val);
                 log.show(&losses, val_loss)?;
                 report.losses.extend(losses);
@@ -210,7 +215,7 @@ impl Session<'_> {
         log.finish();
         // the loop ends before `end` only when Ctrl-C or SIGTERM stopped it
         (report.interrupted, report.train_time, report.loss_reads) = (self.step < end, log.train_time(), log.reads());
-        self.finish(report, last_val, &val)
+        self.finish(report, last_val)
     }
 
     /// Whether Ctrl-C or SIGTERM asked the run to stop.
@@ -227,15 +232,6 @@ impl Session<'_> {
             device.seed(run.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.step as u64);
             run.dropout
         })
-    }
-
-    /// The training batches (on the autodiff device) and the held-out ones (without autodiff).
-    fn batchers(&self) -> (TrainSet, EvalSet) {
-        let device = self.model.devices()[0].clone();
-        let (run, block_size, fixed) = (&self.options.run, self.config.block_size, self.options.fixed_length);
-        let train = TrainSet::of(self.data, block_size, fixed, &device);
-        let val = EvalSet::held_out(self.data, block_size, run.eval_windows, run.seed, fixed, &device.inner());
-        (train, val)
     }
 
     /// `metrics.csv` in the output directory, kept up to the current step, and the directory.
@@ -262,19 +258,14 @@ impl Session<'_> {
     }
 
     /// The held-out loss after the last step, and the final save.
-    fn finish(
-        mut self,
-        mut report: TrainReport,
-        last_val: Option<f64>,
-        val: &EvalSet,
-    ) -> Result<(GPT, ModuleOptimizer, TrainReport)> {
+    fn finish(mut self, mut report: TrainReport, last_val: Option<f64>) -> Result<(M, ModuleOptimizer, TrainReport)> {
         let opts = self.options;
         report.step = self.step;
         let mut last_val = last_val;
         if !report.interrupted {
             let evaluated_now = opts.eval_every.is_some_and(|n| self.step.is_multiple_of(n)) && report.steps_run > 0;
             if !evaluated_now {
-                last_val = Some(evaluate(&self.model.valid(), val)?);
+                last_val = Some(evaluate(&self.model.valid(), &self.val)?);
             }
             report.val_loss = last_val;
         }
@@ -286,7 +277,8 @@ impl Session<'_> {
 
     /// Save a checkpoint of the current step, unless it is saved already, and redraw loss.png.
     fn save(&mut self, val_loss: Option<f64>) -> Result<()> {
-        let Some(dir) = &self.options.out else { return Ok(()) };
+        let options = self.options;
+        let Some(dir) = &options.out else { return Ok(()) };
         if self.saved == Some(self.step) {
             return Ok(());
         }
@@ -296,28 +288,38 @@ impl Session<'_> {
             let what = format!("its weights are not finite at step {} ({name} holds NaN or infinity)", self.step);
             return Err(self.diverged(what).into());
         }
-        let data = &self.options.data;
+        if let Some(saver) = &mut self.saver {
+            saver(&self.model, &self.optim, self.step, val_loss)?;
+        }
+        self.saved = Some(self.step);
+        metrics::read(&dir.join("metrics.csv"))
+            .and_then(|rows| metrics::plot(&rows, &dir.join("loss.png")))
+            .map_err(|err| checkpoint::explain_write_error(err, dir, "draw loss.png"))
+    }
+}
+
+/// microGPT's checkpoint of a run of `config` on `vocab` ([`checkpoint::save`]), with the
+/// session's settings, data file and start.
+pub fn checkpoint_of<'a>(config: &'a GPTConfig, vocab: &'a Tokenizer, options: &'a TrainOptions) -> Saver<'a, GPT> {
+    Box::new(move |model, optim, step, val_loss| {
+        let (dir, data) = (options.out.as_ref().expect("a saver saves in --out"), &options.data);
         let meta = Meta {
             format_version: checkpoint::FORMAT_VERSION,
-            step: self.step,
-            config: self.config.clone(),
-            vocab: self.data.tokenizer().clone(),
-            run: self.options.run.clone(),
+            step,
+            config: config.clone(),
+            vocab: vocab.clone(),
+            run: options.run.clone(),
             weights: String::new(),
             val_loss,
             data: Some(data.path.display().to_string()),
             data_size: Some(data.size),
             data_sha256: Some(data.sha256.clone()),
             files: Default::default(),
-            init_from: self.options.init_from.clone(),
-            eval_every: self.options.eval_every,
+            init_from: options.init_from.clone(),
+            eval_every: options.eval_every,
         };
-        checkpoint::save(dir, &self.model, &self.optim, meta)?;
-        self.saved = Some(self.step);
-        metrics::read(&dir.join("metrics.csv"))
-            .and_then(|rows| metrics::plot(&rows, &dir.join("loss.png")))
-            .map_err(|err| checkpoint::explain_write_error(err, dir, "draw loss.png"))
-    }
+        checkpoint::save(dir, model, optim, meta)
+    })
 }
 
 impl TrainReport {
@@ -356,19 +358,22 @@ mod tests {
         std::fs::write(file.path(), docs.join("\n")).unwrap();
         let run = |sync_every: usize| {
             let mut rng = PyRandom::new(1);
-            let data = Data::Lines(crate::data::Dataset::new(docs.clone(), &mut rng).unwrap());
+            let data = crate::data::Data::Lines(crate::data::Dataset::new(docs.clone(), &mut rng).unwrap());
             let config = GPTConfig::new(data.tokenizer().vocab_size());
             let run = TrainConfig { seed: 1, num_steps: 100, batch_size: 2, ..TrainConfig::default() };
             let options = TrainOptions { sync_every, ..TrainOptions::new(run, DataFile::of(file.path()).unwrap()) };
+            let device = device::cpu_f64().autodiff();
+            let (train, val) = crate::batch::sets(&data, config.block_size, &options.run, false, &device);
             let session = Session {
-                model: GPT::init(&config, &mut rng, &device::cpu_f64().autodiff()),
+                model: GPT::init(&config, &mut rng, &device),
                 optim: Adam::reference().init(),
                 step: 0,
-                config: &config,
-                data: &data,
+                train,
+                val,
                 options: &options,
                 stop: Default::default(),
                 saved: None,
+                saver: None,
             };
             session.run().unwrap().2
         };

@@ -270,3 +270,120 @@ fn bad_folders_are_refused_in_one_line() {
         }
     }
 }
+
+/// The numbers after `prefix` on the line that starts with it.
+fn number_after(out: &str, prefix: &str) -> f64 {
+    let line = out.lines().find_map(|l| l.split_once(prefix).map(|(_, rest)| rest)).unwrap_or_else(|| panic!("{out}"));
+    line.split(|c: char| !(c.is_ascii_digit() || c == '.')).find(|s| !s.is_empty()).unwrap().parse().unwrap()
+}
+
+/// `train --init-from` a save_pretrained folder fine-tunes it: the held-out loss falls, and
+/// `--out` holds a Hugging Face folder that loads (in save_pretrained's layout, which
+/// transformers reads) with weights other than the ones it started from.
+#[test]
+fn fine_tuning_a_hugging_face_folder_lowers_its_loss_and_saves_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("text.txt"), dir.path().join("text.txt")).unwrap();
+    let folder = fixture("saved");
+    let args = [
+        "train",
+        "--init-from",
+        folder.to_str().unwrap(),
+        "--data",
+        "text.txt",
+        "--block-size",
+        "16",
+        "--steps",
+        "8",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.003",
+        "--out",
+        "tuned",
+        "--device",
+        "cpu",
+        "--quiet",
+    ];
+    let out = ok(dir.path(), &args);
+    let before = number_after(&out, "val loss ");
+    let after = number_after(&out, "val loss: ");
+    assert!(after < before - 0.05, "{out}");
+    assert!(out.contains("--- inference"), "{out}");
+    let tuned = hf::load(&dir.path().join("tuned"), &cpu_f32()).unwrap();
+    let prompt = ids(&expected()["ids"]);
+    let original = hf::load(&folder, &cpu_f32()).unwrap();
+    assert_ne!(logits_of(&tuned, &prompt), logits_of(&original, &prompt));
+    // the same file layout transformers wrote
+    let names = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let mut names: Vec<String> =
+            safetensors::SafeTensors::deserialize(&bytes).unwrap().names().iter().map(|n| n.to_string()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&dir.path().join("tuned/model.safetensors")), names(&folder.join("model.safetensors")));
+    // and it samples
+    let out = ok(dir.path(), &["sample", "--checkpoint", "tuned", "--num-tokens", "5", "--device", "cpu"]);
+    assert!(out.lines().last().unwrap().starts_with("speed: "), "{out}");
+}
+
+/// `train --tokenizer gpt2` trains a GPT-2 from scratch on a text in GPT-2's tokens: from about
+/// ln 50257 (GPT-2's initialisation is near uniform), the loss falls.
+#[test]
+fn a_gpt2_trains_from_scratch_in_gpt2_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("text.txt"), common::shakespeare_start(20_000)).unwrap();
+    let args = [
+        "train",
+        "--tokenizer",
+        "gpt2",
+        "--data",
+        "text.txt",
+        "--n-layer",
+        "1",
+        "--n-embd",
+        "16",
+        "--n-head",
+        "2",
+        "--block-size",
+        "16",
+        "--steps",
+        "40",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+        "--num-tokens",
+        "10",
+    ];
+    let out = ok(dir.path(), &args);
+    assert!(out.contains("model: GPT-2, n_layer 1, n_embd 16, n_head 2, block_size 16"), "{out}");
+    let losses = common::step_losses(&out);
+    assert_eq!(losses.len(), 40);
+    assert!((losses[0] - (50257f64).ln()).abs() < 0.1, "starts near ln 50257: {}", losses[0]);
+    assert!(losses[39] < losses[0] - 2.0, "{losses:?}");
+}
+
+/// What a GPT-2 run cannot do is refused in one line.
+#[test]
+fn gpt2_runs_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("text.txt"), dir.path().join("text.txt")).unwrap();
+    let folder = fixture("saved");
+    let folder = folder.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--resume", folder], "cannot be resumed"),
+        (&["--tokenizer", "gpt2", "--layout", "lines"], "trains on one text"),
+        (&["--init-from", folder, "--tokenizer", "chars"], "drop --tokenizer chars"),
+        (&["--init-from", folder, "--n-layer", "3"], "--n-layer: --init-from keeps the model's sizes"),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["train", "--data", "text.txt", "--device", "cpu"];
+        args.extend(flags);
+        let err = one_line_error(&microgpt(dir.path(), &args));
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

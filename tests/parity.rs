@@ -7,6 +7,7 @@ mod common;
 
 use burn::module::Module;
 use microgpt_burn::adam::Adam;
+use microgpt_burn::batch;
 use microgpt_burn::config::{GPTConfig, TrainConfig};
 use microgpt_burn::data::{self, Dataset};
 use microgpt_burn::device::{self, DeviceArg, Precision};
@@ -35,18 +36,21 @@ fn run_on(backend: DeviceArg, ops: Ops, seed: u64, steps: usize) -> Run {
     let mut rng = PyRandom::new(seed);
     let dataset = data::Data::Lines(Dataset::new(docs, &mut rng).unwrap());
     let config = GPTConfig::new(dataset.tokenizer().vocab_size());
-    let model = GPT::init(&config, &mut rng, &runtime.device.clone().autodiff()).with_ops(ops);
+    let device = runtime.device.clone().autodiff();
+    let model = GPT::init(&config, &mut rng, &device).with_ops(ops);
     let run = TrainConfig { seed, num_steps: steps, ..TrainConfig::default() };
+    let (train, val) = batch::sets(&dataset, config.block_size, &run, false, &device);
     let options = TrainOptions::new(run, data::DataFile::of(&common::names_txt()).unwrap());
     let session = Session {
         model,
         optim: Adam::reference().init(),
         step: 0,
-        config: &config,
-        data: &dataset,
+        train,
+        val,
         options: &options,
         stop: Default::default(),
         saved: None,
+        saver: None,
     };
     let (model, _, report) = session.run().unwrap();
     let model = model.valid();
