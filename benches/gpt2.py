@@ -19,6 +19,12 @@ median; transformers runs with 1 and with 2 threads and the faster counts; ours 
 - eval: the mean loss of the first --eval-tokens tokens of --text in windows of 1024 side by side
   (`microgpt eval`, transformers in batches of 8 windows under no_grad): tokens/s.
 Each cell also gives the process's peak memory (max RSS).
+
+`--device cuda` (benches/gpu.sh runs it on a GPU machine) times the GPU instead: sampling as above
+on both of our GPU backends (`--device gpu`, wgpu; `--device cuda`, when the binary has it)
+against transformers on PyTorch CUDA, and fine-tuning steps (nanoGPT's finetune_shakespeare
+recipe, --finetune-batch windows of 1,024 tokens, --finetune-steps steps after one untimed)
+against PyTorch's AdamW on the same model.
 """
 import argparse
 import json
@@ -56,17 +62,24 @@ def worker(args):
     import torch
     from transformers import GPT2LMHeadModel
     torch.set_num_threads(args.threads)
-    model = GPT2LMHeadModel.from_pretrained(args.model).eval()
+    dev = args.device
+    model = GPT2LMHeadModel.from_pretrained(args.model).to(dev).eval()
     tokens = json.load(open(args.tokens))
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    if args.worker == "finetune":
+        return print(json.dumps(finetune(model, tokens["eval"], args, sync)))
     with torch.no_grad():
         if args.worker == "sample":
-            ids = torch.tensor([tokens["prompt"]])
+            ids = torch.tensor([tokens["prompt"]], device=dev)
             model.generate(ids, max_new_tokens=2, do_sample=False, pad_token_id=50256)  # warm up
+            sync()
             first = time.perf_counter()
             model.generate(ids, max_new_tokens=1, do_sample=False, pad_token_id=50256)
+            sync()
             first = time.perf_counter() - first
             start = time.perf_counter()
             out = model.generate(ids, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=50256)
+            sync()
             total = time.perf_counter() - start
             result = {"tokens_per_s": (args.new_tokens - 1) / (total - first), "tokens": out[0, ids.shape[1]:].tolist()}
         elif args.worker == "prompt":
@@ -91,6 +104,37 @@ def worker(args):
     print(json.dumps(result))
 
 
+def finetune(model, tokens, args, sync):
+    """nanoGPT's fine-tuning steps (AdamW 3e-5, betas 0.9/0.95, decay 0.1 on the matrices,
+    clipping 1) on windows of 1,024 tokens; tokens/s of the timed steps."""
+    import torch
+    model.train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                              lr=3e-5, betas=(0.9, 0.95), eps=1e-8)
+    n = args.finetune_batch
+    batch = torch.tensor([tokens[i * 512:i * 512 + 1025] for i in range(n)], device=args.device)
+    x, y = batch[:, :-1], batch[:, 1:]
+
+    def step():
+        logits = model(x).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        return loss
+
+    step()  # untimed: allocations, kernels
+    sync()
+    start = time.perf_counter()
+    for _ in range(args.finetune_steps):
+        loss = step()
+    sync()
+    return {"tokens_per_s": args.finetune_steps * n * 1024 / (time.perf_counter() - start), "loss": loss.item()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -100,8 +144,11 @@ def main():
     parser.add_argument("--model", default=os.path.join(tempfile.gettempdir(), "microgpt-bench-gpt2-124m"))
     parser.add_argument("--text", default=os.path.join(ROOT, "data", "shakespeare.txt"))
     parser.add_argument("--microgpt", default=os.path.join(ROOT, "target", "release", "microgpt"))
-    parser.add_argument("--worker", choices=["sample", "prompt", "eval"], help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--finetune-batch", type=int, default=8)
+    parser.add_argument("--finetune-steps", type=int, default=10)
+    parser.add_argument("--worker", choices=["sample", "prompt", "eval", "finetune"], help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--tokens", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -129,6 +176,8 @@ def main():
     eval_tokens = enc.encode(open(eval_file, encoding="utf-8").read())
     json.dump({"prompt": enc.encode(PROMPT), "long": enc.encode(long_prompt), "eval": eval_tokens}, open(token_file, "w"))
 
+    if args.device == "cuda":
+        return gpu_rows(args, token_file, eval_file)
     ours_cmd = {
         "sample": [args.microgpt, "sample", "--checkpoint", args.model, "--prefix", PROMPT,
                    "--num-tokens", str(args.new_tokens), "--top-k", "1", "--device", "cpu"],
@@ -163,12 +212,52 @@ def main():
         print(f"| {labels[what]} | {o:,.1f} | {orss:,.0f} MiB | {t:,.1f} ({threads}) | {trss:,.0f} MiB | {ratio:.2f}x |")
 
 
+def gpu_rows(args, token_file, eval_file):
+    """Sampling and fine-tuning on the GPU: ours on wgpu and CUDA against PyTorch CUDA."""
+    import torch
+    gpu = torch.cuda.get_device_name(0)
+    backends = ["gpu"] + (["cuda"] if measured_ok([args.microgpt, "--device", "cuda", "--steps", "1", "--num-samples", "0",
+                                                  "-q"]) else [])
+    finetune = ["--finetune-batch", str(args.finetune_batch), "--finetune-steps", str(args.finetune_steps)]
+    ours = {
+        "sample": lambda b: [args.microgpt, "sample", "--checkpoint", args.model, "--prefix", PROMPT, "--num-tokens",
+                             str(args.new_tokens), "--top-k", "1", "--device", b],
+        "finetune": lambda b: [args.microgpt, "train", "--init-from", args.model, "--data", args.text,
+                               "--preset", "gpt2-finetune-shakespeare", "--steps", str(args.finetune_steps + 1),
+                               "--batch-size", str(args.finetune_batch), "--eval-windows", "1", "--num-tokens", "1",
+                               "--device", b, "--quiet"],
+    }
+    labels = {"sample": f"sampling, greedy, {args.new_tokens} tokens (KV cache)",
+              "finetune": f"fine-tuning, batch {args.finetune_batch} x 1024 tokens, AdamW"}
+    print(f"GPT-2 124M on {gpu}, f32, medians of {args.runs}; {time.strftime('%Y-%m-%d')}\n")
+    print("| | " + " | ".join(f"microgpt {b} tokens/s" for b in backends) + " | PyTorch CUDA tokens/s | ours / theirs |")
+    print("|---|" + "---:|" * (len(backends) + 2))
+    for what in ["sample", "finetune"]:
+        speeds = {b: [] for b in backends + ["torch"]}
+        for _ in range(args.runs):
+            for b in backends:
+                out, _ = measured(ours[what](b))
+                speeds[b].append(our_speed(what, out))
+            out, _ = measured([sys.executable, __file__, "--worker", what, "--device", "cuda", "--model", args.model,
+                               "--tokens", token_file, "--new-tokens", str(args.new_tokens)] + finetune)
+            speeds["torch"].append(json.loads(out.strip().splitlines()[-1])["tokens_per_s"])
+        med = {k: statistics.median(v) for k, v in speeds.items()}
+        best = max(med[b] for b in backends)
+        cells = " | ".join(f"{med[b]:,.1f}" for b in backends)
+        print(f"| {labels[what]} | {cells} | {med['torch']:,.1f} | {best / med['torch']:.2f}x |")
+
+
+def measured_ok(cmd):
+    return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
 def encoder():
     import tiktoken
     from tiktoken.load import load_tiktoken_bpe
     from tiktoken_ext.openai_public import r50k_pat_str
     import glob
-    ranks = glob.glob(os.path.expanduser("~/.cargo/registry/src/*/tiktoken-rs-*/assets/r50k_base.tiktoken"))
+    ranks = [os.environ["R50K_BASE"]] if "R50K_BASE" in os.environ else \
+        glob.glob(os.path.expanduser("~/.cargo/registry/src/*/tiktoken-rs-*/assets/r50k_base.tiktoken"))
     if not ranks:
         sys.exit("r50k_base.tiktoken not found: build the crate first (cargo build --release)")
     return tiktoken.Encoding("gpt2-local", pat_str=r50k_pat_str, mergeable_ranks=load_tiktoken_bpe(ranks[0]),
@@ -186,6 +275,8 @@ def tokens_text(ids):
 def our_speed(what, out):
     if what == "sample":
         return float(re.search(r"^speed: ([0-9.]+) tokens/s", out, re.M).group(1))
+    if what == "finetune":
+        return float(re.search(r"^train time: .*?([0-9.]+) tokens/s\)", out, re.M).group(1))
     if what == "prompt":
         m = re.search(r"the prompt's (\d+) in ([0-9.]+) s", out)
         return int(m.group(1)) / float(m.group(2))

@@ -16,7 +16,10 @@
 # GPU backends (wgpu, and CUDA when the binary has it), against `torch_microgpt.py --device cuda`
 # at the same sizes
 # (benches/compare.py, after one short warm-up run of ours per size that fills CubeCL's kernel
-# and autotune caches), and prints one Markdown table headed by the GPU's name.
+# and autotune caches), and prints one Markdown table headed by the GPU's name. Then GPT-2 124M
+# (random weights made by transformers, when the machine has it): greedy sampling and fine-tuning
+# steps on both GPU backends against transformers on PyTorch CUDA (benches/gpt2.py --device
+# cuda), a second table.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUNDLE="$ROOT/gpu-bundle"
@@ -41,6 +44,10 @@ pack() {
     # the Vulkan loader, and the GL dispatch libraries NVIDIA's Vulkan driver library loads
     (cd "$BUNDLE" && apt-get download libvulkan1 libglvnd0 libglx0 libgl1 libegl1 libgles2 libopengl0 >/dev/null 2>&1)
     cp "$torch" "$BUNDLE/torch_microgpt.py"
+    cp "$ROOT/benches/gpt2.py" "$BUNDLE/gpt2.py"
+    # GPT-2's tokenizer ranks, which the GPU machine's tiktoken cannot download
+    local ranks; ranks="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/tiktoken-rs-*/assets/r50k_base.tiktoken 2>/dev/null | head -1)"
+    [ -n "$ranks" ] && cp "$ranks" "$BUNDLE/r50k_base.tiktoken"
     cp "$ROOT/data/names.txt" "$BUNDLE/names.txt"
     xz -T0 -6 -c "$ROOT/data/shakespeare.txt" > "$BUNDLE/shakespeare.txt.xz"
     du -sh "$BUNDLE"/*
@@ -122,6 +129,16 @@ run() {
     python3 "$ROOT/benches/compare.py" --torch "$bundle/torch_microgpt.py" --python python3 \
         --microgpt "$work/microgpt" --data "$work/data/names.txt" --text "$work/data/shakespeare.txt" \
         --runs 1 --timeout 240 --warmup --only $rows | sed '1,2d'
+
+    # GPT-2 124M: needs transformers (and tiktoken) beside PyTorch on this machine
+    echo
+    if python3 -c "import transformers, tiktoken" 2>/dev/null && [ -f "$bundle/r50k_base.tiktoken" ]; then
+        R50K_BASE="$bundle/r50k_base.tiktoken" timeout 900 python3 "$bundle/gpt2.py" --device cuda --runs 1 \
+            --microgpt "$work/microgpt" --model "$work/gpt2-124m" --text "$work/data/shakespeare.txt" \
+            || echo "GPT-2 rows: failed (above)"
+    else
+        echo "GPT-2 rows: not run (python3 lacks transformers or tiktoken, or the bundle lacks r50k_base.tiktoken)"
+    fi
 }
 
 case "${1:-}" in

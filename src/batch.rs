@@ -374,7 +374,7 @@ impl EvalSet {
 
     /// The batches, in order, each built when it is reached: at most 512 documents, or about
     /// 8,192 positions, each; and, for long windows (GPT-2's 1024), few enough that each head's
-    /// attention weights (windows × T × T) stay within 2M numbers.
+    /// attention weights (windows × T × T) stay within 1M numbers.
     pub fn batches(&self) -> Box<dyn Iterator<Item = Batch> + '_> {
         match self {
             Self::Documents(b) => {
@@ -382,7 +382,7 @@ impl EvalSet {
             }
             Self::Windows(w, offsets) => {
                 let t = w.block_size;
-                let windows = (8192 / t).min((1 << 21) / (t * t)).max(1);
+                let windows = (8192 / t).min((1 << 20) / (t * t)).max(1);
                 Box::new(offsets.chunks(windows).map(|chunk| w.batch(chunk)))
             }
         }
