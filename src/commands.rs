@@ -274,6 +274,9 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
 
 /// `microgpt inspect --checkpoint DIR --text TEXT [--out OUT]`.
 pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
+    if let Some(dir) = gpt2::folder(&args.checkpoint)? {
+        return gpt2::inspect(&gpt2::open(&dir, &args.device)?, args);
+    }
     let loaded = open_checkpoint(&args.checkpoint, &args.device)?;
     let meta = &loaded.meta;
     let (model, vocab) = (&loaded.model, &meta.vocab);
@@ -314,7 +317,7 @@ pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
 
     let out = args.out.clone().unwrap_or_else(|| args.checkpoint.join("inspect"));
     std::fs::create_dir_all(&out).map_err(|err| anyhow::anyhow!("cannot create {}: {err}", out.display()))?;
-    inspect::plot_attention(&seen, vocab, &out.join("attention.png"))?;
+    inspect::plot_attention(&seen, |id| inspect::symbol(vocab, id), &out.join("attention.png"))?;
     inspect::plot_embeddings(&inspect::embedding_pca(model)?, vocab, &out.join("embeddings.png"))?;
     println!("pictures: {} and {}", out.join("attention.png").display(), out.join("embeddings.png").display());
     Ok(Outcome::Done)

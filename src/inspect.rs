@@ -12,7 +12,6 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use plotters::prelude::*;
 
@@ -72,7 +71,7 @@ pub fn symbol(tokenizer: &Tokenizer, id: usize) -> String {
 /// Run `text` through `model` as training would see it: a document as `[BOS] + text + [BOS]`,
 /// cut to block_size positions (the same rule as training); a stretch of a text as its
 /// characters, the last block_size + 1 of them (`cut` says how many characters went).
-pub fn inspect(model: &GPT, tokenizer: &Tokenizer, text: &str, layout: Layout) -> Result<Inspection> {
+pub fn inspect(model: &impl LanguageModel, tokenizer: &Tokenizer, text: &str, layout: Layout) -> Result<Inspection> {
     let ids = tokenizer.encode(text).map_err(|err| anyhow::anyhow!("--text {text:?}: {err}"))?;
     let block_size = model.block_size();
     let (tokens, cut) = match layout {
@@ -85,23 +84,32 @@ pub fn inspect(model: &GPT, tokenizer: &Tokenizer, text: &str, layout: Layout) -
             (ids[cut..].to_vec(), cut)
         }
     };
+    inspect_tokens(model, &tokens, cut)
+}
+
+/// Run `tokens` (at least 2, at most block_size + 1) through `model`: a prediction at each
+/// position but the last, whose next token is the last. `cut` is recorded as given.
+pub fn inspect_tokens(model: &impl LanguageModel, tokens: &[usize], cut: usize) -> Result<Inspection> {
     let n = tokens.len() - 1;
     let device = model.devices()[0].clone();
     let inputs: Vec<i64> = tokens[..n].iter().map(|&t| t as i64).collect();
     let idx = Tensor::<2, Int>::from_data(TensorData::new(inputs, [1, n]), &device);
     let (logits, attention) = model.forward_with_attention(idx); // [1, n, V], [1, H, n, n] per layer
-    let vocab = tokenizer.vocab_size();
     let logits = read_values(logits)?;
+    let vocab = logits.len() / n;
 
     let predictions: Vec<Prediction> = (0..n)
         .map(|pos| {
             let probs = probabilities(&logits[pos * vocab..(pos + 1) * vocab], 1.0, None);
             let mut order: Vec<usize> = (0..vocab).collect();
-            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+            let likeliest = |a: &usize, b: &usize| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b));
+            let top = TOP.min(vocab);
+            order.select_nth_unstable_by(top - 1, likeliest); // the TOP likeliest first, unsorted
+            order[..top].sort_by(likeliest);
             let target = tokens[pos + 1];
             Prediction {
                 input: tokens[pos],
-                top: order.iter().take(TOP).map(|&id| (id, probs[id])).collect(),
+                top: order[..top].iter().map(|&id| (id, probs[id])).collect(),
                 target,
                 p_target: probs[target],
                 loss: -probs[target].ln(),
@@ -148,14 +156,14 @@ fn weight_colour(w: f64) -> RGBColor {
 }
 
 /// One heat map per layer and head (rows: layers, columns: heads), query positions down, key
-/// positions across, both labelled with their characters; one colour scale, drawn on the right.
+/// positions across, both labelled with their tokens (`symbol`); one colour scale, drawn on the right.
 /// Past [`PICTURE_POSITIONS`] positions, only the last ones are drawn (their queries against
 /// their keys), as the title says.
-pub fn plot_attention(inspection: &Inspection, tokenizer: &Tokenizer, path: &Path) -> Result<()> {
+pub fn plot_attention(inspection: &Inspection, symbol: impl Fn(usize) -> String, path: &Path) -> Result<()> {
     let err = plot_err(path);
     let all = inspection.predictions.len();
     let first = all.saturating_sub(PICTURE_POSITIONS);
-    let labels: Vec<String> = inspection.predictions[first..].iter().map(|p| symbol(tokenizer, p.input)).collect();
+    let labels: Vec<String> = inspection.predictions[first..].iter().map(|p| symbol(p.input)).collect();
     let n = labels.len();
     let title = match first {
         0 => "attention weights (query position down, key position across)".to_string(),

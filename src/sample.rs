@@ -251,7 +251,6 @@ impl Novelty {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::GPT;
 
     #[test]
     fn probabilities_sum_to_one_and_top_k_cuts() {
@@ -269,6 +268,7 @@ mod tests {
     #[test]
     fn passages_have_their_length_and_run_past_the_context() {
         use crate::config::GPTConfig;
+        use crate::model::GPT;
         let tokenizer = Tokenizer::from_text("ab c\nd");
         let config = GPTConfig::new(tokenizer.vocab_size()).with_n_embd(8).with_n_head(2).with_block_size(6);
         let model = GPT::init(&config, &mut PyRandom::new(1), &device::cpu_f64());

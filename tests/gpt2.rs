@@ -387,3 +387,32 @@ fn gpt2_runs_refuse_what_they_cannot_do() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// `inspect` on a GPT-2 reads its text in GPT-2's tokens: a row per position, whose mean loss is
+/// the model's loss on that window, and the attention picture.
+#[test]
+fn inspect_reads_a_gpt2_in_its_tokens() {
+    let text = expected()["prompt"].as_str().unwrap().to_string();
+    let prompt = ids(&expected()["ids"]);
+    let model = hf::load(&fixture("saved"), &cpu_f32()).unwrap();
+    let seen = microgpt_burn::inspect::inspect_tokens(&model, &prompt, 0).unwrap();
+    assert_eq!(seen.predictions.len(), prompt.len() - 1);
+    assert_eq!(seen.attention.len(), 2, "two layers");
+    let batch = Windows::new(&prompt, prompt.len() - 1, &model.devices()[0]).batch(&[0]);
+    let loss = device::read_scalar(model.loss(batch, None)).unwrap();
+    assert!((seen.mean_loss - loss).abs() < 1e-5, "{} vs {loss}", seen.mean_loss);
+
+    let dir = tempfile::tempdir().unwrap();
+    let folder = fixture("saved");
+    let out = ok(
+        dir.path(),
+        &["inspect", "--checkpoint", folder.to_str().unwrap(), "--text", &text, "--out", "pics", "--device", "cpu"],
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())).count(),
+        prompt.len() - 1,
+        "{out}"
+    );
+    assert!(out.contains(&format!("mean loss: {:.4}", seen.mean_loss)), "{out}");
+    assert!(dir.path().join("pics/attention.png").is_file());
+}

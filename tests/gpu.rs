@@ -155,3 +155,26 @@ fn the_gpu_trains_on_a_text_as_the_cpu_does() {
         assert!(gpu.contains("--- inference (a passage of 100 characters) ---"), "{gpu}");
     }
 }
+
+/// GPT-2 on the GPU: a Hugging Face folder evaluates to transformers' loss of a text (the
+/// fixture of tests/gpt2.rs, made by transformers) and fine-tunes, its held-out loss falling.
+#[test]
+fn gpt2_runs_on_the_gpu() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/gpt2");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap()).unwrap();
+    let folder = fixture.join("saved");
+    let folder = folder.to_str().unwrap();
+    for (device, dir) in devices("gpt2_runs_on_the_gpu") {
+        let d = dir.path();
+        std::fs::copy(fixture.join("text.txt"), d.join("text.txt")).unwrap();
+        let out = ok(d, &["eval", "--checkpoint", folder, "--data", "text.txt", "--device", device]);
+        let loss: f64 = out.strip_prefix("loss: ").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        let want = expected["eval_loss"].as_f64().unwrap();
+        assert!((loss - want).abs() < 1e-3, "{device}: {loss} vs transformers {want}");
+        let args = ["train", "--init-from", folder, "--data", "text.txt", "--block-size", "16", "--steps", "8"];
+        let out = ok(d, &[&args[..], &["--batch-size", "4", "--lr", "0.003", "--device", device, "--quiet"]].concat());
+        let before = out.split("val loss ").nth(1).unwrap().split_whitespace().next().unwrap().parse::<f64>().unwrap();
+        assert!(val_loss(&out) < before - 0.05, "{device}: {out}");
+    }
+}

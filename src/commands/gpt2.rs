@@ -1,5 +1,5 @@
-//! The subcommands on a GPT-2: `sample` and `eval` of a Hugging Face folder or of one of
-//! OpenAI's models by name, and `train` of a GPT-2, fine-tuned from one (`--init-from gpt2`) or
+//! The subcommands on a GPT-2: `sample`, `eval` and `inspect` of a Hugging Face folder or of one
+//! of OpenAI's models by name, and `train` of a GPT-2, fine-tuned from one (`--init-from gpt2`) or
 //! from scratch on a text in GPT-2's tokens (`--tokenizer gpt2`). The training loop is the one
 //! microGPT's runs train in ([`Session`]); what differs is the data (GPT-2's tokens), the model
 //! ([`Gpt2`]) and what a run saves (a Hugging Face folder, which transformers loads).
@@ -16,11 +16,12 @@ use crate::adam::Adam;
 use crate::batch::{EvalSet, TrainSet, Windows};
 use crate::bpe::Bpe;
 use crate::checkpoint;
-use crate::cli::{DeviceArgs, EvalArgs, SampleArgs, TokenizerKind, TrainArgs};
+use crate::cli::{DeviceArgs, EvalArgs, InspectArgs, SampleArgs, TokenizerKind, TrainArgs};
 use crate::config::{GPTConfig, Preset};
 use crate::data::{self, DataFile, Layout};
 use crate::device::{self, Precision};
 use crate::hf;
+use crate::inspect;
 use crate::model::LanguageModel;
 use crate::model::gpt2::{Gpt2, Gpt2Config};
 use crate::rng::PyRandom;
@@ -113,6 +114,64 @@ pub fn eval(model: &Gpt2, args: &EvalArgs) -> Result<Outcome> {
     );
     let tokens = set.count() * block_size;
     println!("speed: {:.0} tokens/s ({tokens} tokens in {secs:.2} s)", tokens as f64 / secs);
+    Ok(Outcome::Done)
+}
+
+/// A GPT-2 token as a person reads it: its text, a space as `␣`, a line break as `⏎` (a token
+/// that holds part of a character shows U+FFFD).
+fn token_symbol(bpe: &Bpe, id: usize) -> String {
+    bpe.decode(&[id]).map_or_else(|_| format!("<{id}>"), |t| t.replace(' ', "␣").replace('\n', "⏎"))
+}
+
+/// `microgpt inspect --checkpoint gpt2 --text TEXT`: GPT-2's predictions along TEXT in its tokens
+/// (the last n_positions + 1 of them), and every head's attention over the last positions.
+pub fn inspect(model: &Gpt2, args: &InspectArgs) -> Result<Outcome> {
+    let bpe = Bpe::gpt2()?;
+    let ids = bpe.encode(&args.text);
+    if ids.len() < 2 {
+        bail!("--text is {} of GPT-2's tokens: it needs 2, one to read and the next to predict", ids.len());
+    }
+    let vocab = model.config().vocab_size;
+    if let Some(&id) = ids.iter().find(|&&id| id >= vocab) {
+        bail!("--text holds token {id}, beyond this model's vocab_size {vocab}");
+    }
+    let cut = ids.len().saturating_sub(model.block_size() + 1);
+    if cut > 0 {
+        eprintln!(
+            "warning: --text is {} tokens, more than a window of n_positions + 1 = {}: its first {cut} are left out",
+            ids.len(),
+            model.block_size() + 1
+        );
+    }
+    let seen = inspect::inspect_tokens(model, &ids[cut..], cut)?;
+    let symbol = |id| token_symbol(&bpe, id);
+    println!(
+        "{:>4}  {:<12}  {:<70}  {:<12} {:>8} {:>7}",
+        "pos", "input", "five likeliest next tokens", "next", "p(next)", "loss"
+    );
+    for (pos, p) in seen.predictions.iter().enumerate() {
+        let top: Vec<String> = p.top.iter().map(|&(id, prob)| format!("{} {prob:.3}", symbol(id))).collect();
+        println!(
+            "{pos:>4}  {:<12}  {:<70}  {:<12} {:>8.4} {:>7.4}",
+            symbol(p.input),
+            top.join("  "),
+            symbol(p.target),
+            p.p_target,
+            p.loss
+        );
+    }
+    println!("mean loss: {:.4} ({} positions)", seen.mean_loss, seen.predictions.len());
+    // beside a folder of the user's; in the working directory for a model of Hugging Face's cache
+    let out = args.out.clone().unwrap_or_else(|| match args.checkpoint.is_dir() {
+        true => args.checkpoint.join("inspect"),
+        false => PathBuf::from("inspect"),
+    });
+    std::fs::create_dir_all(&out).map_err(|err| anyhow::anyhow!("cannot create {}: {err}", out.display()))?;
+    inspect::plot_attention(&seen, symbol, &out.join("attention.png"))?;
+    println!(
+        "picture: {} (50,257 embeddings make no readable picture: none drawn)",
+        out.join("attention.png").display()
+    );
     Ok(Outcome::Done)
 }
 
