@@ -372,17 +372,19 @@ impl EvalSet {
         }
     }
 
-    /// The batches, in order, each built when it is reached: at most 512 documents, or about
-    /// 8,192 positions, each; and, for long windows (GPT-2's 1024), few enough that each head's
-    /// attention weights (windows × T × T) stay within 1M numbers.
-    pub fn batches(&self) -> Box<dyn Iterator<Item = Batch> + '_> {
+    /// The batches, in order, each built when it is reached: at most 512 documents; or windows,
+    /// about 8,192 positions a batch, fewer where a model of `vocab_size` tokens would make more
+    /// than 16M logits (GPT-2's 50,257: 333 positions; a GPU's buffers have a size limit) or each
+    /// head's attention weights (windows × T × T) more than 2M numbers (windows over 256 tokens).
+    pub fn batches(&self, vocab_size: usize) -> Box<dyn Iterator<Item = Batch> + '_> {
         match self {
             Self::Documents(b) => {
                 Box::new((0..b.len()).step_by(512).map(|start| b.batch(start, 512.min(b.len() - start))))
             }
             Self::Windows(w, offsets) => {
                 let t = w.block_size;
-                let windows = (8192 / t).min((1 << 20) / (t * t)).max(1);
+                let positions = 8192.min((1 << 24) / vocab_size.max(1));
+                let windows = (positions / t).min((1 << 21) / (t * t)).max(1);
                 Box::new(offsets.chunks(windows).map(|chunk| w.batch(chunk)))
             }
         }

@@ -84,6 +84,9 @@ pub trait LanguageModel: Module {
     /// Number of transformer blocks.
     fn n_layer(&self) -> usize;
 
+    /// Number of tokens in the vocabulary: the logits of a position.
+    fn vocab_size(&self) -> usize;
+
     /// Token ids [B, T] -> logits [B, T, V], attending causally within the sequence.
     ///
     /// Batches are right-padded: under the causal mask a real position attends only to
@@ -364,6 +367,10 @@ impl LanguageModel for GPT {
 
     fn n_layer(&self) -> usize {
         self.layer.len()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.wte.dims()[0]
     }
 }
 

@@ -131,7 +131,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 pub fn evaluate(model: &impl LanguageModel, set: &EvalSet) -> Result<f64> {
     let mut total = 0.0;
     let mut count = 0;
-    for batch in set.batches() {
+    for batch in set.batches(model.vocab_size()) {
         let n_targets = batch.n_targets;
         total += read_scalar(model.loss(batch, None))? * n_targets as f64;
         count += n_targets;

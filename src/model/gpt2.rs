@@ -169,6 +169,10 @@ impl LanguageModel for Gpt2 {
     fn n_layer(&self) -> usize {
         self.h.len()
     }
+
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
 }
 
 /// A weight under its Hugging Face name, with its numbers and shape.
