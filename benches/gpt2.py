@@ -161,17 +161,15 @@ def main():
         GPT2LMHeadModel(GPT2Config()).save_pretrained(args.model, safe_serialization=True)
         print(f"made a GPT-2 124M with random weights in {args.model}", file=sys.stderr)
 
-    # the tokens both sides run on, from ours (checked equal to tiktoken's in the tests)
-    text = open(args.text, encoding="utf-8").read()
-    prompt_file = os.path.join(tempfile.gettempdir(), "microgpt-bench-prompt.txt")
-    eval_file = os.path.join(tempfile.gettempdir(), "microgpt-bench-eval.txt")
-    tokens = tokens_of(text, args)
-    long_prompt = tokens_text(tokens[:args.prompt_tokens])
-    with open(eval_file, "w", encoding="utf-8") as f:
-        f.write(tokens_text(tokens[:args.eval_tokens]))
-    with open(prompt_file, "w", encoding="utf-8") as f:
-        f.write(long_prompt)
+    # the texts both sides run on, cut at whole tokens; transformers' side gets tiktoken's ids
+    # (the tests check ours are the same)
     enc = encoder()
+    text = open(args.text, encoding="utf-8").read()
+    eval_file = os.path.join(tempfile.gettempdir(), "microgpt-bench-eval.txt")
+    tokens = enc.encode(text[: 8 * (args.eval_tokens + args.prompt_tokens)])
+    long_prompt = enc.decode(tokens[:args.prompt_tokens])
+    with open(eval_file, "w", encoding="utf-8") as f:
+        f.write(enc.decode(tokens[:args.eval_tokens]))
     token_file = os.path.join(tempfile.gettempdir(), "microgpt-bench-tokens.json")
     eval_tokens = enc.encode(open(eval_file, encoding="utf-8").read())
     json.dump({"prompt": enc.encode(PROMPT), "long": enc.encode(long_prompt), "eval": eval_tokens}, open(token_file, "w"))
@@ -262,14 +260,6 @@ def encoder():
         sys.exit("r50k_base.tiktoken not found: build the crate first (cargo build --release)")
     return tiktoken.Encoding("gpt2-local", pat_str=r50k_pat_str, mergeable_ranks=load_tiktoken_bpe(ranks[0]),
                              special_tokens={"<|endoftext|>": 50256})
-
-
-def tokens_of(text, args):
-    return encoder().encode(text[: 8 * (args.eval_tokens + args.prompt_tokens)])
-
-
-def tokens_text(ids):
-    return encoder().decode(ids)
 
 
 def our_speed(what, out):

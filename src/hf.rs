@@ -169,10 +169,15 @@ pub fn openai_model(name: &str) -> Result<PathBuf> {
     })
 }
 
+/// A repository's root in the cache: `models--{owner}--{name}`.
+fn repo_dir(cache: &Path, repo: &str) -> PathBuf {
+    cache.join(format!("models--{}", repo.replace('/', "--")))
+}
+
 /// A repository's folder in the cache: `models--{owner}--{name}/snapshots/{commit}`, the commit
 /// that `refs/main` names, when both of our files are there.
 fn cached(cache: &Path, repo: &str) -> Option<PathBuf> {
-    let root = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let root = repo_dir(cache, repo);
     let commit = fs::read_to_string(root.join("refs").join("main")).ok()?;
     let dir = root.join("snapshots").join(commit.trim());
     [CONFIG_FILE, WEIGHTS_FILE].iter().all(|f| dir.join(f).is_file()).then_some(dir)
@@ -182,7 +187,7 @@ fn cached(cache: &Path, repo: &str) -> Option<PathBuf> {
 /// is written beside its place as `.incomplete` and renamed when whole; `refs/main` is written
 /// last, so an interrupted download is never taken for a model: the next run starts it again.
 fn download(cache: &Path, repo: &str) -> Result<PathBuf> {
-    let root = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let root = repo_dir(cache, repo);
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_connect(Some(Duration::from_secs(30))).build().into();
     let mut commit = None;

@@ -92,11 +92,7 @@ mod cpu {
 
     use super::{CUBE, SQRT_2_OVER_PI};
     use crate::host::{PIECE, Real};
-
-    /// `tensor`, or a contiguous copy of it when its numbers are not one dense run.
-    fn contiguous(tensor: FlexTensor) -> FlexTensor {
-        if tensor.is_contiguous() && tensor.layout().start_offset() == 0 { tensor } else { tensor.to_contiguous() }
-    }
+    use crate::ops::contiguous;
 
     /// `f` of each number of `x` (and of `grad`'s, for the backward pass) into a new tensor.
     fn each<F: Real>(x: &FlexTensor, grad: Option<&FlexTensor>, f: impl Fn(F, F) -> F + Sync) -> FlexTensor {

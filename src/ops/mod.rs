@@ -255,6 +255,13 @@ impl OpsBackend for burn::backend::Cube {}
 #[allow(deprecated)] // Burn's ndarray backend, kept for comparison
 impl OpsBackend for burn::backend::NdArray {}
 
+/// A CPU tensor, or a contiguous copy of it when its numbers are not one dense run: what the CPU
+/// loops of the softmax and GELU read.
+#[cfg(feature = "cpu")]
+fn contiguous(tensor: burn::backend::flex::FlexTensor) -> burn::backend::flex::FlexTensor {
+    if tensor.is_contiguous() && tensor.layout().start_offset() == 0 { tensor } else { tensor.to_contiguous() }
+}
+
 /// Whether `device` is the CPU backend's (flex), with or without autodiff.
 fn on_flex(device: &burn::tensor::Device) -> bool {
     #[cfg(feature = "cpu")]

@@ -92,6 +92,7 @@ mod cpu {
     use rayon::prelude::*;
 
     use crate::host::Real;
+    use crate::ops::contiguous;
 
     /// Rows per piece of work a core takes: a few thousand numbers, so that the small tensors of
     /// the reference run stay on one core.
@@ -105,11 +106,6 @@ mod cpu {
         let (t, t_all) = (dims[dims.num_dims() - 2], dims[dims.num_dims() - 1]);
         assert!(t <= t_all, "causal_softmax: {t} queries but only {t_all} keys");
         (t, t_all)
-    }
-
-    /// `tensor`, or a contiguous copy of it when its numbers are not one dense run.
-    fn contiguous(tensor: FlexTensor) -> FlexTensor {
-        if tensor.is_contiguous() && tensor.layout().start_offset() == 0 { tensor } else { tensor.to_contiguous() }
     }
 
     /// Runs `row(r, seen, out_row)` for each row r of `out` ([rows, t_all], rows in [.., T]
