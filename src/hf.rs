@@ -6,9 +6,9 @@
 //! Both layouts of the weights load: the hub's (names without a prefix, each layer's
 //! `attn.bias` mask buffer present) and `save_pretrained`'s (names under `transformer.`, the
 //! tied `lm_head.weight` absent). A GPT-2 is written in `save_pretrained`'s layout, which
-//! `GPT2LMHeadModel.from_pretrained` loads. Weights are f32 in the file.
-//! Deliberately left out: sharded checkpoints (`model-00001-of-0000N.safetensors`), PyTorch's
-//! pickled `pytorch_model.bin`, and f16/bf16 weights.
+//! `GPT2LMHeadModel.from_pretrained` loads. Weights in the file may be f32, f16 or bf16 (read into
+//! f32), in one file or in shards (`model.safetensors.index.json`). PyTorch's pickled
+//! `pytorch_model.bin` is refused with the line that converts it.
 
 use std::collections::HashMap;
 use std::fs;
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Device, TensorData};
+use burn::tensor::{DType, Device, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{Value, json};
 
@@ -27,6 +27,8 @@ use crate::model::gpt2::{Gpt2, Gpt2Config};
 pub const CONFIG_FILE: &str = "config.json";
 /// The weights in a Hugging Face folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The list of a folder's weight files, where `save_pretrained` split them into shards.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// OpenAI's GPT-2 models, by the names transformers gives them, and their hub repositories.
 pub const OPENAI_MODELS: [(&str, &str); 4] = [
     ("gpt2", "openai-community/gpt2"),
@@ -75,27 +77,70 @@ pub fn read_config(dir: &Path) -> Result<Gpt2Config> {
     Ok(config)
 }
 
-/// The GPT-2 in folder `dir` on `device`.
+/// The GPT-2 in folder `dir` on `device`, its weights in f32 whatever the file's float type.
 pub fn load(dir: &Path, device: &Device) -> Result<Gpt2> {
     let config = read_config(dir)?;
-    let path = dir.join(WEIGHTS_FILE);
-    let file = fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: the file is only read, through this map, while this function runs; a program
-    // writing it at the same time could change the numbers read, never memory safety of ours.
-    let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))?;
-    let tensors = SafeTensors::deserialize(&map)
-        .map_err(|err| anyhow::anyhow!("{} is damaged or truncated ({err}): download it again", path.display()))?;
+    let maps = weight_files(dir)?
+        .into_iter()
+        .map(|path| {
+            let file = fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            // SAFETY: the file is only read, through this map, while this function runs; a program
+            // writing it at the same time could change the numbers read, never memory safety of ours.
+            let map =
+                unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))?;
+            Ok((path, map))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let files = maps
+        .iter()
+        .map(|(path, map)| {
+            let tensors = SafeTensors::deserialize(map).map_err(|err| {
+                anyhow::anyhow!("{} is damaged or truncated ({err}): download it again", path.display())
+            })?;
+            Ok((path, tensors))
+        })
+        .collect::<Result<Vec<_>>>()?;
     // save_pretrained's names are under `transformer.`; the hub's are bare
-    let prefix = if tensors.names().iter().any(|n| n.starts_with("transformer.")) { "transformer." } else { "" };
+    let prefixed = files.iter().any(|(_, t)| t.names().iter().any(|n| n.starts_with("transformer.")));
+    let prefix = if prefixed { "transformer." } else { "" };
     Gpt2::from_tensors(&config, device, |name, _shape| {
-        let view = tensors.tensor(&format!("{prefix}{name}")).map_err(|_| {
-            anyhow::anyhow!("{} has no weight {prefix}{name}: not the GPT-2 its config.json describes", path.display())
-        })?;
-        if view.dtype() != Dtype::F32 {
-            bail!("{}: weight {name} is {:?}; only f32 weights load", path.display(), view.dtype());
-        }
-        Ok(TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), burn::tensor::DType::F32))
+        let key = format!("{prefix}{name}");
+        let Some((path, view)) = files.iter().find_map(|(path, t)| Some((path, t.tensor(&key).ok()?))) else {
+            bail!("{} has no weight {key}: not the GPT-2 its config.json describes", dir.display());
+        };
+        let dtype = match view.dtype() {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            other => bail!("{}: weight {key} is {other:?}; f32, f16 and bf16 weights load", path.display()),
+        };
+        Ok(TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype).convert::<f32>())
     })
+}
+
+/// A folder's weight files: `model.safetensors`, or the shards its `model.safetensors.index.json`
+/// names (as `save_pretrained` splits a large model).
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let (single, index) = (dir.join(WEIGHTS_FILE), dir.join(INDEX_FILE));
+    if single.is_file() || !index.is_file() {
+        if !single.is_file() && dir.join("pytorch_model.bin").is_file() {
+            bail!(
+                "{} holds pytorch_model.bin, PyTorch's pickle, which is not read here: save it as model.safetensors with transformers' `GPT2LMHeadModel.from_pretrained(DIR).save_pretrained(DIR)`",
+                dir.display()
+            );
+        }
+        return Ok(vec![single]);
+    }
+    let text = fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
+    let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", index.display()))?;
+    let map = json.get("weight_map").and_then(Value::as_object);
+    let mut shards: Vec<&str> = map.into_iter().flatten().filter_map(|(_, file)| file.as_str()).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    if shards.is_empty() || shards.iter().any(|f| f.contains(['/', '\\'])) {
+        bail!("{} names no weight files (its weight_map)", index.display());
+    }
+    Ok(shards.into_iter().map(|f| dir.join(f)).collect())
 }
 
 /// Write `model` into `dir` as `save_pretrained` writes a `GPT2LMHeadModel` (atomically, file by
@@ -164,7 +209,8 @@ pub fn openai_model(name: &str) -> Result<PathBuf> {
     }
     download(&cache, repo).map_err(|err| {
         anyhow::anyhow!(
-            "downloading {name} from huggingface.co failed ({err:#}); run again to retry, or give --checkpoint a folder holding config.json and model.safetensors"
+            "downloading {name} from {} failed ({err:#}); run again to resume, or give --checkpoint a folder holding config.json and model.safetensors",
+            endpoint()
         )
     })
 }
@@ -183,29 +229,37 @@ fn cached(cache: &Path, repo: &str) -> Option<PathBuf> {
     [CONFIG_FILE, WEIGHTS_FILE].iter().all(|f| dir.join(f).is_file()).then_some(dir)
 }
 
+/// The hub's address: `$HF_ENDPOINT` (a mirror, as Python's `huggingface_hub` reads it), else
+/// huggingface.co.
+pub fn endpoint() -> String {
+    let given = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty());
+    given.as_deref().unwrap_or("https://huggingface.co").trim_end_matches('/').to_string()
+}
+
 /// Download `config.json` and `model.safetensors` of `repo` into the cache's layout. Each file
 /// is written beside its place as `.incomplete` and renamed when whole; `refs/main` is written
-/// last, so an interrupted download is never taken for a model: the next run starts it again.
+/// last, so an interrupted download is never taken for a model. The next run resumes an
+/// `.incomplete` file where it stopped (an HTTP range), or starts it again where the server
+/// cannot resume.
 fn download(cache: &Path, repo: &str) -> Result<PathBuf> {
     let root = repo_dir(cache, repo);
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_connect(Some(Duration::from_secs(30))).build().into();
     let mut commit = None;
     for file in [CONFIG_FILE, WEIGHTS_FILE] {
-        let url = format!("https://huggingface.co/{repo}/resolve/main/{file}");
-        let response = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
-        // the commit the hub served: the folder both files go to
-        let served = response.headers().get("x-repo-commit").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let dir = root.join("snapshots").join(commit.get_or_insert(served.unwrap_or_else(|| "main".into())));
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let (path, part) = (dir.join(file), dir.join(format!("{file}.incomplete")));
-        eprintln!("downloading {url} to {}", path.display());
-        let written = write_body(response, &part);
-        if written.is_err() {
-            let _ = fs::remove_file(&part);
-        }
-        written?;
-        fs::rename(&part, &path)?;
+        let url = format!("{}/{repo}/resolve/main/{file}", endpoint());
+        // the commit the hub serves config.json from: the folder both files go to
+        let dir = match &commit {
+            Some(commit) => root.join("snapshots").join(commit),
+            None => {
+                let response = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
+                let served = response.headers().get("x-repo-commit").and_then(|v| v.to_str().ok());
+                let dir = root.join("snapshots").join(commit.insert(served.unwrap_or("main").to_string()));
+                fetch(&agent, &url, &dir, file, Some(response))?;
+                continue;
+            }
+        };
+        fetch(&agent, &url, &dir, file, None)?;
     }
     let commit = commit.expect("two files downloaded");
     fs::create_dir_all(root.join("refs"))?;
@@ -213,17 +267,60 @@ fn download(cache: &Path, repo: &str) -> Result<PathBuf> {
     Ok(root.join("snapshots").join(commit))
 }
 
-/// A response's body into the file `path`, with a progress bar, checked against its announced
-/// length.
-fn write_body(response: ureq::http::Response<ureq::Body>, path: &Path) -> Result<()> {
-    let total = response.body().content_length();
+/// `url` into `dir/file`, through `dir/file.incomplete`: resumed from the bytes a former run left
+/// there, unless `response` is the answer already asked for from the start.
+fn fetch(agent: &ureq::Agent, url: &str, dir: &Path, file: &str, response: Option<Response>) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (path, part) = (dir.join(file), dir.join(format!("{file}.incomplete")));
+    let have = fs::metadata(&part).map_or(0, |m| m.len());
+    let response = match response {
+        Some(response) => response,
+        None if have > 0 => {
+            match agent.get(url).header("Range", format!("bytes={have}-")).call() {
+                Err(ureq::Error::StatusCode(416)) => agent.get(url).call(), // nothing past it: again
+                answer => answer,
+            }
+            .with_context(|| format!("GET {url}"))?
+        }
+        None => agent.get(url).call().with_context(|| format!("GET {url}"))?,
+    };
+    // 206: the rest of the file, after the bytes we have; anything else: the whole file
+    let from = if response.status() == 206 && resumes_at(&response, have) { have } else { 0 };
+    if from > 0 {
+        eprintln!("resuming {url} at {from} bytes, into {}", path.display());
+    } else {
+        eprintln!("downloading {url} to {}", path.display());
+    }
+    write_body(response, &part, from)?;
+    fs::rename(&part, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Whether a 206 answer's `Content-Range` starts where the `.incomplete` file ends.
+fn resumes_at(response: &Response, have: u64) -> bool {
+    let range = response.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+    range.strip_prefix("bytes ").and_then(|r| r.split('-').next()) == Some(have.to_string().as_str())
+}
+
+type Response = ureq::http::Response<ureq::Body>;
+
+/// A response's body into the file `path` from byte `from` on (what is there before it kept), with
+/// a progress bar, checked against its announced length.
+fn write_body(response: Response, path: &Path, from: u64) -> Result<()> {
+    let total = response.body().content_length().map(|n| from + n);
     let bar = indicatif::ProgressBar::new(total.unwrap_or(0)).with_style(
         indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {bytes_per_sec}, {eta}")
             .expect("a valid template"),
     );
     let mut reader = response.into_body().into_reader();
-    let mut out = fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let (mut buffer, mut got) = (vec![0; 1 << 20], 0u64);
+    let mut out = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(from == 0)
+        .append(from > 0)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let (mut buffer, mut got) = (vec![0; 1 << 20], from);
+    bar.set_position(got);
     loop {
         let n = reader.read(&mut buffer)?;
         if n == 0 {
