@@ -131,6 +131,10 @@ pub struct TrainArgs {
     /// Documents (padded to the longest) or text windows per step
     #[arg(long, value_name = "B", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub batch_size: Option<usize>,
+    /// Compute each step's batch in N micro-batches one after another, their gradients added: the
+    /// same step in about 1/N of the memory (nanoGPT's gradient_accumulation_steps), at most --batch-size
+    #[arg(long, value_name = "N", default_value = "1", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
+    pub grad_accum: usize,
     /// Adam's decay of the mean of the gradients, below 1
     #[arg(long, value_name = "B1", value_parser = probability, allow_negative_numbers = true, help_heading = "Optimization")]
     pub beta1: Option<f64>,

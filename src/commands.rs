@@ -168,6 +168,13 @@ pub(crate) fn train_options(
         _ => None,
     };
     let gpu = device::is_gpu(runtime.kind);
+    if args.grad_accum > run.batch_size {
+        anyhow::bail!(
+            "--grad-accum {} is more than the batch's {} rows (--batch-size): a micro-batch holds one row at least",
+            args.grad_accum,
+            run.batch_size
+        );
+    }
     Ok(TrainOptions {
         stop_at: args.stop_at,
         eval_every: args.eval_every.or(args.preset.and_then(|p| p.eval_every())).or(match start {
@@ -178,6 +185,7 @@ pub(crate) fn train_options(
         sync_every: args.sync_every.unwrap_or_else(|| device::default_sync_every(runtime.kind)),
         fixed_length: gpu,
         parts: device::batch_parts(runtime.kind),
+        micro_batches: args.grad_accum,
         grads_on_host: !gpu,
         out,
         save_every: args.save_every,

@@ -1,6 +1,8 @@
-//! One training step's gradients: the batch forward and backward, on a CPU in one part per
-//! core side by side ([`loss_and_gradients`]), then the parts' gradients added and, in longer
-//! runs, clipped to a global norm as nanoGPT's `clip_grad_norm_` ([`combine`]).
+//! One training step's gradients ([`of_step`]): the batch forward and backward, on a CPU in one
+//! part per core side by side ([`loss_and_gradients`]), then the parts' gradients added and, in
+//! longer runs, clipped to a global norm as nanoGPT's `clip_grad_norm_` ([`combine`]); a batch
+//! too large for the device's memory in micro-batches one after another, their gradients added
+//! (gradient accumulation, `--grad-accum`).
 //!
 //! On a CPU the adding and the clipping run on the host in a pass or two over each gradient's
 //! numbers (as the optimizer's update does, `adam`); on a GPU they stay tensor operations, which
@@ -58,29 +60,73 @@ fn put(grads: &mut GradientsParams, w: WeightId, g: Tensor<2>) {
     }
 }
 
-/// The mean loss of one step's batch, given in `parts`, and each part's gradients. One part:
-/// forward and backward on `model` itself (the reference's step). Several: each part on its own
-/// copy of the weights (new autodiff leaves over the same numbers, under the same parameter ids),
-/// all at once on the CPU's cores, in order when dropout draws its masks from the device's one
-/// random generator; each loss counts by its share of the targets, so that the parts' gradients
-/// add up to the whole batch's. Burn's autodiff keeps each graph behind its own lock, so the
-/// parts do not wait for each other; and each part is a smaller working set, faster even on one
-/// core.
+/// How a step's gradients are computed and combined.
+pub struct Plan {
+    /// Every weight of the model ([`weight_ids`]).
+    pub weights: Vec<WeightId>,
+    /// Parts of the batch computed at once (one per CPU core; 1 on a GPU). A batch cut into more
+    /// parts than this is computed in groups one after another, each group's gradients added into
+    /// the sum before the next runs: gradient accumulation, in the memory of one group.
+    pub side_by_side: usize,
+    /// Clip the gradients' global norm to this.
+    pub max_norm: Option<f64>,
+    /// Add and clip on the host (a CPU), not as tensor operations.
+    pub on_host: bool,
+}
+
+/// One step's mean loss and its gradients, added and clipped: the batch's `parts` in groups of
+/// `plan.side_by_side` ([`loss_and_gradients`]), their gradients added as each group is done
+/// ([`combine`]).
+pub fn of_step(
+    model: &(impl LanguageModel + Sync),
+    parts: Vec<Batch>,
+    plan: &Plan,
+    dropout: Option<f64>,
+) -> (Tensor<1>, GradientsParams) {
+    let total = parts.iter().map(|b| b.n_targets).sum::<usize>();
+    let n_groups = parts.len().div_ceil(plan.side_by_side.max(1));
+    let (mut loss, mut sum): (Option<Tensor<1>>, Option<GradientsParams>) = (None, None);
+    let mut parts = parts.into_iter();
+    for i in 0..n_groups {
+        let group: Vec<Batch> = parts.by_ref().take(plan.side_by_side.max(1)).collect();
+        let share = group.iter().map(|b| b.n_targets).sum::<usize>() as f64 / total as f64;
+        let (group_loss, grads) = loss_and_gradients(model, group, share, dropout);
+        loss = Some(match loss {
+            Some(loss) => loss + group_loss,
+            None => group_loss,
+        });
+        let last = i + 1 == n_groups;
+        let grads = sum.take().into_iter().chain(grads).collect();
+        sum = Some(combine(grads, &plan.weights, plan.max_norm.filter(|_| last), plan.on_host));
+    }
+    (loss.expect("a step has a part"), sum.expect("a step has a part"))
+}
+
+/// The loss of the batch given in `parts` and each part's gradients, times `share` (the batch's
+/// part of a step's targets: 1 but for gradient accumulation). One part: forward and backward on
+/// `model` itself (the reference's step). Several: each part on its own copy of the weights (new
+/// autodiff leaves over the same numbers, under the same parameter ids), all at once on the CPU's
+/// cores, in order when dropout draws its masks from the device's one random generator; each loss
+/// counts by its share of the targets, so that the parts' gradients add up to the whole batch's.
+/// Burn's autodiff keeps each graph behind its own lock, so the parts do not wait for each other;
+/// and each part is a smaller working set, faster even on one core.
 pub fn loss_and_gradients(
     model: &(impl LanguageModel + Sync),
     parts: Vec<Batch>,
+    share: f64,
     dropout: Option<f64>,
 ) -> (Tensor<1>, Vec<GradientsParams>) {
     if parts.len() == 1 {
         let batch = parts.into_iter().next().expect("one part");
         let loss = model.loss(batch, dropout); // forward, then the mean cross-entropy
+        let loss = if share == 1.0 { loss } else { loss * share };
         let grads = GradientsParams::from_grads(loss.backward(), model);
         return (loss.inner(), vec![grads]);
     }
     let total = parts.iter().map(|b| b.n_targets).sum::<usize>() as f64;
     let run = |part: Batch| {
         let copy = model.valid().train();
-        let share = part.n_targets as f64 / total;
+        let share = share * part.n_targets as f64 / total;
         let loss = copy.loss(part, dropout) * share;
         let grads = GradientsParams::from_grads(loss.backward(), &copy);
         (loss.inner(), grads)
@@ -279,11 +325,11 @@ mod tests {
             }),
         ];
         for (what, parts) in cases {
-            let (whole_loss, whole) = loss_and_gradients(&model, parts(1), None);
+            let (whole_loss, whole) = loss_and_gradients(&model, parts(1), 1.0, None);
             let whole_loss = read_values(whole_loss).unwrap()[0];
             let whole = values(&combine(whole, &ids, None, false), &ids);
             for n in [2, 3] {
-                let (loss, grads) = loss_and_gradients(&model, parts(n), None);
+                let (loss, grads) = loss_and_gradients(&model, parts(n), 1.0, None);
                 let loss = read_values(loss).unwrap()[0];
                 assert!((loss - whole_loss).abs() < 1e-12, "{what}, {n} parts: loss {loss} vs {whole_loss}");
                 let on_device = values(&combine(copy(&grads, &ids), &ids, None, false), &ids);
@@ -293,12 +339,41 @@ mod tests {
             }
             let dropped = || {
                 device.seed(5);
-                let (loss, grads) = loss_and_gradients(&model, parts(3), Some(0.3));
+                let (loss, grads) = loss_and_gradients(&model, parts(3), 1.0, Some(0.3));
                 (read_values(loss).unwrap()[0], values(&combine(grads, &ids, None, true), &ids))
             };
             let (a, b) = (dropped(), dropped());
             assert_eq!(a, b, "{what}: dropout draws the same masks again");
             assert!((a.0 - whole_loss).abs() > 1e-6, "{what}: dropout changes the loss");
+        }
+    }
+
+    /// A batch in micro-batches one after another (gradient accumulation), each of one part or of
+    /// two side by side, gives the whole batch's loss and clipped gradients, on the host and as
+    /// tensors.
+    #[test]
+    fn micro_batches_add_up_to_the_whole_step() {
+        let device = device::cpu_f64().autodiff();
+        let docs: Vec<String> =
+            ["anna", "bo", "christopher", "eve", "x", "maximilian", "ida"].iter().map(|d| d.to_string()).collect();
+        let tokenizer = Tokenizer::from_documents(&docs);
+        let config = GPTConfig::new(tokenizer.vocab_size()).with_n_embd(8).with_n_head(2).with_block_size(8);
+        let model = GPT::init(&config, &mut PyRandom::new(4), &device);
+        let batcher = Batcher::new(&tokenizer, &docs, config.block_size, &device);
+        let parts = |n: usize| (0..n).map(|i| batcher.batch(i * 6 / n, (i + 1) * 6 / n - i * 6 / n)).collect();
+        let plan =
+            |side_by_side, on_host| Plan { weights: weight_ids(&model), side_by_side, max_norm: Some(0.5), on_host };
+        let (loss, grads) = of_step(&model, parts(1), &plan(1, true), None);
+        let (whole_loss, whole) = (read_values(loss).unwrap()[0], values(&grads, &plan(1, true).weights));
+        assert!(norm(&grads, &plan(1, true).weights) <= 0.5 + 1e-9, "clipped");
+        for (n, side_by_side) in [(3, 1), (6, 2), (4, 4)] {
+            for on_host in [true, false] {
+                let (loss, grads) = of_step(&model, parts(n), &plan(side_by_side, on_host), None);
+                let loss = read_values(loss).unwrap()[0];
+                assert!((loss - whole_loss).abs() < 1e-12, "{n} parts, {side_by_side} at once: {loss} vs {whole_loss}");
+                let diff = max_diff(&values(&grads, &plan(1, true).weights), &whole);
+                assert!(diff < 1e-12, "{n} parts, {side_by_side} at once, host {on_host}: {diff}");
+            }
         }
     }
 
@@ -313,7 +388,7 @@ mod tests {
         let model = GPT::init(&config, &mut PyRandom::new(3), &device);
         let ids = weight_ids(&model);
         let batch = Batcher::new(&tokenizer, &docs, config.block_size, &device).batch(0, 3);
-        let (_, grads) = loss_and_gradients(&model, vec![batch], None);
+        let (_, grads) = loss_and_gradients(&model, vec![batch], 1.0, None);
         let plain = combine(copy(&grads, &ids), &ids, None, true);
         let before = norm(&plain, &ids);
         assert!(before > 0.1, "{before}");

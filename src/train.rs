@@ -3,7 +3,7 @@
 //! on Ctrl-C or SIGTERM. A step's gradients (on a CPU, one part of the batch per core, side by
 //! side; clipped in longer runs) are `gradients`'; what the run shows while it trains, and the
 //! losses read back from the device in batches, `progress`'.
-//! Deliberately left out: gradient accumulation over steps, mixed precision.
+//! Deliberately left out: mixed precision.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +45,9 @@ pub struct TrainOptions {
     /// Cut each step's batch into this many parts, trained side by side (one per CPU core; 1 on
     /// a GPU, which wants the whole batch at once). The same gradients up to rounding.
     pub parts: usize,
+    /// Compute the batch in this many micro-batches one after another, their gradients added
+    /// (gradient accumulation: the same step in less memory).
+    pub micro_batches: usize,
     /// Add the parts' gradients and clip them on the host (a CPU), not as tensor operations.
     pub grads_on_host: bool,
     /// Checkpoint directory, saved at the end and every `save_every` steps.
@@ -70,6 +73,7 @@ impl TrainOptions {
             sync_every: 1,
             fixed_length: false,
             parts: 1,
+            micro_batches: 1,
             grads_on_host: false,
             out: None,
             save_every: None,
@@ -172,7 +176,13 @@ impl<M: LanguageModel + Sync> Session<'_, M> {
     pub fn run(mut self) -> Result<(M, ModuleOptimizer, TrainReport)> {
         let (opts, run) = (self.options, &self.options.run);
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
-        let (schedule, weights) = (run.schedule(), gradients::weight_ids(&self.model));
+        let schedule = run.schedule();
+        let plan = gradients::Plan {
+            weights: gradients::weight_ids(&self.model),
+            side_by_side: opts.parts,
+            max_norm: run.grad_clip,
+            on_host: opts.grads_on_host,
+        };
         let steps = (self.step, end, run.num_steps);
         let mut log = StepLog::new(opts.progress, steps, opts.log_every, opts.sync_every, self.open_metrics()?);
         let (mut report, mut last_val) = (TrainReport::from_step(self.step), None);
@@ -180,11 +190,11 @@ impl<M: LanguageModel + Sync> Session<'_, M> {
             // learning rate: a pure function of the step
             let lr = schedule.at(self.step);
 
-            // batch, forward, loss, backward: on a CPU one part of the batch per core, side by side
-            let parts = self.train.batch(self.step, run.batch_size, run.seed, opts.parts);
+            // batch, forward, loss, backward: on a CPU one part of the batch per core, side by side;
+            // in `micro_batches` groups one after another when the batch is too large at once
+            let parts = self.train.batch(self.step, run.batch_size, run.seed, opts.parts * opts.micro_batches);
             report.tokens += parts.iter().map(|b| b.n_targets).sum::<usize>();
-            let (loss, grads) = gradients::loss_and_gradients(&self.model, parts, self.dropout());
-            let grads = gradients::combine(grads, &weights, run.grad_clip, opts.grads_on_host);
+            let (loss, grads) = gradients::of_step(&self.model, parts, &plan, self.dropout());
 
             // update
             self.model = self.optim.step(lr, self.model, grads);

@@ -400,3 +400,22 @@ fn dropout_is_repeatable_kept_on_resume_and_off_in_evaluation() {
     let out = microgpt(d, &["train", "--dropout", "1"]);
     assert!(stderr(&out).contains("must be a number from 0 up to (not including) 1"), "{}", stderr(&out));
 }
+
+/// `--grad-accum`: the batch in micro-batches one after another trains as the whole batch (the
+/// same losses up to rounding, in f64), and a micro-batch must hold a row.
+#[test]
+fn gradient_accumulation_trains_as_the_whole_batch() {
+    let dir = common::scratch_with_names();
+    let d = dir.path();
+    let flags = ["train", "--batch-size", "8", "--steps", "20", "--grad-clip", "0.5"];
+    let whole = step_losses(&ok(d, &flags));
+    for n in ["2", "8"] {
+        let accumulated = step_losses(&ok(d, &[&flags[..], &["--grad-accum", n]].concat()));
+        assert_eq!(accumulated.len(), whole.len());
+        for (a, b) in accumulated.iter().zip(&whole) {
+            assert!((a - b).abs() < 1e-9, "--grad-accum {n}: {a} vs {b}");
+        }
+    }
+    let err = common::one_line_error(&microgpt(d, &[&flags[..], &["--grad-accum", "9"]].concat()));
+    assert!(err.contains("--grad-accum 9 is more than the batch's 8 rows"), "{err}");
+}

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData, bf16, f16};
 use microgpt_burn::adam::Adam;
 use microgpt_burn::batch::{EvalSet, Windows};
 use microgpt_burn::bpe::Bpe;
@@ -23,6 +23,8 @@ use microgpt_burn::model::gpt2::Gpt2;
 use microgpt_burn::rng::PyRandom;
 use microgpt_burn::sample::{self, SampleOptions};
 use microgpt_burn::train::evaluate;
+use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, TensorView};
 use serde_json::Value;
 
 use common::{microgpt, ok, one_line_error};
@@ -137,7 +139,7 @@ fn training_steps_are_pytorch_adamw() {
         let mut optim = adam.init();
         let mut losses = Vec::new();
         for _ in 0..train["steps"].as_u64().unwrap() {
-            let (loss, grads) = gradients::loss_and_gradients(&model, vec![batch.clone()], None);
+            let (loss, grads) = gradients::loss_and_gradients(&model, vec![batch.clone()], 1.0, None);
             losses.push(device::read_scalar(loss).unwrap());
             let grads = gradients::combine(grads, &weights, Some(number("grad_clip")), on_host);
             model = optim.step(number("lr"), model, grads);
@@ -258,7 +260,12 @@ fn bad_folders_are_refused_in_one_line() {
         ),
         (folder("wider", &config.replace("\"n_embd\": 8", "\"n_embd\": 16"), Some(&weights)), "has shape"),
         (folder("not-json", "{", Some(&weights)), "is not JSON"),
+        (folder("pickled", &config, None), "pytorch_model.bin, PyTorch's pickle"),
+        (folder("no-shards", &config, None), "names no weight files"),
+        (folder("f64", &config, Some(&retyped(&weights, Dtype::F64))), "is F64; f32, f16 and bf16 weights load"),
     ];
+    std::fs::write(dir.path().join("pickled/pytorch_model.bin"), b"PK").unwrap();
+    std::fs::write(dir.path().join("no-shards/model.safetensors.index.json"), r#"{"weight_map": {}}"#).unwrap();
     for (path, want) in cases {
         for command in ["sample", "eval"] {
             let mut args = vec![command, "--checkpoint", path.to_str().unwrap(), "--device", "cpu"];
@@ -269,6 +276,103 @@ fn bad_folders_are_refused_in_one_line() {
             assert!(err.contains(want), "{command} {}: {err}", path.display());
         }
     }
+}
+
+/// A safetensors file's numbers (f32) written as `dtype`, rounded to the nearest; `keep` picks
+/// the tensors written (all when it says yes to all).
+fn written_as(bytes: &[u8], dtype: Dtype, keep: impl Fn(&str) -> bool) -> Vec<u8> {
+    let file = SafeTensors::deserialize(bytes).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| keep(name))
+        .map(|(name, view)| {
+            let values = view.data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()));
+            let data: Vec<u8> = match dtype {
+                Dtype::F32 => view.data().to_vec(),
+                Dtype::BF16 => values.flat_map(|v| bf16::from_f32(v).to_le_bytes()).collect(),
+                Dtype::F16 => values.flat_map(|v| f16::from_f32(v).to_le_bytes()).collect(),
+                Dtype::F64 => values.flat_map(|v| f64::from(v).to_le_bytes()).collect(),
+                _ => unreachable!(),
+            };
+            (name, view.shape().to_vec(), data)
+        })
+        .collect();
+    let views = tensors.iter().map(|(n, s, d)| (n.as_str(), TensorView::new(dtype, s.clone(), d).unwrap()));
+    safetensors::serialize(views, None).unwrap()
+}
+
+fn retyped(bytes: &[u8], dtype: Dtype) -> Vec<u8> {
+    written_as(bytes, dtype, |_| true)
+}
+
+/// The weights of the GPT-2 in `dir`, by name, as f32.
+fn weights_of(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let model = hf::load(dir, &cpu_f32()).unwrap();
+    model.tensors().into_iter().map(|(name, data)| (name, data.convert::<f32>().try_to_vec::<f32>().unwrap())).collect()
+}
+
+/// f16 and bf16 weights load as the nearest f32 of each (what PyTorch's `.float()` gives); weights
+/// split into shards with `model.safetensors.index.json`, as `save_pretrained` splits a large
+/// model, load as the one file does.
+#[test]
+fn half_precision_and_sharded_weights_load() {
+    let bytes = std::fs::read(fixture("saved/model.safetensors")).unwrap();
+    let want = weights_of(&fixture("saved"));
+    let root = tempfile::tempdir().unwrap();
+    let folder = |name: &str| {
+        let dir = root.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(fixture("saved/config.json"), dir.join("config.json")).unwrap();
+        dir
+    };
+    let bf16_nearest = |v: f32| bf16::from_f32(v).to_f32();
+    let f16_nearest = |v: f32| f16::from_f32(v).to_f32();
+    let rounded: [(Dtype, &dyn Fn(f32) -> f32); 2] = [(Dtype::BF16, &bf16_nearest), (Dtype::F16, &f16_nearest)];
+    for (dtype, round) in rounded {
+        let dir = folder(&format!("{dtype:?}"));
+        std::fs::write(dir.join("model.safetensors"), retyped(&bytes, dtype)).unwrap();
+        let got = weights_of(&dir);
+        assert_eq!(got.len(), want.len());
+        for ((name, got), (_, exact)) in got.iter().zip(&want) {
+            let nearest: Vec<f32> = exact.iter().map(|&v| round(v)).collect();
+            assert_eq!(got, &nearest, "{dtype:?} {name}");
+            assert_ne!(got, exact, "{dtype:?} {name}: the test's weights must need rounding");
+        }
+    }
+
+    let dir = folder("sharded");
+    let first = |name: &str| name.contains(".h.0.") || name.contains("wte");
+    std::fs::write(dir.join("model-00001-of-00002.safetensors"), written_as(&bytes, Dtype::F32, first)).unwrap();
+    std::fs::write(dir.join("model-00002-of-00002.safetensors"), written_as(&bytes, Dtype::F32, |n| !first(n)))
+        .unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let map: serde_json::Map<String, Value> = file
+        .names()
+        .into_iter()
+        .map(|n| (n.to_string(), format!("model-0000{}-of-00002.safetensors", if first(n) { 1 } else { 2 }).into()))
+        .collect();
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    assert_eq!(weights_of(&dir), want);
+}
+
+/// Fine-tuning in micro-batches (`--grad-accum`, as nanoGPT's recipe runs on a smaller GPU)
+/// takes the steps the whole batch takes, up to f32 rounding.
+#[test]
+fn fine_tuning_in_micro_batches_takes_the_same_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("text.txt"), dir.path().join("text.txt")).unwrap();
+    let folder = fixture("saved");
+    let args = ["train", "--init-from", folder.to_str().unwrap(), "--data", "text.txt", "--block-size", "16"];
+    let args = [&args[..], &["--steps", "6", "--batch-size", "4", "--lr", "0.003", "--device", "cpu"]].concat();
+    let whole = common::step_losses(&ok(dir.path(), &args));
+    let accumulated = common::step_losses(&ok(dir.path(), &[&args[..], &["--grad-accum", "4"]].concat()));
+    assert_eq!(whole.len(), 6);
+    for (a, b) in accumulated.iter().zip(&whole) {
+        assert!((a - b).abs() < 2e-4, "{accumulated:?} vs {whole:?}");
+    }
+    assert!(whole[5] < whole[0] - 0.05, "{whole:?}");
 }
 
 /// The numbers after `prefix` on the line that starts with it.
