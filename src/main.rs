@@ -51,7 +51,21 @@ fn keep_freed_memory() {
     }
 }
 
+/// Rust ignores SIGPIPE, so that printing into a closed pipe (`microgpt sample | head -3`) is an
+/// error, which `println!` turns into a panic. A Unix program ends quietly there instead: give
+/// SIGPIPE its default action back. What a run saved is whole either way (files are written
+/// aside and renamed).
+#[cfg(unix)]
+fn end_quietly_on_closed_pipes() {
+    // SAFETY: called first in main, before any other thread exists; sets one signal's action
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    end_quietly_on_closed_pipes();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     keep_freed_memory();
     install_panic_hook();

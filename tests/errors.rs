@@ -634,3 +634,26 @@ fn a_model_with_non_finite_weights_is_refused() {
         assert!(line.contains("its weights are not finite (wte holds NaN or infinity)"), "{args:?}: {line}");
     }
 }
+
+/// Output piped into a program that stops reading (`| head -2`): the run ends as a Unix tool
+/// does, by SIGPIPE, without a panic or an error line.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_run_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = common::scratch_with_names();
+    let mut child = common::command(dir.path())
+        .args(["train", "--steps", "1000", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap(); // then closed
+    assert!(first.starts_with("num docs"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    const SIGPIPE: i32 = 13; // on every Unix
+    assert_eq!(out.status.signal(), Some(SIGPIPE), "{:?}: {}", out.status, stderr(&out));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
