@@ -420,11 +420,16 @@ impl Loaded {
     /// The optimizer state saved with the weights, for the update `adam`.
     pub fn optimizer(&self, adam: Adam) -> Result<ModuleOptimizer> {
         let path = self.dir.join(&self.meta.weights).join(OPTIMIZER_FILE);
-        let bytes = read_checked(&self.meta, &path)?;
-        catch_load(move || adam.init().from_bytes(Bytes::from_bytes_vec(bytes))).map_err(|err| {
-            anyhow::anyhow!("cannot load the optimizer state {} ({err}): the checkpoint is corrupted", path.display())
-        })
+        optimizer_from(&path, read_checked(&self.meta, &path)?, adam)
     }
+}
+
+/// The optimizer state in `bytes` (read from `path`), for the update `adam`; malformed bytes are
+/// one line naming `path`.
+pub fn optimizer_from(path: &Path, bytes: Vec<u8>, adam: Adam) -> Result<ModuleOptimizer> {
+    catch_load(move || adam.init().from_bytes(Bytes::from_bytes_vec(bytes))).map_err(|err| {
+        anyhow::anyhow!("cannot load the optimizer state {} ({err}): the checkpoint is corrupted", path.display())
+    })
 }
 
 /// The name of the thread that decodes a checkpoint's files: its panics are malformed input,

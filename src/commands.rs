@@ -22,6 +22,7 @@ use crate::start::{self, Start};
 use crate::train::{self, Diverged, Session, TrainOptions, TrainReport};
 
 mod gpt2;
+mod gpt2_train;
 
 /// How a command ended, for the exit code.
 pub enum Outcome {
@@ -47,8 +48,8 @@ pub(crate) fn sample_options(args: &SamplingArgs) -> SampleOptions {
 /// report of how many samples are training, held-out or new documents (the bare reference run
 /// prints the reference's output and nothing more).
 pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
-    if let Some(start) = gpt2::start(args)? {
-        return gpt2::train(args, start);
+    if let Some(start) = gpt2_train::start(args)? {
+        return gpt2_train::train(args, start);
     }
     let sampling = sample_options(&args.sampling);
     let start = Start::of(args)?;

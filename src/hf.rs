@@ -144,7 +144,8 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Write `model` into `dir` as `save_pretrained` writes a `GPT2LMHeadModel` (atomically, file by
-/// file): transformers' `from_pretrained(dir)` loads it.
+/// file: a reader sees the old file or the new one): transformers' `from_pretrained(dir)` loads
+/// it.
 pub fn save(dir: &Path, model: &Gpt2) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = model
@@ -160,8 +161,17 @@ pub fn save(dir: &Path, model: &Gpt2) -> Result<()> {
         (name.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).expect("sizes agree"))
     });
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), &dir.join(WEIGHTS_FILE))
-        .with_context(|| format!("cannot write {}", dir.join(WEIGHTS_FILE).display()))?;
+    // beside the file first, flushed, then renamed over it: a save that fails or is cut short
+    // leaves the model saved before it whole
+    let (path, tmp) = (dir.join(WEIGHTS_FILE), crate::files::tmp_path(&dir.join(WEIGHTS_FILE)));
+    let written = safetensors::serialize_to_file(views, Some(metadata), &tmp)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(fs::File::open(&tmp)?.sync_all()?))
+        .and_then(|()| Ok(fs::rename(&tmp, &path)?));
+    if let Err(err) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(err.context(format!("cannot write {}", path.display())));
+    }
     let c = model.config();
     let config = json!({
         "architectures": ["GPT2LMHeadModel"],

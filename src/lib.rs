@@ -29,6 +29,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod files;
+pub mod gpt2_run;
 pub mod gradients;
 pub mod hf;
 pub mod host;

@@ -18,6 +18,9 @@ use crate::device::{self, Precision, Runtime};
 use crate::model::GPT;
 use crate::rng::PyRandom;
 
+/// Why a resume refuses a flag that differs from the saved run.
+pub const RESUME_KEEPS: &str = "a resume continues the saved run as it was";
+
 /// Where a training run's weights come from.
 pub enum Start {
     /// Drawn from the seed, as the reference does.
@@ -50,7 +53,7 @@ impl Start {
     fn keeps_because(&self) -> &'static str {
         match self {
             Start::InitFrom(..) => "--init-from keeps the checkpoint's model",
-            _ => "a resume continues the saved run as it was",
+            _ => RESUME_KEEPS,
         }
     }
 }
@@ -84,7 +87,7 @@ pub fn output_dir(args: &TrainArgs, start: &Start) -> Result<(Option<PathBuf>, O
 }
 
 /// Whether two paths name one directory (`ck` and `./ck`).
-fn same_dir(a: &Path, b: &Path) -> bool {
+pub fn same_dir(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
@@ -111,12 +114,7 @@ pub fn data_path(args: &TrainArgs) -> Result<PathBuf> {
 /// them), else the preset's with the flags over them.
 pub fn settings(args: &TrainArgs, start: &Start) -> Result<(TrainConfig, Runtime)> {
     let config = match start {
-        Start::Resume(_, meta) => {
-            let mut wanted = meta.run.clone();
-            args.apply(&mut wanted);
-            refuse_change(&meta.run, &wanted, start)?;
-            meta.run.clone()
-        }
+        Start::Resume(_, meta) => resumed(args, &meta.run)?,
         _ => {
             let mut config = preset(args).train_config();
             if let (None, Some(named)) = (&args.data, args.dataset) {
@@ -138,11 +136,19 @@ pub fn settings(args: &TrainArgs, start: &Start) -> Result<(TrainConfig, Runtime
     Ok((TrainConfig { precision: runtime.precision, ..config }, runtime))
 }
 
+/// A resumed run's settings: the saved ones, which a flag given must equal.
+pub fn resumed(args: &TrainArgs, saved: &TrainConfig) -> Result<TrainConfig> {
+    let mut wanted = saved.clone();
+    args.apply(&mut wanted);
+    refuse_change(saved, &wanted, RESUME_KEEPS)?;
+    Ok(saved.clone())
+}
+
 /// Refuse a configuration `wanted` that differs from the checkpoint's `saved`, naming the flag.
-fn refuse_change<T: serde::Serialize>(saved: &T, wanted: &T, start: &Start) -> Result<()> {
+fn refuse_change<T: serde::Serialize>(saved: &T, wanted: &T, why: &str) -> Result<()> {
     match first_difference(saved, wanted) {
         Some((field, given, saved)) => {
-            bail!("--{} {given} differs from the checkpoint's {saved}: {}", flag_of(&field), start.keeps_because())
+            bail!("--{} {given} differs from the checkpoint's {saved}: {why}", flag_of(&field))
         }
         None => Ok(()),
     }
@@ -176,7 +182,7 @@ pub fn architecture(args: &TrainArgs, start: &Start, vocab_size: usize) -> Resul
     let spelled_out = |c: &GPTConfig| c.clone().with_init_std(Some(c.init_std()));
     let mut wanted = saved.clone();
     args.apply_sizes(&mut wanted);
-    refuse_change(&spelled_out(saved), &spelled_out(&wanted), start)?;
+    refuse_change(&spelled_out(saved), &spelled_out(&wanted), start.keeps_because())?;
     Ok(saved.clone())
 }
 

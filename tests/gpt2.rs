@@ -479,7 +479,7 @@ fn gpt2_runs_refuse_what_they_cannot_do() {
     let folder = fixture("saved");
     let folder = folder.to_str().unwrap();
     let cases: [(&[&str], &str); 4] = [
-        (&["--resume", folder], "cannot be resumed"),
+        (&["--resume", folder], "not a run of `train --out` (it has no training.json): fine-tune it with --init-from"),
         (&["--tokenizer", "gpt2", "--layout", "lines"], "trains on one text"),
         (&["--init-from", folder, "--tokenizer", "chars"], "drop --tokenizer chars"),
         (&["--init-from", folder, "--n-layer", "3"], "--n-layer: --init-from keeps the model's sizes"),
@@ -490,6 +490,52 @@ fn gpt2_runs_refuse_what_they_cannot_do() {
         let err = one_line_error(&microgpt(dir.path(), &args));
         assert!(err.contains(want), "{args:?}: {err}");
     }
+}
+
+/// A GPT-2 run saved with `--out` resumes exactly: stopped halfway and resumed, it takes the whole
+/// run's steps and ends with its weights, byte for byte. A flag that differs from the run's, a
+/// weight file that is not the one `training.json` records, a text that changed and `--out`
+/// elsewhere are refused in one line.
+#[test]
+fn a_gpt2_run_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(fixture("text.txt"), d.join("text.txt")).unwrap();
+    let folder = fixture("saved");
+    let args = ["train", "--init-from", folder.to_str().unwrap(), "--data", "text.txt", "--block-size", "16"];
+    let args = [&args[..], &["--steps", "6", "--batch-size", "4", "--lr", "0.003", "--eval-every", "2"]].concat();
+    let whole = common::step_losses(&ok(d, &[&args[..], &["--out", "whole"]].concat()));
+    ok(d, &[&args[..], &["--out", "half", "--stop-at", "3"]].concat());
+    let record = common::read_json(&d.join("half/training.json"));
+    assert_eq!((record["step"].as_u64(), record["block_size"].as_u64()), (Some(3), Some(16)));
+    let resumed = common::step_losses(&ok(d, &["train", "--resume", "half"]));
+    assert_eq!(resumed, whole[3..], "the steps after the third, as the whole run took them");
+    let bytes = |run: &str| std::fs::read(d.join(run).join("model.safetensors")).unwrap();
+    assert_eq!(bytes("half"), bytes("whole"), "the same weights, byte for byte");
+    // the resumed folder is still one transformers and this program load
+    ok(d, &["sample", "--checkpoint", "half", "--num-tokens", "3"]);
+
+    ok(d, &[&args[..], &["--out", "again", "--stop-at", "3"]].concat());
+    let refusals: [(&[&str], &str); 4] = [
+        (
+            &["--lr", "0.01"],
+            "--lr 0.01 differs from the checkpoint's 0.003: a resume continues the saved run as it was",
+        ),
+        (&["--block-size", "8"], "--block-size 8 differs from the run's 16"),
+        (&["--n-layer", "3"], "--n-layer: a resume continues"),
+        (&["--out", "elsewhere"], "a GPT-2 run resumes in its own folder"),
+    ];
+    for (flags, want) in refusals {
+        let err = one_line_error(&microgpt(d, &[&["train", "--resume", "again"][..], flags].concat()));
+        assert!(err.contains(want), "{flags:?}: {err}");
+    }
+    std::fs::write(d.join("text.txt"), "another text entirely ".repeat(40)).unwrap();
+    let err = one_line_error(&microgpt(d, &["train", "--resume", "again"]));
+    assert!(err.contains("is not the text the run trained on"), "{err}");
+    std::fs::copy(fixture("text.txt"), d.join("text.txt")).unwrap();
+    std::fs::copy(d.join("whole/model.safetensors"), d.join("again/model.safetensors")).unwrap();
+    let err = one_line_error(&microgpt(d, &["train", "--resume", "again"]));
+    assert!(err.contains("again/model.safetensors is not the file training.json records"), "{err}");
 }
 
 /// `inspect` on a GPT-2 reads its text in GPT-2's tokens: a row per position, whose mean loss is

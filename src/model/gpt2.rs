@@ -18,7 +18,7 @@
 //! `crate::hf` reads and writes them as files.
 
 use anyhow::{Result, bail};
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -279,7 +279,9 @@ impl<F: FnMut(&str, &[usize]) -> Result<TensorData>> Weights<'_, F> {
         if data.shape().as_slice() != shape {
             bail!("weight {name} has shape {:?}; the config asks for {shape:?}", data.shape().as_slice());
         }
-        Ok(Param::from_tensor(Tensor::from_data(data, self.device)))
+        let mut param = Param::from_tensor(Tensor::from_data(data, self.device));
+        param.id = ParamId::from(name_id(name)); // the same in every run: how Adam's saved state finds it
+        Ok(param)
     }
 
     fn layer_norm(&mut self, name: &str, c: usize) -> Result<LayerNorm> {
@@ -294,4 +296,10 @@ impl<F: FnMut(&str, &[usize]) -> Result<TensorData>> Weights<'_, F> {
         let weight = self.param(&format!("{name}.weight"), [d_in, d_out])?;
         Ok(Linear { weight, bias: Some(self.param(&format!("{name}.bias"), [d_out])?) })
     }
+}
+
+/// A weight's parameter id, from its name (64-bit FNV-1a): a model read back from its Hugging Face
+/// files has the ids that the optimizer state saved beside them is keyed by.
+fn name_id(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }

@@ -1,0 +1,259 @@
+//! `train` of a GPT-2: fine-tuned from one (`--init-from gpt2`, or any GPT-2 folder), from scratch
+//! on a text in GPT-2's tokens (`--tokenizer gpt2`), or resumed (`--resume DIR` of such a run).
+//! The loop is the one microGPT's runs train in ([`Session`]); what differs is the data (GPT-2's
+//! tokens), the model ([`Gpt2`]) and what a run saves (a Hugging Face folder, which transformers
+//! loads, with what a resume needs beside it: `gpt2_run`).
+//! Deliberately left out: the line layout (a GPT-2 reads one text).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use burn::module::Module;
+
+use super::gpt2::{folder, passage};
+use super::{Outcome, print_results, sample_options, train_options, with_advice};
+use crate::adam::Adam;
+use crate::batch::{EvalSet, TrainSet, Windows};
+use crate::bpe::Bpe;
+use crate::checkpoint;
+use crate::cli::{TokenizerKind, TrainArgs};
+use crate::config::{GPTConfig, Preset, TrainConfig};
+use crate::data::{self, DataFile, Layout};
+use crate::device::{self, Precision, Runtime};
+use crate::gpt2_run::{self, Record};
+use crate::hf;
+use crate::model::LanguageModel;
+use crate::model::gpt2::{Gpt2, Gpt2Config};
+use crate::rng::PyRandom;
+use crate::start::{self, Start};
+use crate::train::{self, Saver, Session};
+
+/// Where a GPT-2 run starts.
+pub enum Gpt2Start {
+    /// GPT-2's initialisation, drawn from the seed.
+    Scratch,
+    /// The weights of a Hugging Face folder (`--init-from`).
+    From(PathBuf),
+    /// A GPT-2 run saved by `train --out` (`--resume DIR`), continued exactly.
+    Resume(PathBuf, Box<Record>),
+}
+
+/// Whether the flags ask for a GPT-2 run, and where it starts: `--resume` a GPT-2 run,
+/// `--init-from` a GPT-2 (a Hugging Face folder, or OpenAI's model by name), a GPT-2 preset, or
+/// `--tokenizer gpt2`.
+pub fn start(args: &TrainArgs) -> Result<Option<Gpt2Start>> {
+    if let Some(dir) = &args.resume
+        && !checkpoint::is_checkpoint(dir)
+        && hf::is_model_folder(dir)
+    {
+        if !gpt2_run::is_run(dir) {
+            bail!(
+                "{} is a GPT-2's Hugging Face folder, not a run of `train --out` (it has no {}): fine-tune it with --init-from {}",
+                dir.display(),
+                gpt2_run::RECORD_FILE,
+                dir.display()
+            );
+        }
+        return Ok(Some(Gpt2Start::Resume(dir.clone(), Box::new(gpt2_run::read_record(dir)?))));
+    }
+    let preset = args.preset.unwrap_or(Preset::Reference);
+    let from = match &args.init_from {
+        Some(spec) => folder(spec)?,
+        None if preset == Preset::Gpt2FinetuneShakespeare => folder(Path::new("gpt2"))?,
+        None => None,
+    };
+    let asked = args.tokenizer == Some(TokenizerKind::Gpt2) || preset.is_gpt2();
+    match from {
+        Some(dir) if args.tokenizer == Some(TokenizerKind::Chars) => {
+            bail!("--init-from {} is a GPT-2, which reads GPT-2's tokens: drop --tokenizer chars", dir.display())
+        }
+        Some(dir) => Ok(Some(Gpt2Start::From(dir))),
+        None if asked && args.init_from.is_some() => bail!(
+            "--init-from {} is a model of characters; a GPT-2 run (--tokenizer gpt2 or a gpt2 preset) starts from scratch or from a GPT-2",
+            args.init_from.as_deref().unwrap_or(Path::new("")).display()
+        ),
+        None if asked => Ok(Some(Gpt2Start::Scratch)),
+        None => Ok(None),
+    }
+}
+
+/// `microgpt train` of a GPT-2; saved with `--out` as a Hugging Face folder that `--resume`
+/// continues.
+pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
+    if args.layout == Some(Layout::Lines) {
+        bail!("a GPT-2 trains on one text: --layout text (documents, one per line, are not built for it)");
+    }
+    let mut args = args.clone();
+    args.device.dtype.get_or_insert(Precision::F32); // GPT-2's precision, on the CPU too
+    let args = &args;
+    let resumed = match &from {
+        Gpt2Start::Resume(dir, record) => Some((dir.as_path(), record.as_ref())),
+        _ => None,
+    };
+    let (out, saved, run, runtime) = match resumed {
+        Some((dir, record)) => resumed_run(args, dir, record)?,
+        None => {
+            let (out, saved) = start::output_dir(args, &Start::Fresh)?;
+            let (run, runtime) = start::settings(args, &Start::Fresh)?;
+            (out, saved, run, runtime)
+        }
+    };
+
+    // data: the text in GPT-2's tokens, the last tenth held out
+    let (path, file) = match resumed {
+        Some((_, record)) => recorded_text(args, record)?,
+        None => start::data_path(args).and_then(|path| Ok((path.clone(), DataFile::of(&path)?)))?,
+    };
+    let tokens = Bpe::gpt2()?.encode(&data::read_text(&path)?);
+    let n_train = (tokens.len() as f64 * data::TEXT_TRAIN_FRACTION) as usize;
+    let (train_tokens, val_tokens) = tokens.split_at(n_train);
+    println!("num tokens: {} ({} train, {} held out), GPT-2's", tokens.len(), train_tokens.len(), val_tokens.len());
+
+    // model and optimizer
+    let device = runtime.device.clone().autodiff();
+    device.seed(run.seed);
+    let sizes = [("n-layer", args.n_layer), ("n-embd", args.n_embd), ("n-head", args.n_head)];
+    if let Some((flag, _)) = sizes.iter().find(|(_, given)| given.is_some()) {
+        match &from {
+            Gpt2Start::From(_) => bail!("--{flag}: --init-from keeps the model's sizes"),
+            Gpt2Start::Resume(..) => bail!("--{flag}: {}", start::RESUME_KEEPS),
+            Gpt2Start::Scratch => {}
+        }
+    }
+    let adam = Adam::of(&run).on_host(!device::is_gpu(runtime.kind));
+    let (model, optim, step) = match &from {
+        Gpt2Start::Resume(dir, record) => {
+            let (model, optim) = gpt2_run::load(dir, record, &device, adam)?;
+            (model, optim, record.step)
+        }
+        Gpt2Start::From(dir) => (hf::load(dir, &device)?, adam.init(), 0),
+        Gpt2Start::Scratch => {
+            let mut sizes = GPTConfig::preset(args.preset.unwrap_or(Preset::Gpt2ShakespeareCpu), Bpe::VOCAB_SIZE);
+            args.apply_sizes(&mut sizes);
+            let (n_layer, n_embd, n_head, n_positions) = (sizes.n_layer, sizes.n_embd, sizes.n_head, sizes.block_size);
+            let config =
+                Gpt2Config { vocab_size: Bpe::VOCAB_SIZE, n_positions, n_embd, n_layer, n_head, ..Gpt2Config::gpt2() };
+            (Gpt2::random(&config, &device)?, adam.init(), 0)
+        }
+    };
+    let model = model.with_ops(args.device.ops);
+    let block_size = match resumed {
+        Some((_, record)) => record.block_size,
+        None => args.block_size.unwrap_or(model.block_size()),
+    };
+    if block_size > model.block_size() {
+        bail!("--block-size {block_size} is beyond the model's {} positions", model.block_size());
+    }
+    if val_tokens.len().min(train_tokens.len()) <= block_size {
+        bail!(
+            "{} holds {} tokens: its held-out tenth cannot hold one window of block_size + 1 = {}; use a longer text or a smaller --block-size",
+            path.display(),
+            tokens.len(),
+            block_size + 1
+        );
+    }
+    let c = model.config();
+    println!("model: GPT-2, n_layer {}, n_embd {}, n_head {}, block_size {block_size}", c.n_layer, c.n_embd, c.n_head);
+    println!("num params: {}", model.num_params());
+    let val = EvalSet::held_out_windows(val_tokens, block_size, run.eval_windows, run.seed, &runtime.device);
+    if let Gpt2Start::From(dir) = &from {
+        let before = train::evaluate(&model.valid(), &val)?;
+        println!("init from {}: val loss {before:.4} before training", dir.display());
+    }
+
+    // the run: microGPT's loop; a save writes the Hugging Face folder and what a resume needs
+    let mut options = train_options(args, run, file, out, &Start::Fresh, &runtime)?;
+    if let Some((_, record)) = resumed.filter(|_| options.eval_every.is_none()) {
+        options.eval_every = record.eval_every; // a resume keeps the run's schedule
+    }
+    let _lock = options.out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
+    let init_from = match (&from, resumed) {
+        (_, Some((_, record))) => record.init_from.clone(),
+        (Gpt2Start::From(dir), _) => Some(dir.display().to_string()),
+        _ => None,
+    };
+    let record = Record {
+        format_version: 0, // set by the save
+        step,
+        run: options.run.clone(),
+        block_size,
+        val_loss: None,
+        data: options.data.path.display().to_string(),
+        data_size: options.data.size,
+        data_sha256: options.data.sha256.clone(),
+        files: Default::default(),
+        eval_every: options.eval_every,
+        init_from,
+    };
+    let saver: Option<Saver<Gpt2>> = options.out.clone().map(|dir| {
+        Box::new(move |model: &Gpt2, optim: &_, step, val_loss| {
+            let record = Record { step, val_loss, ..record.clone() };
+            gpt2_run::save(&dir, model, optim, record)
+                .map_err(|err| checkpoint::explain_write_error(err, &dir, &format!("save step {step}")))
+        }) as Saver<Gpt2>
+    });
+    let train = TrainSet::Windows(Windows::new(train_tokens, block_size, &device));
+    let stop = train::interrupt_flag();
+    let session = Session { model, optim, step, train, val, options: &options, stop, saved, saver };
+    let (model, _optim, trained) = session.run().map_err(|err| with_advice(err, &options))?;
+    if trained.interrupted {
+        match &options.out {
+            Some(dir) => eprintln!(
+                "interrupted at step {}: the run saved to {}; continue with --resume {}",
+                trained.step,
+                dir.display(),
+                dir.display()
+            ),
+            None => eprintln!("interrupted at step {} (nothing saved: pass --out DIR to keep the model)", trained.step),
+        }
+        return Ok(Outcome::Interrupted);
+    }
+    print_results(&trained);
+    let sampling = sample_options(&args.sampling);
+    println!("--- inference (a passage of {} tokens) ---", sampling.num_chars);
+    let (text, _) = passage(&model.valid(), &sampling, sampling.num_chars, &mut PyRandom::new(options.run.seed))?;
+    println!("{text}");
+    Ok(Outcome::Done)
+}
+
+/// A resumed GPT-2 run saves back in its own folder (the step it holds is not saved again),
+/// with its saved settings, which a flag given must equal; on the device the flags ask for.
+fn resumed_run(
+    args: &TrainArgs,
+    dir: &Path,
+    record: &Record,
+) -> Result<(Option<PathBuf>, Option<usize>, TrainConfig, Runtime)> {
+    if args.out.as_deref().is_some_and(|out| !start::same_dir(out, dir)) {
+        bail!("a GPT-2 run resumes in its own folder: drop --out (or copy {} and resume the copy)", dir.display());
+    }
+    checkpoint::check_not_held(dir)?; // a run writing there now: say so
+    if let Some(given) = args.block_size.filter(|&b| b != record.block_size) {
+        bail!("--block-size {given} differs from the run's {}: {}", record.block_size, start::RESUME_KEEPS);
+    }
+    let run = start::resumed(args, &record.run)?;
+    let runtime = device::open(args.device.device, Some(run.precision))?;
+    Ok((Some(dir.to_path_buf()), Some(record.step), run, runtime))
+}
+
+/// The text a resumed run trained on: `--data` (or `--dataset`) if given, else the file its
+/// record names; either must still hold the same bytes.
+fn recorded_text(args: &TrainArgs, record: &Record) -> Result<(PathBuf, DataFile)> {
+    let given = args.data.is_some() || args.dataset.is_some();
+    let path = if given { start::data_path(args)? } else { PathBuf::from(&record.data) };
+    if !path.is_file() {
+        bail!(
+            "the data file {} recorded in {} is gone: pass --data PATH to the text the run trained on",
+            path.display(),
+            gpt2_run::RECORD_FILE
+        );
+    }
+    let file = DataFile::of(&path)?;
+    if !file.holds(record.data_size, &record.data_sha256) {
+        bail!(
+            "{} is not the text the run trained on (its size or SHA-256 differs): {}",
+            path.display(),
+            start::RESUME_KEEPS
+        );
+    }
+    Ok((path, file))
+}
