@@ -196,7 +196,7 @@ pub(crate) fn train_options(
     })
 }
 
-fn say_interrupted(trained: &TrainReport, options: &TrainOptions) {
+pub(crate) fn say_interrupted(trained: &TrainReport, options: &TrainOptions) {
     match &options.out {
         Some(dir) => eprintln!(
             "interrupted at step {}: checkpoint saved to {}; continue with --resume {}",

@@ -27,7 +27,7 @@ pub const RECORD_FILE: &str = "training.json";
 /// Adam's state.
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 /// Bumped whenever `training.json` changes; a newer one is refused.
-const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 1;
 
 /// The contents of `training.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

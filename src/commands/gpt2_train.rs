@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::tensor::Device;
 
 use super::gpt2::{folder, passage};
-use super::{Outcome, print_results, sample_options, train_options, with_advice};
+use super::{Outcome, print_results, sample_options, say_interrupted, train_options, with_advice};
 use crate::adam::Adam;
 use crate::batch::{EvalSet, TrainSet, Windows};
 use crate::bpe::Bpe;
@@ -112,30 +114,8 @@ pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
     // model and optimizer
     let device = runtime.device.clone().autodiff();
     device.seed(run.seed);
-    let sizes = [("n-layer", args.n_layer), ("n-embd", args.n_embd), ("n-head", args.n_head)];
-    if let Some((flag, _)) = sizes.iter().find(|(_, given)| given.is_some()) {
-        match &from {
-            Gpt2Start::From(_) => bail!("--{flag}: --init-from keeps the model's sizes"),
-            Gpt2Start::Resume(..) => bail!("--{flag}: {}", start::RESUME_KEEPS),
-            Gpt2Start::Scratch => {}
-        }
-    }
     let adam = Adam::of(&run).on_host(!device::is_gpu(runtime.kind));
-    let (model, optim, step) = match &from {
-        Gpt2Start::Resume(dir, record) => {
-            let (model, optim) = gpt2_run::load(dir, record, &device, adam)?;
-            (model, optim, record.step)
-        }
-        Gpt2Start::From(dir) => (hf::load(dir, &device)?, adam.init(), 0),
-        Gpt2Start::Scratch => {
-            let mut sizes = GPTConfig::preset(args.preset.unwrap_or(Preset::Gpt2ShakespeareCpu), Bpe::VOCAB_SIZE);
-            args.apply_sizes(&mut sizes);
-            let (n_layer, n_embd, n_head, n_positions) = (sizes.n_layer, sizes.n_embd, sizes.n_head, sizes.block_size);
-            let config =
-                Gpt2Config { vocab_size: Bpe::VOCAB_SIZE, n_positions, n_embd, n_layer, n_head, ..Gpt2Config::gpt2() };
-            (Gpt2::random(&config, &device)?, adam.init(), 0)
-        }
-    };
+    let (model, optim, step) = initial_state(args, &from, adam, &device)?;
     let model = model.with_ops(args.device.ops);
     let block_size = match resumed {
         Some((_, record)) => record.block_size,
@@ -185,27 +165,13 @@ pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
         eval_every: options.eval_every,
         init_from,
     };
-    let saver: Option<Saver<Gpt2>> = options.out.clone().map(|dir| {
-        Box::new(move |model: &Gpt2, optim: &_, step, val_loss| {
-            let record = Record { step, val_loss, ..record.clone() };
-            gpt2_run::save(&dir, model, optim, record)
-                .map_err(|err| checkpoint::explain_write_error(err, &dir, &format!("save step {step}")))
-        }) as Saver<Gpt2>
-    });
+    let saver = options.out.clone().map(|dir| saver(dir, record));
     let train = TrainSet::Windows(Windows::new(train_tokens, block_size, &device));
     let stop = train::interrupt_flag();
     let session = Session { model, optim, step, train, val, options: &options, stop, saved, saver };
     let (model, _optim, trained) = session.run().map_err(|err| with_advice(err, &options))?;
     if trained.interrupted {
-        match &options.out {
-            Some(dir) => eprintln!(
-                "interrupted at step {}: the run saved to {}; continue with --resume {}",
-                trained.step,
-                dir.display(),
-                dir.display()
-            ),
-            None => eprintln!("interrupted at step {} (nothing saved: pass --out DIR to keep the model)", trained.step),
-        }
+        say_interrupted(&trained, &options);
         return Ok(Outcome::Interrupted);
     }
     print_results(&trained);
@@ -214,6 +180,48 @@ pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
     let (text, _) = passage(&model.valid(), &sampling, sampling.num_chars, &mut PyRandom::new(options.run.seed))?;
     println!("{text}");
     Ok(Outcome::Done)
+}
+
+/// The model, Adam and the steps done: a resumed run's, a GPT-2 folder's weights with a fresh
+/// Adam, or GPT-2's initialisation of the preset's sizes (the flags over them).
+fn initial_state(
+    args: &TrainArgs,
+    from: &Gpt2Start,
+    adam: Adam,
+    device: &Device,
+) -> Result<(Gpt2, ModuleOptimizer, usize)> {
+    let sizes = [("n-layer", args.n_layer), ("n-embd", args.n_embd), ("n-head", args.n_head)];
+    if let Some((flag, _)) = sizes.iter().find(|(_, given)| given.is_some()) {
+        match from {
+            Gpt2Start::From(_) => bail!("--{flag}: --init-from keeps the model's sizes"),
+            Gpt2Start::Resume(..) => bail!("--{flag}: {}", start::RESUME_KEEPS),
+            Gpt2Start::Scratch => {}
+        }
+    }
+    Ok(match from {
+        Gpt2Start::Resume(dir, record) => {
+            let (model, optim) = gpt2_run::load(dir, record, device, adam)?;
+            (model, optim, record.step)
+        }
+        Gpt2Start::From(dir) => (hf::load(dir, device)?, adam.init(), 0),
+        Gpt2Start::Scratch => {
+            let mut sizes = GPTConfig::preset(args.preset.unwrap_or(Preset::Gpt2ShakespeareCpu), Bpe::VOCAB_SIZE);
+            args.apply_sizes(&mut sizes);
+            let (n_layer, n_embd, n_head, n_positions) = (sizes.n_layer, sizes.n_embd, sizes.n_head, sizes.block_size);
+            let config =
+                Gpt2Config { vocab_size: Bpe::VOCAB_SIZE, n_positions, n_embd, n_layer, n_head, ..Gpt2Config::gpt2() };
+            (Gpt2::random(&config, device)?, adam.init(), 0)
+        }
+    })
+}
+
+/// A session's save into `dir`: the run's folder at that step ([`gpt2_run::save`]).
+fn saver<'a>(dir: PathBuf, record: Record) -> Saver<'a, Gpt2> {
+    Box::new(move |model: &Gpt2, optim: &ModuleOptimizer, step, val_loss| {
+        let record = Record { step, val_loss, ..record.clone() };
+        gpt2_run::save(&dir, model, optim, record)
+            .map_err(|err| checkpoint::explain_write_error(err, &dir, &format!("save step {step}")))
+    })
 }
 
 /// A resumed GPT-2 run saves back in its own folder (the step it holds is not saved again),
