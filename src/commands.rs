@@ -264,7 +264,7 @@ pub fn sample(args: &SampleArgs) -> Result<Outcome> {
 /// `microgpt eval --checkpoint DIR [--data PATH]`.
 pub fn eval(args: &EvalArgs) -> Result<Outcome> {
     if let Some(dir) = gpt2::folder(&args.checkpoint)? {
-        return gpt2::eval(&gpt2::open(&dir, &args.device)?, args);
+        return gpt2::eval(&gpt2::open(&dir, &args.device)?, &dir, args);
     }
     let loaded = open_checkpoint(&args.checkpoint, &args.device)?;
     let meta = &loaded.meta;

@@ -26,6 +26,11 @@ pub const SHAKESPEARE_URL: &str =
 /// The text layout holds out the last tenth of the text, as nanoGPT does.
 pub const TEXT_TRAIN_FRACTION: f64 = 0.9;
 
+/// A text's tokens cut into its training part and its held-out last tenth.
+pub fn split_text(tokens: &[usize]) -> (&[usize], &[usize]) {
+    tokens.split_at((tokens.len() as f64 * TEXT_TRAIN_FRACTION) as usize)
+}
+
 /// How a data file is read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::adam::Adam;
 use crate::checkpoint::{self, FileDigest};
 use crate::config::TrainConfig;
+use crate::data::DataFile;
 use crate::files::write_atomic;
 use crate::hf;
 use crate::model::gpt2::Gpt2;
@@ -112,4 +113,20 @@ pub fn load(dir: &Path, record: &Record, device: &Device, adam: Adam) -> Result<
     let (path, state) = read(OPTIMIZER_FILE)?;
     let model = hf::load(dir, device)?;
     Ok((model, checkpoint::optimizer_from(&path, state, adam)?))
+}
+
+/// The text a run trained on: `given` (`--data`), else the file its record names; either must
+/// still hold the bytes the run trained on.
+pub fn text_of(record: &Record, given: Option<PathBuf>) -> Result<PathBuf> {
+    let path = given.unwrap_or_else(|| PathBuf::from(&record.data));
+    if !path.is_file() {
+        bail!(
+            "the data file {} recorded in {RECORD_FILE} is gone: pass --data PATH to the text the run trained on",
+            path.display()
+        );
+    }
+    if !DataFile::of(&path)?.holds(record.data_size, &record.data_sha256) {
+        bail!("{} is not the text the run trained on (its size or SHA-256 differs)", path.display());
+    }
+    Ok(path)
 }

@@ -203,6 +203,8 @@ fn sample_and_eval_run_on_a_hugging_face_folder() {
     let out = ok(dir.path(), &["eval", "--checkpoint", folder, "--data", text.to_str().unwrap(), "--device", "cpu"]);
     let loss: f64 = out.strip_prefix("loss: ").unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!((loss - expected["eval_loss"].as_f64().unwrap()).abs() < 1e-4, "{out}");
+    let err = one_line_error(&microgpt(dir.path(), &["eval", "--checkpoint", folder]));
+    assert!(err.contains("a GPT-2 folder records no text: pass --data FILE"), "{err}");
 }
 
 /// `--checkpoint gpt2` finds a model already in Hugging Face's cache (transformers' name for it,
@@ -504,7 +506,14 @@ fn a_gpt2_run_resumes_exactly() {
     let folder = fixture("saved");
     let args = ["train", "--init-from", folder.to_str().unwrap(), "--data", "text.txt", "--block-size", "16"];
     let args = [&args[..], &["--steps", "6", "--batch-size", "4", "--lr", "0.003", "--eval-every", "2"]].concat();
-    let whole = common::step_losses(&ok(d, &[&args[..], &["--out", "whole"]].concat()));
+    let out = ok(d, &[&args[..], &["--out", "whole"]].concat());
+    let whole = common::step_losses(&out);
+    // `eval` of the run's folder without --data: its held-out windows, its own val loss
+    let eval = ok(d, &["eval", "--checkpoint", "whole"]);
+    assert!(
+        eval.starts_with(&format!("loss: {:.4} (500 windows: the held-out windows of ", common::val_loss(&out))),
+        "{eval}"
+    );
     ok(d, &[&args[..], &["--out", "half", "--stop-at", "3"]].concat());
     let record = common::read_json(&d.join("half/training.json"));
     assert_eq!((record["step"].as_u64(), record["block_size"].as_u64()), (Some(3), Some(16)));

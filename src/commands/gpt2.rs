@@ -13,6 +13,7 @@ use crate::checkpoint;
 use crate::cli::{DeviceArgs, EvalArgs, InspectArgs, SampleArgs};
 use crate::data;
 use crate::device::{self, Precision};
+use crate::gpt2_run;
 use crate::hf;
 use crate::inspect;
 use crate::model::LanguageModel;
@@ -85,26 +86,39 @@ pub fn sample(model: &Gpt2, args: &SampleArgs) -> Result<Outcome> {
 }
 
 /// `microgpt eval --checkpoint gpt2 --data FILE`: the mean loss per token of the file in GPT-2's
-/// tokens, every target once (windows of the context + 1 side by side); then the speed.
-pub fn eval(model: &Gpt2, args: &EvalArgs) -> Result<Outcome> {
-    let Some(path) = &args.data else {
-        bail!("a GPT-2 records no data set: pass --data FILE, the text to evaluate on");
+/// tokens, every target once (windows of the context + 1 side by side); then the speed. Without
+/// `--data`, a run's folder (`dir`) is evaluated on the held-out windows it evaluated on in
+/// training, of the text it records.
+pub fn eval(model: &Gpt2, dir: &Path, args: &EvalArgs) -> Result<Outcome> {
+    let device = &model.devices()[0];
+    let (tokens, set, what) = match &args.data {
+        Some(path) => {
+            let tokens = Bpe::gpt2()?.encode(&data::read_text(path)?);
+            let block_size = model.block_size().min(tokens.len().saturating_sub(1));
+            if block_size == 0 {
+                bail!("{} holds fewer than 2 tokens: evaluate on a longer text", path.display());
+            }
+            let set = EvalSet::tiled(&tokens, block_size, device);
+            let what =
+                format!("{} windows of {block_size} tokens side by side: the whole of {}", set.count(), path.display());
+            (set.count() * block_size, set, what)
+        }
+        None if gpt2_run::is_run(dir) => {
+            let record = gpt2_run::read_record(dir)?;
+            let path = gpt2_run::text_of(&record, None)?;
+            let tokens = Bpe::gpt2()?.encode(&data::read_text(&path)?);
+            let (run, block_size) = (&record.run, record.block_size);
+            let set =
+                EvalSet::held_out_windows(data::split_text(&tokens).1, block_size, run.eval_windows, run.seed, device);
+            let what = format!("{} windows: the held-out windows of {}", set.count(), path.display());
+            (set.count() * block_size, set, what)
+        }
+        None => bail!("a GPT-2 folder records no text: pass --data FILE, the text to evaluate on"),
     };
-    let tokens = Bpe::gpt2()?.encode(&data::read_text(path)?);
-    let block_size = model.block_size().min(tokens.len().saturating_sub(1));
-    if block_size == 0 {
-        bail!("{} holds fewer than 2 tokens: evaluate on a longer text", path.display());
-    }
-    let set = EvalSet::tiled(&tokens, block_size, &model.devices()[0]);
     let clock = std::time::Instant::now();
     let loss = train::evaluate(model, &set)?;
     let secs = clock.elapsed().as_secs_f64();
-    println!(
-        "loss: {loss:.4} ({} windows of {block_size} tokens side by side: the whole of {})",
-        set.count(),
-        path.display()
-    );
-    let tokens = set.count() * block_size;
+    println!("loss: {loss:.4} ({what})");
     println!("speed: {:.0} tokens/s ({tokens} tokens in {secs:.2} s)", tokens as f64 / secs);
     Ok(Outcome::Done)
 }

@@ -107,8 +107,7 @@ pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
         None => start::data_path(args).and_then(|path| Ok((path.clone(), DataFile::of(&path)?)))?,
     };
     let tokens = Bpe::gpt2()?.encode(&data::read_text(&path)?);
-    let n_train = (tokens.len() as f64 * data::TEXT_TRAIN_FRACTION) as usize;
-    let (train_tokens, val_tokens) = tokens.split_at(n_train);
+    let (train_tokens, val_tokens) = data::split_text(&tokens);
     println!("num tokens: {} ({} train, {} held out), GPT-2's", tokens.len(), train_tokens.len(), val_tokens.len());
 
     // model and optimizer
@@ -246,22 +245,8 @@ fn resumed_run(
 /// The text a resumed run trained on: `--data` (or `--dataset`) if given, else the file its
 /// record names; either must still hold the same bytes.
 fn recorded_text(args: &TrainArgs, record: &Record) -> Result<(PathBuf, DataFile)> {
-    let given = args.data.is_some() || args.dataset.is_some();
-    let path = if given { start::data_path(args)? } else { PathBuf::from(&record.data) };
-    if !path.is_file() {
-        bail!(
-            "the data file {} recorded in {} is gone: pass --data PATH to the text the run trained on",
-            path.display(),
-            gpt2_run::RECORD_FILE
-        );
-    }
+    let given = (args.data.is_some() || args.dataset.is_some()).then(|| start::data_path(args)).transpose()?;
+    let path = gpt2_run::text_of(record, given)?;
     let file = DataFile::of(&path)?;
-    if !file.holds(record.data_size, &record.data_sha256) {
-        bail!(
-            "{} is not the text the run trained on (its size or SHA-256 differs): {}",
-            path.display(),
-            start::RESUME_KEEPS
-        );
-    }
     Ok((path, file))
 }
