@@ -14,7 +14,7 @@ use crate::config::{GPTConfig, TrainConfig};
 use crate::data::{self, Data, DataFile, Dataset, Layout, Tokenizer};
 use crate::device::{self, Runtime};
 use crate::inspect;
-use crate::model::GPT;
+use crate::model::{GPT, LanguageModel};
 use crate::progress::Progress;
 use crate::rng::PyRandom;
 use crate::sample::{self, Novelty, SampleOptions};
@@ -90,14 +90,9 @@ pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
     let (train, val) = batch::sets(&data, config.block_size, &options.run, options.fixed_length, &device);
     let saver = options.out.is_some().then(|| train::checkpoint_of(&config, data.tokenizer(), &options));
     let session = Session { model, optim, step, train, val, options: &options, stop, saved, saver };
-    let (model, _optim, trained) = session.run().map_err(|err| with_advice(err, &options))?;
-    if trained.interrupted {
-        say_interrupted(&trained, &options);
-        return Ok(Outcome::Interrupted);
-    }
+    let Some(model) = run_to_end(session)? else { return Ok(Outcome::Interrupted) };
 
-    // results: held-out loss, speed, samples
-    print_results(&trained);
+    // samples
     match &data {
         Data::Lines(dataset) => {
             println!("--- inference (new, hallucinated names) ---");
@@ -112,8 +107,22 @@ pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+/// Run `session` to its end, then print its held-out loss and speed: the trained model; `None`
+/// when Ctrl-C or SIGTERM stopped it (after saying how to continue). A divergence comes back with
+/// the command that starts again from the last checkpoint.
+pub(crate) fn run_to_end<M: LanguageModel + Sync>(session: Session<'_, M>) -> Result<Option<M>> {
+    let options = session.options;
+    let (model, _optim, trained) = session.run().map_err(|err| with_advice(err, options))?;
+    if trained.interrupted {
+        say_interrupted(&trained, options);
+        return Ok(None);
+    }
+    print_results(&trained);
+    Ok(Some(model))
+}
+
 /// A divergence, with the command that starts again from the last checkpoint.
-pub(crate) fn with_advice(err: anyhow::Error, options: &TrainOptions) -> anyhow::Error {
+fn with_advice(err: anyhow::Error, options: &TrainOptions) -> anyhow::Error {
     match err.downcast_ref::<Diverged>() {
         Some(diverged) => {
             let (out, saved) = (options.out.as_deref(), diverged.last_saved);
@@ -196,7 +205,7 @@ pub(crate) fn train_options(
     })
 }
 
-pub(crate) fn say_interrupted(trained: &TrainReport, options: &TrainOptions) {
+fn say_interrupted(trained: &TrainReport, options: &TrainOptions) {
     match &options.out {
         Some(dir) => eprintln!(
             "interrupted at step {}: checkpoint saved to {}; continue with --resume {}",
@@ -209,7 +218,7 @@ pub(crate) fn say_interrupted(trained: &TrainReport, options: &TrainOptions) {
 }
 
 /// `val loss: 2.3689` and the training speed.
-pub(crate) fn print_results(trained: &TrainReport) {
+fn print_results(trained: &TrainReport) {
     let val_loss = trained.val_loss.expect("a finished session evaluates the held-out documents");
     println!("val loss: {val_loss:.4}");
     if trained.steps_run > 0 {

@@ -13,7 +13,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 
 use super::gpt2::{folder, passage};
-use super::{Outcome, print_results, sample_options, say_interrupted, train_options, with_advice};
+use super::{Outcome, run_to_end, sample_options, train_options};
 use crate::adam::Adam;
 use crate::batch::{EvalSet, TrainSet, Windows};
 use crate::bpe::Bpe;
@@ -168,12 +168,7 @@ pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
     let train = TrainSet::Windows(Windows::new(train_tokens, block_size, &device));
     let stop = train::interrupt_flag();
     let session = Session { model, optim, step, train, val, options: &options, stop, saved, saver };
-    let (model, _optim, trained) = session.run().map_err(|err| with_advice(err, &options))?;
-    if trained.interrupted {
-        say_interrupted(&trained, &options);
-        return Ok(Outcome::Interrupted);
-    }
-    print_results(&trained);
+    let Some(model) = run_to_end(session)? else { return Ok(Outcome::Interrupted) };
     let sampling = sample_options(&args.sampling);
     println!("--- inference (a passage of {} tokens) ---", sampling.num_chars);
     let (text, _) = passage(&model.valid(), &sampling, sampling.num_chars, &mut PyRandom::new(options.run.seed))?;
