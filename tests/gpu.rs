@@ -65,14 +65,16 @@ fn the_gpu_follows_the_cpu_in_f32() {
     }
 }
 
-/// A batched run of a larger model learns on the GPU: its loss falls, and where the build has
-/// a CPU too, its losses and held-out loss are the CPU's (f32) and its checkpoint samples there.
+/// A batched run of a larger model learns on the GPU, its batch in 4 micro-batches one after
+/// another (`--grad-accum`, added as tensors): its loss falls, and where the build has a CPU too,
+/// its losses and held-out loss are the CPU's of the whole batch at once (f32), and its
+/// checkpoint samples there.
 #[test]
 fn the_gpu_trains_batches_and_larger_models() {
     for (device, dir) in devices("the_gpu_trains_batches_and_larger_models") {
         let d = dir.path();
         let args = ["train", "--preset", "small", "--batch-size", "16", "--steps", "60", "--log-every", "20"];
-        let gpu = ok(d, &[&args[..], &["--device", device, "--out", "ck"]].concat());
+        let gpu = ok(d, &[&args[..], &["--device", device, "--out", "ck", "--grad-accum", "4"]].concat());
         let losses = step_losses(&gpu);
         assert_eq!(losses.len(), 3, "--log-every 20 prints 3 lines in 60 steps");
         // a model that learnt nothing scores ln(27) = 3.30 per character
