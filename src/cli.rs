@@ -132,7 +132,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "B", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub batch_size: Option<usize>,
     /// Compute each step's batch in N micro-batches one after another, their gradients added: the
-    /// same step in about 1/N of the memory (nanoGPT's gradient_accumulation_steps), at most --batch-size
+    /// same step with about 1/N of the activations in memory (nanoGPT's gradient_accumulation_steps), at most --batch-size
     #[arg(long, value_name = "N", default_value = "1", value_parser = at_least_one, allow_negative_numbers = true, help_heading = "Optimization")]
     pub grad_accum: usize,
     /// Adam's decay of the mean of the gradients, below 1

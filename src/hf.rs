@@ -295,7 +295,14 @@ fn fetch(agent: &ureq::Agent, url: &str, dir: &Path, file: &str, response: Optio
         None => agent.get(url).call().with_context(|| format!("GET {url}"))?,
     };
     // 206: the rest of the file, after the bytes we have; anything else: the whole file
-    let from = if response.status() == 206 && resumes_at(&response, have) { have } else { 0 };
+    let from = match response.status().as_u16() {
+        206 if resumes_at(&response, have) => have,
+        206 => {
+            let _ = fs::remove_file(&part); // the next run starts the file anew
+            bail!("the server sent another part of {file} than the one after the {have} bytes already here");
+        }
+        _ => 0,
+    };
     if from > 0 {
         eprintln!("resuming {url} at {from} bytes, into {}", path.display());
     } else {

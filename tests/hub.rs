@@ -23,6 +23,8 @@ struct Behaviour {
     cut: AtomicBool,
     /// Ignore `Range` and send the whole file, as a server that cannot resume.
     no_ranges: AtomicBool,
+    /// Answer a range with a part from the file's start (a server that errs).
+    wrong_range: AtomicBool,
     /// Every request's path and `Range` header, in order.
     requests: Mutex<Vec<(String, Option<String>)>>,
 }
@@ -104,6 +106,7 @@ fn answer(mut stream: TcpStream, behaviour: &Behaviour, base: &str) -> std::io::
                 .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<usize>().ok());
             let (status, rest, mut headers) = match from {
                 Some(from) => {
+                    let from = if behaviour.wrong_range.load(Ordering::SeqCst) { 0 } else { from };
                     let range = format!("bytes {from}-{}/{}", body.len() - 1, body.len());
                     ("206 Partial Content", &body[from..], vec![("Content-Range", range)])
                 }
@@ -199,6 +202,23 @@ fn a_server_that_cannot_resume_starts_the_file_again() {
     let out = sample_gpt2(dir.path(), cache.path(), &hub.url);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(hub.ranges().len(), 1, "a range was asked for");
+    assert_eq!(std::fs::read(snapshot(cache.path()).join("model.safetensors")).unwrap(), hub_file("model.safetensors"));
+}
+
+/// A server that answers a range with another part of the file: refused, the part already here
+/// thrown away, and the next run downloads the file whole.
+#[test]
+fn a_wrong_range_is_refused_and_the_file_started_again() {
+    let (dir, cache, hub) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), Hub::start());
+    hub.behaviour.cut.store(true, Ordering::SeqCst);
+    last_error(&sample_gpt2(dir.path(), cache.path(), &hub.url));
+    hub.behaviour.cut.store(false, Ordering::SeqCst);
+    hub.behaviour.wrong_range.store(true, Ordering::SeqCst);
+    let err = last_error(&sample_gpt2(dir.path(), cache.path(), &hub.url));
+    assert!(err.contains("the server sent another part of model.safetensors"), "{err}");
+    assert!(!snapshot(cache.path()).join("model.safetensors.incomplete").exists());
+    let out = sample_gpt2(dir.path(), cache.path(), &hub.url);
+    assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(std::fs::read(snapshot(cache.path()).join("model.safetensors")).unwrap(), hub_file("model.safetensors"));
 }
 
