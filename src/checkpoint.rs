@@ -31,7 +31,7 @@ use crate::config::{GPTConfig, TrainConfig};
 use crate::data::Tokenizer;
 use crate::device;
 pub use crate::files::{check_not_held, lock};
-use crate::files::{sha256_hex, sync_dir, tmp_path, write_atomic};
+use crate::files::{flush, sha256_hex, sync_dir, tmp_path, write_atomic};
 use crate::model::GPT;
 use crate::rng::PyRandom;
 
@@ -102,6 +102,12 @@ impl FileDigest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Self { size: bytes.len() as u64, sha256: sha256_hex(bytes) }
+    }
+
+    /// The digest of the file at `path`, read a piece at a time.
+    pub fn of_file(path: &Path) -> Result<Self> {
+        let (size, sha256) = crate::files::sha256_file(path)?;
+        Ok(Self { size, sha256 })
     }
 }
 
@@ -244,9 +250,7 @@ fn write_weights(tmp_dir: &Path, model: &GPT, optim: &ModuleOptimizer) -> Result
             let path = tmp_dir.join(name);
             let bytes = fs::read(&path).with_context(|| format!("cannot read back {}", path.display()))?;
             // on the disk before checkpoint.json names them, a power cut included
-            fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("cannot flush {}", path.display()))?;
+            flush(&path)?;
             Ok((name.to_string(), FileDigest::of(&bytes)))
         })
         .collect()

@@ -178,13 +178,6 @@ pub(crate) fn train_options(
         _ => None,
     };
     let gpu = device::is_gpu(runtime.kind);
-    if args.grad_accum > run.batch_size {
-        anyhow::bail!(
-            "--grad-accum {} is more than the batch's {} rows (--batch-size): a micro-batch holds one row at least",
-            args.grad_accum,
-            run.batch_size
-        );
-    }
     Ok(TrainOptions {
         stop_at: args.stop_at,
         eval_every: args.eval_every.or(args.preset.and_then(|p| p.eval_every())).or(match start {

@@ -16,18 +16,33 @@ use anyhow::{Context, Result, bail};
 
 /// Write `bytes` to `path` through a temporary file and a rename, so readers never see half.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut file = fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))
+    })
+}
+
+/// Write `path` through a temporary file that `write` fills, then flush it to the disk and rename
+/// it over `path`; on failure the temporary file is removed and `path` left as it was.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = tmp_path(path);
-    let written = (|| {
-        let mut file = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let written = write(&tmp).and_then(|()| {
+        flush(&tmp)?;
         fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    })();
+    });
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// Flush a written file to the disk (opened for writing: Windows flushes no read-only handle).
+pub fn flush(path: &Path) -> Result<()> {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("cannot flush {}", path.display()))
 }
 
 /// `path` with `.tmp-PID` appended to its name: where a write goes before its rename.
@@ -48,6 +63,23 @@ pub fn sync_dir(dir: &Path) {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The size and SHA-256 of the file at `path`, read a piece at a time (a model's weights need not
+/// fit in memory twice).
+pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
+    use sha2::Digest;
+    let mut file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (mut hasher, mut buffer, mut size) = (sha2::Sha256::new(), vec![0; 1 << 20], 0u64);
+    loop {
+        let n = file.read(&mut buffer).with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok((size, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 const LOCK_FILE: &str = ".lock";

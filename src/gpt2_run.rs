@@ -85,39 +85,37 @@ pub fn save(dir: &Path, model: &Gpt2, optim: &ModuleOptimizer, mut record: Recor
     let state = optim.into_bytes().map_err(|err| anyhow::anyhow!("cannot save the optimizer state: {err}"))?;
     write_atomic(&dir.join(OPTIMIZER_FILE), &state)?;
     record.format_version = FORMAT_VERSION;
-    record.files = BTreeMap::new();
-    for name in [hf::WEIGHTS_FILE, OPTIMIZER_FILE] {
-        let path = dir.join(name);
-        let bytes = fs::read(&path).with_context(|| format!("cannot read back {}", path.display()))?;
-        record.files.insert(name.to_string(), FileDigest::of(&bytes));
-    }
+    record.files = BTreeMap::from([
+        (hf::WEIGHTS_FILE.to_string(), FileDigest::of_file(&dir.join(hf::WEIGHTS_FILE))?),
+        (OPTIMIZER_FILE.to_string(), FileDigest::of(&state)),
+    ]);
     write_atomic(&dir.join(RECORD_FILE), serde_json::to_string_pretty(&record)?.as_bytes())
 }
 
 /// The run's model on `device` and Adam's state for the update `adam`, each file checked
 /// against `training.json` first.
 pub fn load(dir: &Path, record: &Record, device: &Device, adam: Adam) -> Result<(Gpt2, ModuleOptimizer)> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        if record.files.get(name) != Some(&FileDigest::of(&bytes)) {
+    let check = |name: &str, digest: FileDigest| {
+        if record.files.get(name) != Some(&digest) {
             bail!(
                 "{} is not the file {RECORD_FILE} records (a save was cut short, or the file was changed): the run cannot be resumed; fine-tune its model further with --init-from {}",
-                path.display(),
+                dir.join(name).display(),
                 dir.display()
             );
         }
-        Ok((path, bytes))
+        Ok(())
     };
-    read(hf::WEIGHTS_FILE)?;
-    let (path, state) = read(OPTIMIZER_FILE)?;
+    check(hf::WEIGHTS_FILE, FileDigest::of_file(&dir.join(hf::WEIGHTS_FILE))?)?;
+    let path = dir.join(OPTIMIZER_FILE);
+    let state = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    check(OPTIMIZER_FILE, FileDigest::of(&state))?;
     let model = hf::load(dir, device)?;
     Ok((model, checkpoint::optimizer_from(&path, state, adam)?))
 }
 
 /// The text a run trained on: `given` (`--data`), else the file its record names; either must
 /// still hold the bytes the run trained on.
-pub fn text_of(record: &Record, given: Option<PathBuf>) -> Result<PathBuf> {
+pub fn text_of(record: &Record, given: Option<PathBuf>) -> Result<(PathBuf, DataFile)> {
     let path = given.unwrap_or_else(|| PathBuf::from(&record.data));
     if !path.is_file() {
         bail!(
@@ -125,8 +123,9 @@ pub fn text_of(record: &Record, given: Option<PathBuf>) -> Result<PathBuf> {
             path.display()
         );
     }
-    if !DataFile::of(&path)?.holds(record.data_size, &record.data_sha256) {
+    let file = DataFile::of(&path)?;
+    if !file.holds(record.data_size, &record.data_sha256) {
         bail!("{} is not the text the run trained on (its size or SHA-256 differs)", path.display());
     }
-    Ok(path)
+    Ok((path, file))
 }

@@ -161,17 +161,11 @@ pub fn save(dir: &Path, model: &Gpt2) -> Result<()> {
         (name.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).expect("sizes agree"))
     });
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    // beside the file first, flushed, then renamed over it: a save that fails or is cut short
-    // leaves the model saved before it whole
-    let (path, tmp) = (dir.join(WEIGHTS_FILE), crate::files::tmp_path(&dir.join(WEIGHTS_FILE)));
-    let written = safetensors::serialize_to_file(views, Some(metadata), &tmp)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| Ok(fs::File::open(&tmp)?.sync_all()?))
-        .and_then(|()| Ok(fs::rename(&tmp, &path)?));
-    if let Err(err) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(err.context(format!("cannot write {}", path.display())));
-    }
+    // beside the file first, then renamed over it: a save that fails or is cut short leaves the
+    // model saved before it whole
+    let path = dir.join(WEIGHTS_FILE);
+    crate::files::write_atomic_with(&path, |tmp| Ok(safetensors::serialize_to_file(views, Some(metadata), tmp)?))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let c = model.config();
     let config = json!({
         "architectures": ["GPT2LMHeadModel"],
@@ -255,23 +249,20 @@ fn download(cache: &Path, repo: &str) -> Result<PathBuf> {
     let root = repo_dir(cache, repo);
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_connect(Some(Duration::from_secs(30))).build().into();
-    let mut commit = None;
-    for file in [CONFIG_FILE, WEIGHTS_FILE] {
-        let url = format!("{}/{repo}/resolve/main/{file}", endpoint());
-        // the commit the hub serves config.json from: the folder both files go to
-        let dir = match &commit {
-            Some(commit) => root.join("snapshots").join(commit),
-            None => {
-                let response = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
-                let served = response.headers().get("x-repo-commit").and_then(|v| v.to_str().ok());
-                let dir = root.join("snapshots").join(commit.insert(served.unwrap_or("main").to_string()));
-                fetch(&agent, &url, &dir, file, Some(response))?;
-                continue;
-            }
-        };
-        fetch(&agent, &url, &dir, file, None)?;
+    // config.json, from the commit `main` names now: the folder, and the revision, of the weights
+    let url = format!("{}/{repo}/resolve/main/{CONFIG_FILE}", endpoint());
+    let response = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
+    let served = response.headers().get("x-repo-commit").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let commit = served.clone().unwrap_or_else(|| "main".to_string());
+    let dir = root.join("snapshots").join(&commit);
+    fetch(&agent, &url, &dir, CONFIG_FILE, Some(response))?;
+    // without the commit (a mirror that does not say it), what a former run left may be of
+    // another revision: not resumed
+    if served.is_none() {
+        let _ = fs::remove_file(dir.join(format!("{WEIGHTS_FILE}.incomplete")));
     }
-    let commit = commit.expect("two files downloaded");
+    let url = format!("{}/{repo}/resolve/{commit}/{WEIGHTS_FILE}", endpoint());
+    fetch(&agent, &url, &dir, WEIGHTS_FILE, None)?;
     fs::create_dir_all(root.join("refs"))?;
     crate::files::write_atomic(&root.join("refs").join("main"), commit.as_bytes())?;
     Ok(root.join("snapshots").join(commit))
@@ -296,7 +287,7 @@ fn fetch(agent: &ureq::Agent, url: &str, dir: &Path, file: &str, response: Optio
     };
     // 206: the rest of the file, after the bytes we have; anything else: the whole file
     let from = match response.status().as_u16() {
-        206 if resumes_at(&response, have) => have,
+        206 if rest_after(&response, have) => have,
         206 => {
             let _ = fs::remove_file(&part); // the next run starts the file anew
             bail!("the server sent another part of {file} than the one after the {have} bytes already here");
@@ -312,10 +303,16 @@ fn fetch(agent: &ureq::Agent, url: &str, dir: &Path, file: &str, response: Optio
     fs::rename(&part, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Whether a 206 answer's `Content-Range` starts where the `.incomplete` file ends.
-fn resumes_at(response: &Response, have: u64) -> bool {
+/// Whether a 206 answer's `Content-Range` (`bytes FIRST-LAST/SIZE`) is the rest of the file after
+/// the `have` bytes of the `.incomplete` one: from there to its end.
+fn rest_after(response: &Response, have: u64) -> bool {
     let range = response.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
-    range.strip_prefix("bytes ").and_then(|r| r.split('-').next()) == Some(have.to_string().as_str())
+    let parse = |range: &str| -> Option<(u64, u64, u64)> {
+        let (span, size) = range.strip_prefix("bytes ")?.split_once('/')?;
+        let (first, last) = span.split_once('-')?;
+        Some((first.parse().ok()?, last.parse().ok()?, size.parse().ok()?))
+    };
+    parse(range).is_some_and(|(first, last, size)| first == have && last + 1 == size)
 }
 
 type Response = ureq::http::Response<ureq::Body>;

@@ -125,6 +125,7 @@ pub fn settings(args: &TrainArgs, start: &Start) -> Result<(TrainConfig, Runtime
             config
         }
     };
+    check_micro_batches(args, &config)?;
     let kind = args.device.device.unwrap_or_else(device::default_device);
     let precision = match (start, args.device.dtype) {
         (Start::Resume(..), _) => config.precision, // as given, or refused above
@@ -141,7 +142,20 @@ pub fn resumed(args: &TrainArgs, saved: &TrainConfig) -> Result<TrainConfig> {
     let mut wanted = saved.clone();
     args.apply(&mut wanted);
     refuse_change(saved, &wanted, RESUME_KEEPS)?;
+    check_micro_batches(args, saved)?;
     Ok(saved.clone())
+}
+
+/// Refuse more micro-batches (`--grad-accum`) than the batch has rows.
+fn check_micro_batches(args: &TrainArgs, run: &TrainConfig) -> Result<()> {
+    if args.grad_accum > run.batch_size {
+        bail!(
+            "--grad-accum {} is more than the batch's {} rows (--batch-size): a micro-batch holds one row at least",
+            args.grad_accum,
+            run.batch_size
+        );
+    }
+    Ok(())
 }
 
 /// Refuse a configuration `wanted` that differs from the checkpoint's `saved`, naming the flag.

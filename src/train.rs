@@ -177,9 +177,13 @@ impl<M: LanguageModel + Sync> Session<'_, M> {
         let (opts, run) = (self.options, &self.options.run);
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
         let schedule = run.schedule();
+        // micro-batches: `micro_batches` groups of parts one after another, each group of up to
+        // one part per core (at least a row a part)
+        let micro_batches = opts.micro_batches.max(1);
+        let side_by_side = opts.parts.min(run.batch_size / micro_batches).max(1);
         let plan = gradients::Plan {
             weights: gradients::weight_ids(&self.model),
-            side_by_side: opts.parts,
+            side_by_side,
             max_norm: run.grad_clip,
             on_host: opts.grads_on_host,
         };
@@ -192,7 +196,7 @@ impl<M: LanguageModel + Sync> Session<'_, M> {
 
             // batch, forward, loss, backward: on a CPU one part of the batch per core, side by side;
             // in `micro_batches` groups one after another when the batch is too large at once
-            let parts = self.train.batch(self.step, run.batch_size, run.seed, opts.parts * opts.micro_batches);
+            let parts = self.train.batch(self.step, run.batch_size, run.seed, side_by_side * micro_batches);
             report.tokens += parts.iter().map(|b| b.n_targets).sum::<usize>();
             let (loss, grads) = gradients::of_step(&self.model, parts, &plan, self.dropout());
 

@@ -506,17 +506,19 @@ fn a_gpt2_run_resumes_exactly() {
     let folder = fixture("saved");
     let args = ["train", "--init-from", folder.to_str().unwrap(), "--data", "text.txt", "--block-size", "16"];
     let args = [&args[..], &["--steps", "6", "--batch-size", "4", "--lr", "0.003", "--eval-every", "2"]].concat();
+    let args = [&args[..], &["--eval-windows", "40"]].concat();
     let out = ok(d, &[&args[..], &["--out", "whole"]].concat());
     let whole = common::step_losses(&out);
     // `eval` of the run's folder without --data: its held-out windows, its own val loss
     let eval = ok(d, &["eval", "--checkpoint", "whole"]);
     assert!(
-        eval.starts_with(&format!("loss: {:.4} (500 windows: the held-out windows of ", common::val_loss(&out))),
+        eval.starts_with(&format!("loss: {:.4} (40 windows: the held-out windows of ", common::val_loss(&out))),
         "{eval}"
     );
     ok(d, &[&args[..], &["--out", "half", "--stop-at", "3"]].concat());
     let record = common::read_json(&d.join("half/training.json"));
     assert_eq!((record["step"].as_u64(), record["block_size"].as_u64()), (Some(3), Some(16)));
+    assert_eq!(record["run"]["layout"], "text", "a GPT-2 reads one text");
     let resumed = common::step_losses(&ok(d, &["train", "--resume", "half"]));
     assert_eq!(resumed, whole[3..], "the steps after the third, as the whole run took them");
     let bytes = |run: &str| std::fs::read(d.join(run).join("model.safetensors")).unwrap();
@@ -545,6 +547,10 @@ fn a_gpt2_run_resumes_exactly() {
     std::fs::copy(d.join("whole/model.safetensors"), d.join("again/model.safetensors")).unwrap();
     let err = one_line_error(&microgpt(d, &["train", "--resume", "again"]));
     assert!(err.contains("again/model.safetensors is not the file training.json records"), "{err}");
+    // a run in f64 resumes in f64, without saying so again
+    ok(d, &[&args[..], &["--out", "f64", "--stop-at", "1", "--dtype", "f64", "--num-chars", "1"]].concat());
+    ok(d, &["train", "--resume", "f64", "--num-chars", "1"]);
+    assert_eq!(common::read_json(&d.join("f64/training.json"))["step"], 6);
 }
 
 /// `inspect` on a GPT-2 reads its text in GPT-2's tokens: a row per position, whose mean loss is

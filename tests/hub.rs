@@ -25,6 +25,8 @@ struct Behaviour {
     no_ranges: AtomicBool,
     /// Answer a range with a part from the file's start (a server that errs).
     wrong_range: AtomicBool,
+    /// Answer a range with less than the rest of the file (a server that caps its answers).
+    short_range: AtomicBool,
     /// Every request's path and `Range` header, in order.
     requests: Mutex<Vec<(String, Option<String>)>>,
 }
@@ -94,7 +96,8 @@ fn answer(mut stream: TcpStream, behaviour: &Behaviour, base: &str) -> std::io::
                 .write_all(head("200 OK", &[("x-repo-commit", COMMIT.into()), ("Content-Length", len)]).as_bytes())?;
             stream.write_all(&body)
         }
-        "/openai-community/gpt2/resolve/main/model.safetensors" => {
+        // the weights of the commit config.json came from, as the program asks for them
+        p if p == format!("/openai-community/gpt2/resolve/{COMMIT}/model.safetensors") => {
             let to = format!("{base}/cdn/model.safetensors");
             let headers = [("x-repo-commit", COMMIT.into()), ("Location", to), ("Content-Length", "0".into())];
             stream.write_all(head("302 Found", &headers).as_bytes())
@@ -107,8 +110,9 @@ fn answer(mut stream: TcpStream, behaviour: &Behaviour, base: &str) -> std::io::
             let (status, rest, mut headers) = match from {
                 Some(from) => {
                     let from = if behaviour.wrong_range.load(Ordering::SeqCst) { 0 } else { from };
-                    let range = format!("bytes {from}-{}/{}", body.len() - 1, body.len());
-                    ("206 Partial Content", &body[from..], vec![("Content-Range", range)])
+                    let end = if behaviour.short_range.load(Ordering::SeqCst) { body.len() - 10 } else { body.len() };
+                    let range = format!("bytes {from}-{}/{}", end - 1, body.len());
+                    ("206 Partial Content", &body[from..end], vec![("Content-Range", range)])
                 }
                 None => ("200 OK", &body[..], vec![]),
             };
@@ -205,21 +209,27 @@ fn a_server_that_cannot_resume_starts_the_file_again() {
     assert_eq!(std::fs::read(snapshot(cache.path()).join("model.safetensors")).unwrap(), hub_file("model.safetensors"));
 }
 
-/// A server that answers a range with another part of the file: refused, the part already here
-/// thrown away, and the next run downloads the file whole.
+/// A server that answers a range with another part of the file, or with less than its rest:
+/// refused, the part already here thrown away, and the next run downloads the file whole.
 #[test]
 fn a_wrong_range_is_refused_and_the_file_started_again() {
-    let (dir, cache, hub) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), Hub::start());
-    hub.behaviour.cut.store(true, Ordering::SeqCst);
-    last_error(&sample_gpt2(dir.path(), cache.path(), &hub.url));
-    hub.behaviour.cut.store(false, Ordering::SeqCst);
-    hub.behaviour.wrong_range.store(true, Ordering::SeqCst);
-    let err = last_error(&sample_gpt2(dir.path(), cache.path(), &hub.url));
-    assert!(err.contains("the server sent another part of model.safetensors"), "{err}");
-    assert!(!snapshot(cache.path()).join("model.safetensors.incomplete").exists());
-    let out = sample_gpt2(dir.path(), cache.path(), &hub.url);
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    assert_eq!(std::fs::read(snapshot(cache.path()).join("model.safetensors")).unwrap(), hub_file("model.safetensors"));
+    for wrong in ["wrong_range", "short_range"] {
+        let (dir, cache, hub) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), Hub::start());
+        hub.behaviour.cut.store(true, Ordering::SeqCst);
+        last_error(&sample_gpt2(dir.path(), cache.path(), &hub.url));
+        hub.behaviour.cut.store(false, Ordering::SeqCst);
+        let flag = if wrong == "wrong_range" { &hub.behaviour.wrong_range } else { &hub.behaviour.short_range };
+        flag.store(true, Ordering::SeqCst);
+        let err = last_error(&sample_gpt2(dir.path(), cache.path(), &hub.url));
+        assert!(err.contains("the server sent another part of model.safetensors"), "{wrong}: {err}");
+        assert!(!snapshot(cache.path()).join("model.safetensors.incomplete").exists(), "{wrong}");
+        assert!(!cache.path().join("models--openai-community--gpt2/refs/main").exists(), "{wrong}");
+        flag.store(false, Ordering::SeqCst);
+        let out = sample_gpt2(dir.path(), cache.path(), &hub.url);
+        assert!(out.status.success(), "{wrong}: {}", common::stderr(&out));
+        let weights = std::fs::read(snapshot(cache.path()).join("model.safetensors")).unwrap();
+        assert_eq!(weights, hub_file("model.safetensors"), "{wrong}");
+    }
 }
 
 /// No hub at the address: one line that says what failed and what to do.

@@ -105,7 +105,7 @@ pub fn eval(model: &Gpt2, dir: &Path, args: &EvalArgs) -> Result<Outcome> {
         }
         None if gpt2_run::is_run(dir) => {
             let record = gpt2_run::read_record(dir)?;
-            let path = gpt2_run::text_of(&record, None)?;
+            let (path, _) = gpt2_run::text_of(&record, None)?;
             let tokens = Bpe::gpt2()?.encode(&data::read_text(&path)?);
             let (run, block_size) = (&record.run, record.block_size);
             let set =

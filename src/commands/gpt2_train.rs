@@ -85,9 +85,6 @@ pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
     if args.layout == Some(Layout::Lines) {
         bail!("a GPT-2 trains on one text: --layout text (documents, one per line, are not built for it)");
     }
-    let mut args = args.clone();
-    args.device.dtype.get_or_insert(Precision::F32); // GPT-2's precision, on the CPU too
-    let args = &args;
     let resumed = match &from {
         Gpt2Start::Resume(dir, record) => Some((dir.as_path(), record.as_ref())),
         _ => None,
@@ -95,9 +92,11 @@ pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
     let (out, saved, run, runtime) = match resumed {
         Some((dir, record)) => resumed_run(args, dir, record)?,
         None => {
-            let (out, saved) = start::output_dir(args, &Start::Fresh)?;
-            let (run, runtime) = start::settings(args, &Start::Fresh)?;
-            (out, saved, run, runtime)
+            let mut args = args.clone();
+            args.device.dtype.get_or_insert(Precision::F32); // GPT-2's precision, on the CPU too
+            let (out, saved) = start::output_dir(&args, &Start::Fresh)?;
+            let (run, runtime) = start::settings(&args, &Start::Fresh)?;
+            (out, saved, TrainConfig { layout: Layout::Text, ..run }, runtime) // a GPT-2 reads one text
         }
     };
 
@@ -241,7 +240,5 @@ fn resumed_run(
 /// record names; either must still hold the same bytes.
 fn recorded_text(args: &TrainArgs, record: &Record) -> Result<(PathBuf, DataFile)> {
     let given = (args.data.is_some() || args.dataset.is_some()).then(|| start::data_path(args)).transpose()?;
-    let path = gpt2_run::text_of(record, given)?;
-    let file = DataFile::of(&path)?;
-    Ok((path, file))
+    gpt2_run::text_of(record, given)
 }
