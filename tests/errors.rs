@@ -228,6 +228,49 @@ fn sigint_and_sigterm_save_and_resume() {
     }
 }
 
+/// A GPT-2 run that saves every step: Ctrl-C saves and says how to continue, and the resume
+/// continues; SIGKILL at random moments always leaves a model that samples, and a folder that
+/// resumes or says in one line why not (a save cut between its files) and how to go on.
+#[cfg(unix)]
+#[test]
+fn a_gpt2_run_interrupted_or_killed_keeps_its_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(common::reference("gpt2").join("text.txt"), d.join("text.txt")).unwrap();
+    let folder = common::reference("gpt2").join("saved");
+    let run = ["train", "--init-from", folder.to_str().unwrap(), "--data", "text.txt", "--block-size", "16"];
+    let run =
+        [&run[..], &["--steps", "1000000", "--batch-size", "2", "--save-every", "1", "--eval-windows", "4"]].concat();
+    let child = Running::start(d, &[&run[..], &["--out", "ck"]].concat());
+    wait_until("ten training steps", || metrics_rows(&d.join("ck")) >= 10);
+    child.signal("INT");
+    let out = child.wait();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("continue with --resume ck"), "{}", stderr(&out));
+    let step = read_json(&d.join("ck/training.json"))["step"].as_u64().unwrap();
+    let more = (step + 3).to_string();
+    ok(d, &["train", "--resume", "ck", "--stop-at", &more, "--quiet", "--num-tokens", "1"]);
+    assert_eq!(read_json(&d.join("ck/training.json"))["step"].as_u64(), Some(step + 3));
+
+    let mut next = kill_times();
+    for round in 0..6 {
+        let child = Running::start(d, &["train", "--resume", "ck", "--stop-at", "1000000"]);
+        std::thread::sleep(std::time::Duration::from_millis(200 + next() % 600));
+        child.kill();
+        let out = microgpt(d, &["sample", "--checkpoint", "ck", "--num-tokens", "2"]);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        let resumed = microgpt(d, &["train", "--resume", "ck", "--stop-at", "1", "--quiet", "--num-tokens", "1"]);
+        if !resumed.status.success() {
+            let line = one_line_error(&resumed);
+            assert!(
+                line.contains("is not the file training.json records") && line.contains("--init-from ck"),
+                "{line}"
+            );
+            return; // a save cut between its files: said, and the model kept
+        }
+    }
+}
+
 /// A small generator for the kill times: seeded from the clock unless `MICROGPT_TEST_SEED` is
 /// set, and the seed printed, so that a failure can be replayed.
 fn kill_times() -> impl FnMut() -> u64 {
