@@ -30,8 +30,8 @@ use crate::adam::Adam;
 use crate::config::{GPTConfig, TrainConfig};
 use crate::data::Tokenizer;
 use crate::device;
-pub use crate::files::{check_not_held, lock};
-use crate::files::{flush, sha256_hex, sync_dir, tmp_path, write_atomic};
+pub use crate::files::{FileDigest, check_not_held, lock};
+use crate::files::{flush, sync_dir, tmp_path, write_atomic};
 use crate::model::GPT;
 use crate::rng::PyRandom;
 
@@ -87,28 +87,6 @@ pub struct Meta {
     /// does not say otherwise. Not a run setting: a resume may change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<usize>,
-}
-
-/// What a checkpoint records of one of its files.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileDigest {
-    /// Size in bytes.
-    pub size: u64,
-    /// SHA-256, lower-case hex.
-    pub sha256: String,
-}
-
-impl FileDigest {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self { size: bytes.len() as u64, sha256: sha256_hex(bytes) }
-    }
-
-    /// The digest of the file at `path`, read a piece at a time.
-    pub fn of_file(path: &Path) -> Result<Self> {
-        let (size, sha256) = crate::files::sha256_file(path)?;
-        Ok(Self { size, sha256 })
-    }
 }
 
 /// Where a run's initial weights came from.

@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
 
 /// Write `bytes` to `path` through a temporary file and a rename, so readers never see half.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -80,6 +81,28 @@ pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
         size += n as u64;
     }
     Ok((size, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+/// What a checkpoint records of one of its files: its size and SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lower-case hex.
+    pub sha256: String,
+}
+
+impl FileDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self { size: bytes.len() as u64, sha256: sha256_hex(bytes) }
+    }
+
+    /// The digest of the file at `path`, read a piece at a time.
+    pub fn of_file(path: &Path) -> Result<Self> {
+        let (size, sha256) = sha256_file(path)?;
+        Ok(Self { size, sha256 })
+    }
 }
 
 const LOCK_FILE: &str = ".lock";

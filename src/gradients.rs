@@ -74,6 +74,14 @@ pub struct Plan {
     pub on_host: bool,
 }
 
+/// How many parts of a batch of `batch_size` rows run at once when it is computed in
+/// `micro_batches` groups one after another on `cores` cores: up to one part per core, at least a
+/// row a part, so that the batch cut into `side_by_side × micro_batches` parts makes exactly
+/// `micro_batches` groups ([`of_step`]).
+pub fn side_by_side(cores: usize, batch_size: usize, micro_batches: usize) -> usize {
+    cores.min(batch_size / micro_batches.max(1)).max(1)
+}
+
 /// One step's mean loss and its gradients, added and clipped: the batch's `parts` in groups of
 /// `plan.side_by_side` ([`loss_and_gradients`]), their gradients added as each group is done
 /// ([`combine`]).
@@ -373,6 +381,22 @@ mod tests {
                 assert!((loss - whole_loss).abs() < 1e-12, "{n} parts, {side_by_side} at once: {loss} vs {whole_loss}");
                 let diff = max_diff(&values(&grads, &plan(1, true).weights), &whole);
                 assert!(diff < 1e-12, "{n} parts, {side_by_side} at once, host {on_host}: {diff}");
+            }
+        }
+    }
+
+    /// `--grad-accum N` makes N groups one after another whatever the cores and the batch (even or
+    /// not, fewer rows than cores), no group wider than the cores, no part without a row.
+    #[test]
+    fn micro_batches_are_as_many_groups_as_asked() {
+        for cores in [1, 2, 3, 8, 64] {
+            for batch_size in 1..=40 {
+                for micro in 1..=batch_size {
+                    let side = side_by_side(cores, batch_size, micro);
+                    let parts = (side * micro).clamp(1, batch_size); // as TrainSet::batch cuts it
+                    assert!(side <= cores && parts <= batch_size, "{cores} {batch_size} {micro}");
+                    assert_eq!(parts.div_ceil(side), micro, "cores {cores}, batch {batch_size}, {micro} micro-batches");
+                }
             }
         }
     }

@@ -6,8 +6,9 @@
 //! Both layouts of the weights load: the hub's (names without a prefix, each layer's
 //! `attn.bias` mask buffer present) and `save_pretrained`'s (names under `transformer.`, the
 //! tied `lm_head.weight` absent). A GPT-2 is written in `save_pretrained`'s layout, which
-//! `GPT2LMHeadModel.from_pretrained` loads. Weights in the file may be f32, f16 or bf16 (read into
-//! f32), in one file or in shards (`model.safetensors.index.json`). PyTorch's pickled
+//! `GPT2LMHeadModel.from_pretrained` loads. Weights in the file may be f32 or f64 (a run in f64
+//! saves them so), f16 or bf16 (read into f32), in one file or in shards
+//! (`model.safetensors.index.json`). PyTorch's pickled
 //! `pytorch_model.bin` is refused with the line that converts it.
 
 use std::collections::HashMap;
@@ -108,13 +109,14 @@ pub fn load(dir: &Path, device: &Device) -> Result<Gpt2> {
         let Some((path, view)) = files.iter().find_map(|(path, t)| Some((path, t.tensor(&key).ok()?))) else {
             bail!("{} has no weight {key}: not the GPT-2 its config.json describes", dir.display());
         };
-        let dtype = match view.dtype() {
-            Dtype::F32 => DType::F32,
-            Dtype::F16 => DType::F16,
-            Dtype::BF16 => DType::BF16,
-            other => bail!("{}: weight {key} is {other:?}; f32, f16 and bf16 weights load", path.display()),
-        };
-        Ok(TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype).convert::<f32>())
+        let data = |dtype| TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
+        match view.dtype() {
+            Dtype::F32 => Ok(data(DType::F32)),
+            Dtype::F64 => Ok(data(DType::F64)), // a run in f64 saves its weights whole
+            Dtype::F16 => Ok(data(DType::F16).convert::<f32>()),
+            Dtype::BF16 => Ok(data(DType::BF16).convert::<f32>()),
+            other => bail!("{}: weight {key} is {other:?}; f32, f64, f16 and bf16 weights load", path.display()),
+        }
     })
 }
 
@@ -148,17 +150,22 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// it.
 pub fn save(dir: &Path, model: &Gpt2) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = model
+    // f32, as OpenAI's; a model computing in f64 (`--dtype f64`) keeps all its digits, so that its
+    // run resumes exactly (transformers reads f64 weights too)
+    let tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = model
         .tensors()
         .into_iter()
         .map(|(name, data)| {
             let shape = data.shape().as_slice().to_vec();
-            let values: Vec<f32> = data.convert::<f32>().try_into_vec().expect("f32 numbers");
-            (format!("transformer.{name}"), shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            let (dtype, bytes) = match data.dtype() {
+                DType::F64 => (Dtype::F64, data.into_bytes().to_vec()),
+                _ => (Dtype::F32, data.convert::<f32>().into_bytes().to_vec()),
+            };
+            (format!("transformer.{name}"), shape, dtype, bytes)
         })
         .collect();
-    let views = tensors.iter().map(|(name, shape, bytes)| {
-        (name.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).expect("sizes agree"))
+    let views = tensors.iter().map(|(name, shape, dtype, bytes)| {
+        (name.as_str(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).expect("sizes agree"))
     });
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     // beside the file first, then renamed over it: a save that fails or is cut short leaves the
@@ -252,7 +259,9 @@ fn download(cache: &Path, repo: &str) -> Result<PathBuf> {
     // config.json, from the commit `main` names now: the folder, and the revision, of the weights
     let url = format!("{}/{repo}/resolve/main/{CONFIG_FILE}", endpoint());
     let response = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
-    let served = response.headers().get("x-repo-commit").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let served = response.headers().get("x-repo-commit").and_then(|v| v.to_str().ok());
+    // a folder's name: a commit's hex digits, or nothing a mirror could make a path of
+    let served = served.filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric())).map(str::to_string);
     let commit = served.clone().unwrap_or_else(|| "main".to_string());
     let dir = root.join("snapshots").join(&commit);
     fetch(&agent, &url, &dir, CONFIG_FILE, Some(response))?;
@@ -263,6 +272,11 @@ fn download(cache: &Path, repo: &str) -> Result<PathBuf> {
     }
     let url = format!("{}/{repo}/resolve/{commit}/{WEIGHTS_FILE}", endpoint());
     fetch(&agent, &url, &dir, WEIGHTS_FILE, None)?;
+    // a server that gave no length may have closed early: the file's own header says its size
+    if let Err(err) = weights_whole(&dir.join(WEIGHTS_FILE)) {
+        let _ = fs::remove_file(dir.join(WEIGHTS_FILE));
+        return Err(err);
+    }
     fs::create_dir_all(root.join("refs"))?;
     crate::files::write_atomic(&root.join("refs").join("main"), commit.as_bytes())?;
     Ok(root.join("snapshots").join(commit))
@@ -303,6 +317,14 @@ fn fetch(agent: &ureq::Agent, url: &str, dir: &Path, file: &str, response: Optio
     fs::rename(&part, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Whether a downloaded weight file is whole: its header read, and its tensors' bytes there.
+fn weights_whole(path: &Path) -> Result<()> {
+    let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // SAFETY: the file was just written by this process and is only read here
+    let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))?;
+    SafeTensors::deserialize(&map).map(|_| ()).map_err(|err| anyhow::anyhow!("the file arrived incomplete ({err})"))
+}
+
 /// Whether a 206 answer's `Content-Range` (`bytes FIRST-LAST/SIZE`) is the rest of the file after
 /// the `have` bytes of the `.incomplete` one: from there to its end.
 fn rest_after(response: &Response, have: u64) -> bool {
@@ -312,7 +334,7 @@ fn rest_after(response: &Response, have: u64) -> bool {
         let (first, last) = span.split_once('-')?;
         Some((first.parse().ok()?, last.parse().ok()?, size.parse().ok()?))
     };
-    parse(range).is_some_and(|(first, last, size)| first == have && last + 1 == size)
+    parse(range).is_some_and(|(first, last, size)| first == have && first <= last && last.checked_add(1) == Some(size))
 }
 
 type Response = ureq::http::Response<ureq::Body>;
@@ -320,7 +342,7 @@ type Response = ureq::http::Response<ureq::Body>;
 /// A response's body into the file `path` from byte `from` on (what is there before it kept), with
 /// a progress bar, checked against its announced length.
 fn write_body(response: Response, path: &Path, from: u64) -> Result<()> {
-    let total = response.body().content_length().map(|n| from + n);
+    let total = response.body().content_length().map(|n| from.saturating_add(n));
     let bar = indicatif::ProgressBar::new(total.unwrap_or(0)).with_style(
         indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {bytes_per_sec}, {eta}")
             .expect("a valid template"),

@@ -177,10 +177,8 @@ impl<M: LanguageModel + Sync> Session<'_, M> {
         let (opts, run) = (self.options, &self.options.run);
         let end = opts.stop_at.unwrap_or(run.num_steps).min(run.num_steps);
         let schedule = run.schedule();
-        // micro-batches: `micro_batches` groups of parts one after another, each group of up to
-        // one part per core (at least a row a part)
         let micro_batches = opts.micro_batches.max(1);
-        let side_by_side = opts.parts.min(run.batch_size / micro_batches).max(1);
+        let side_by_side = gradients::side_by_side(opts.parts, run.batch_size, micro_batches);
         let plan = gradients::Plan {
             weights: gradients::weight_ids(&self.model),
             side_by_side,

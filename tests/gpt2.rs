@@ -264,7 +264,7 @@ fn bad_folders_are_refused_in_one_line() {
         (folder("not-json", "{", Some(&weights)), "is not JSON"),
         (folder("pickled", &config, None), "pytorch_model.bin, PyTorch's pickle"),
         (folder("no-shards", &config, None), "names no weight files"),
-        (folder("f64", &config, Some(&retyped(&weights, Dtype::F64))), "is F64; f32, f16 and bf16 weights load"),
+        (folder("ints", &config, Some(&retyped(&weights, Dtype::I32))), "is I32; f32, f64, f16 and bf16 weights load"),
     ];
     std::fs::write(dir.path().join("pickled/pytorch_model.bin"), b"PK").unwrap();
     std::fs::write(dir.path().join("no-shards/model.safetensors.index.json"), r#"{"weight_map": {}}"#).unwrap();
@@ -291,7 +291,7 @@ fn written_as(bytes: &[u8], dtype: Dtype, keep: impl Fn(&str) -> bool) -> Vec<u8
         .map(|(name, view)| {
             let values = view.data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()));
             let data: Vec<u8> = match dtype {
-                Dtype::F32 => view.data().to_vec(),
+                Dtype::F32 | Dtype::I32 => view.data().to_vec(), // I32: the same bytes, called integers
                 Dtype::BF16 => values.flat_map(|v| bf16::from_f32(v).to_le_bytes()).collect(),
                 Dtype::F16 => values.flat_map(|v| f16::from_f32(v).to_le_bytes()).collect(),
                 Dtype::F64 => values.flat_map(|v| f64::from(v).to_le_bytes()).collect(),
@@ -547,10 +547,16 @@ fn a_gpt2_run_resumes_exactly() {
     std::fs::copy(d.join("whole/model.safetensors"), d.join("again/model.safetensors")).unwrap();
     let err = one_line_error(&microgpt(d, &["train", "--resume", "again"]));
     assert!(err.contains("again/model.safetensors is not the file training.json records"), "{err}");
-    // a run in f64 resumes in f64, without saying so again
-    ok(d, &[&args[..], &["--out", "f64", "--stop-at", "1", "--dtype", "f64", "--num-chars", "1"]].concat());
-    ok(d, &["train", "--resume", "f64", "--num-chars", "1"]);
-    assert_eq!(common::read_json(&d.join("f64/training.json"))["step"], 6);
+    // a run in f64 saves its weights in f64 and resumes in f64, exactly, without saying so again
+    let f64_run = [&args[..], &["--dtype", "f64", "--num-chars", "1"]].concat();
+    let whole = common::step_losses(&ok(d, &[&f64_run[..], &["--out", "f64-whole"]].concat()));
+    ok(d, &[&f64_run[..], &["--out", "f64", "--stop-at", "2"]].concat());
+    let resumed = common::step_losses(&ok(d, &["train", "--resume", "f64", "--num-chars", "1"]));
+    assert_eq!(resumed, whole[2..]);
+    assert_eq!(bytes("f64"), bytes("f64-whole"), "the same f64 weights, byte for byte");
+    let saved = bytes("f64");
+    let header = SafeTensors::deserialize(&saved).unwrap();
+    assert_eq!(header.tensor("transformer.wte.weight").unwrap().dtype(), Dtype::F64);
 }
 
 /// `inspect` on a GPT-2 reads its text in GPT-2's tokens: a row per position, whose mean loss is

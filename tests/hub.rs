@@ -27,6 +27,8 @@ struct Behaviour {
     wrong_range: AtomicBool,
     /// Answer a range with less than the rest of the file (a server that caps its answers).
     short_range: AtomicBool,
+    /// Send the weights without a `Content-Length` (the connection's end ends them).
+    no_length: AtomicBool,
     /// Every request's path and `Range` header, in order.
     requests: Mutex<Vec<(String, Option<String>)>>,
 }
@@ -116,7 +118,9 @@ fn answer(mut stream: TcpStream, behaviour: &Behaviour, base: &str) -> std::io::
                 }
                 None => ("200 OK", &body[..], vec![]),
             };
-            headers.push(("Content-Length", rest.len().to_string()));
+            if !behaviour.no_length.load(Ordering::SeqCst) {
+                headers.push(("Content-Length", rest.len().to_string()));
+            }
             stream.write_all(head(status, &headers).as_bytes())?;
             let sent = if behaviour.cut.load(Ordering::SeqCst) { &rest[..rest.len() / 2] } else { rest };
             stream.write_all(sent)
@@ -230,6 +234,23 @@ fn a_wrong_range_is_refused_and_the_file_started_again() {
         let weights = std::fs::read(snapshot(cache.path()).join("model.safetensors")).unwrap();
         assert_eq!(weights, hub_file("model.safetensors"), "{wrong}");
     }
+}
+
+/// A server that sends no length and closes early: what arrived is not taken for the model (its
+/// own header says it is short), and the next run downloads it whole.
+#[test]
+fn weights_cut_short_without_a_length_are_not_kept() {
+    let (dir, cache, hub) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), Hub::start());
+    hub.behaviour.no_length.store(true, Ordering::SeqCst);
+    hub.behaviour.cut.store(true, Ordering::SeqCst);
+    let err = last_error(&sample_gpt2(dir.path(), cache.path(), &hub.url));
+    assert!(err.contains("the file arrived incomplete"), "{err}");
+    assert!(!snapshot(cache.path()).join("model.safetensors").exists());
+    assert!(!cache.path().join("models--openai-community--gpt2/refs/main").exists());
+    hub.behaviour.cut.store(false, Ordering::SeqCst);
+    let out = sample_gpt2(dir.path(), cache.path(), &hub.url);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(std::fs::read(snapshot(cache.path()).join("model.safetensors")).unwrap(), hub_file("model.safetensors"));
 }
 
 /// No hub at the address: one line that says what failed and what to do.
