@@ -1,10 +1,13 @@
 //! A GPT-2 training run's folder (`train --out DIR` of a GPT-2): Hugging Face's `config.json` and
 //! `model.safetensors` ([`hf::save`]), which transformers loads as they are, and beside them what
-//! `--resume` needs: Adam's state (`optimizer.bpk`) and `training.json` (the step, the run's
-//! settings, the data file's digest, and the size and SHA-256 of the two weight files).
-//! A save writes each file aside and renames it over the old one, `training.json` last; a resume
-//! checks both weight files against it, so a save cut short between two renames is refused by
-//! name, never resumed from the weights of one step and the optimizer of another.
+//! `--resume` needs: Adam's state (`optimizer-NNNNNN.bpk`) and `training.json` (the step, the
+//! run's settings, the data file's digest, and the size and SHA-256 of the model and Adam's
+//! state of that step).
+//! A save never touches the pair `training.json` names until the new pair is whole: Adam's state
+//! goes under a new name, the model it replaces is kept as `model.safetensors.previous` (a hard
+//! link: no second copy on the disk), then `training.json` names the new pair, then the old one
+//! goes. A resume after a save cut short at any moment finds the pair `training.json` names
+//! (putting the previous model back where it was replaced) and continues from that step.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -25,8 +28,8 @@ use crate::model::gpt2::Gpt2;
 
 /// What a run records beside its Hugging Face files.
 pub const RECORD_FILE: &str = "training.json";
-/// Adam's state.
-const OPTIMIZER_FILE: &str = "optimizer.bpk";
+/// The model `training.json` names, while a save replaces it.
+const PREVIOUS_MODEL: &str = "model.safetensors.previous";
 /// Bumped whenever `training.json` changes; a newer one is refused.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -49,7 +52,9 @@ pub struct Record {
     pub data_size: u64,
     /// SHA-256 of the text, lower-case hex.
     pub data_sha256: String,
-    /// The size and SHA-256 of `model.safetensors` and `optimizer.bpk`.
+    /// The file of Adam's state at this step.
+    pub optimizer: String,
+    /// The size and SHA-256 of `model.safetensors` and of Adam's state.
     pub files: BTreeMap<String, FileDigest>,
     /// How often the run evaluated, kept by a resume that does not say otherwise.
     pub eval_every: Option<usize>,
@@ -78,37 +83,79 @@ pub fn read_record(dir: &Path) -> Result<Record> {
     Ok(record)
 }
 
-/// Save the run: the model as Hugging Face's folder, Adam's state, then `training.json` naming
-/// both by their digests.
+/// Save the run at `record.step`: Adam's state under a new name, the model (the one it replaces
+/// kept aside), then `training.json` naming both by their digests, then what the pair before left.
 pub fn save(dir: &Path, model: &Gpt2, optim: &ModuleOptimizer, mut record: Record) -> Result<()> {
-    hf::save(dir, model)?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let state = optim.into_bytes().map_err(|err| anyhow::anyhow!("cannot save the optimizer state: {err}"))?;
-    write_atomic(&dir.join(OPTIMIZER_FILE), &state)?;
+    let optimizer = (0..)
+        .map(|n| match n {
+            0 => format!("optimizer-{:06}.bpk", record.step),
+            n => format!("optimizer-{:06}-{n}.bpk", record.step),
+        })
+        .find(|name| !dir.join(name).exists())
+        .expect("an unused name exists");
+    write_atomic(&dir.join(&optimizer), &state)?;
+    let (current, previous) = (dir.join(hf::WEIGHTS_FILE), dir.join(PREVIOUS_MODEL));
+    if is_run(dir) && current.is_file() {
+        let _ = fs::remove_file(&previous);
+        if fs::hard_link(&current, &previous).is_err() {
+            fs::copy(&current, &previous).with_context(|| format!("cannot write {}", previous.display()))?;
+        }
+    }
+    hf::save(dir, model)?;
     record.format_version = FORMAT_VERSION;
     record.files = BTreeMap::from([
-        (hf::WEIGHTS_FILE.to_string(), FileDigest::of_file(&dir.join(hf::WEIGHTS_FILE))?),
-        (OPTIMIZER_FILE.to_string(), FileDigest::of(&state)),
+        (hf::WEIGHTS_FILE.to_string(), FileDigest::of_file(&current)?),
+        (optimizer.clone(), FileDigest::of(&state)),
     ]);
-    write_atomic(&dir.join(RECORD_FILE), serde_json::to_string_pretty(&record)?.as_bytes())
+    record.optimizer = optimizer;
+    write_atomic(&dir.join(RECORD_FILE), serde_json::to_string_pretty(&record)?.as_bytes())?;
+    // the pair before, no longer named, and what saves cut short left
+    let _ = fs::remove_file(&previous);
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != record.optimizer && is_leftover(&name) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }
 
-/// The run's model on `device` and Adam's state for the update `adam`, each file checked
-/// against `training.json` first.
+/// Whether a file of a run's folder is one a save wrote and no longer needs: Adam's state of
+/// another step, or a file written aside (`NAME.tmp-PID`, or safetensors' `.tmpXXXXXX`).
+fn is_leftover(name: &str) -> bool {
+    let ours = ["optimizer-", hf::WEIGHTS_FILE, hf::CONFIG_FILE, RECORD_FILE].iter().any(|p| name.starts_with(p));
+    let aside = name
+        .strip_prefix(".tmp")
+        .is_some_and(|rest| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
+    (name.starts_with("optimizer-") && name.ends_with(".bpk")) || (ours && name.contains(".tmp-")) || aside
+}
+
+/// The run's model on `device` and Adam's state for the update `adam`, as `training.json` names
+/// them (each file checked against it; the model a cut-short save replaced put back first).
 pub fn load(dir: &Path, record: &Record, device: &Device, adam: Adam) -> Result<(Gpt2, ModuleOptimizer)> {
-    let check = |name: &str, digest: FileDigest| {
-        if record.files.get(name) != Some(&digest) {
-            bail!(
-                "{} is not the file {RECORD_FILE} records (a save was cut short, or the file was changed): the run cannot be resumed; fine-tune its model further with --init-from {}",
-                dir.join(name).display(),
-                dir.display()
-            );
-        }
-        Ok(())
+    let refuse = |name: &str| {
+        anyhow::anyhow!(
+            "{} is not the file {RECORD_FILE} records (the file was changed): the run cannot be resumed; fine-tune its model further with --init-from {}",
+            dir.join(name).display(),
+            dir.display()
+        )
     };
-    check(hf::WEIGHTS_FILE, FileDigest::of_file(&dir.join(hf::WEIGHTS_FILE))?)?;
-    let path = dir.join(OPTIMIZER_FILE);
+    let (current, previous) = (dir.join(hf::WEIGHTS_FILE), dir.join(PREVIOUS_MODEL));
+    let model_digest = record.files.get(hf::WEIGHTS_FILE);
+    if Some(&FileDigest::of_file(&current)?) != model_digest {
+        // a save cut short after it replaced the model: the one training.json names is aside
+        if !previous.is_file() || Some(&FileDigest::of_file(&previous)?) != model_digest {
+            return Err(refuse(hf::WEIGHTS_FILE));
+        }
+        fs::rename(&previous, &current).with_context(|| format!("cannot restore {}", current.display()))?;
+    }
+    let path = dir.join(&record.optimizer);
     let state = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    check(OPTIMIZER_FILE, FileDigest::of(&state))?;
+    if record.files.get(&record.optimizer) != Some(&FileDigest::of(&state)) {
+        return Err(refuse(&record.optimizer));
+    }
     let model = hf::load(dir, device)?;
     Ok((model, checkpoint::optimizer_from(&path, state, adam)?))
 }

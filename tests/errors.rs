@@ -229,8 +229,8 @@ fn sigint_and_sigterm_save_and_resume() {
 }
 
 /// A GPT-2 run that saves every step: Ctrl-C saves and says how to continue, and the resume
-/// continues; SIGKILL at random moments always leaves a model that samples, and a folder that
-/// resumes or says in one line why not (a save cut between its files) and how to go on.
+/// continues; SIGKILL at random moments, in the middle of saves too, always leaves a model that
+/// samples and a folder that resumes.
 #[cfg(unix)]
 #[test]
 fn a_gpt2_run_interrupted_or_killed_keeps_its_model() {
@@ -260,15 +260,14 @@ fn a_gpt2_run_interrupted_or_killed_keeps_its_model() {
         let out = microgpt(d, &["sample", "--checkpoint", "ck", "--num-tokens", "2"]);
         assert!(out.status.success(), "round {round}: {}", stderr(&out));
         let resumed = microgpt(d, &["train", "--resume", "ck", "--stop-at", "1", "--quiet", "--num-tokens", "1"]);
-        if !resumed.status.success() {
-            let line = one_line_error(&resumed);
-            assert!(
-                line.contains("is not the file training.json records") && line.contains("--init-from ck"),
-                "{line}"
-            );
-            return; // a save cut between its files: said, and the model kept
-        }
+        assert!(resumed.status.success(), "round {round}: {}", stderr(&resumed));
     }
+    let left: Vec<String> = std::fs::read_dir(d.join("ck"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("optimizer-"))
+        .collect();
+    assert!(left.len() <= 2, "old optimizer states pile up: {left:?}");
 }
 
 /// A small generator for the kill times: seeded from the clock unless `MICROGPT_TEST_SEED` is

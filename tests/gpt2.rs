@@ -519,8 +519,12 @@ fn a_gpt2_run_resumes_exactly() {
     let record = common::read_json(&d.join("half/training.json"));
     assert_eq!((record["step"].as_u64(), record["block_size"].as_u64()), (Some(3), Some(16)));
     assert_eq!(record["run"]["layout"], "text", "a GPT-2 reads one text");
+    // a save cut short after it replaced the model: the one training.json names is aside
+    std::fs::rename(d.join("half/model.safetensors"), d.join("half/model.safetensors.previous")).unwrap();
+    std::fs::copy(d.join("whole/model.safetensors"), d.join("half/model.safetensors")).unwrap();
     let resumed = common::step_losses(&ok(d, &["train", "--resume", "half"]));
     assert_eq!(resumed, whole[3..], "the steps after the third, as the whole run took them");
+    assert!(!d.join("half/model.safetensors.previous").exists());
     let bytes = |run: &str| std::fs::read(d.join(run).join("model.safetensors")).unwrap();
     assert_eq!(bytes("half"), bytes("whole"), "the same weights, byte for byte");
     // the resumed folder is still one transformers and this program load

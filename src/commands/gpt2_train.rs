@@ -159,6 +159,7 @@ pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
         data: options.data.path.display().to_string(),
         data_size: options.data.size,
         data_sha256: options.data.sha256.clone(),
+        optimizer: String::new(), // named by the save
         files: Default::default(),
         eval_every: options.eval_every,
         init_from,
