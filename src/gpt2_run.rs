@@ -53,6 +53,7 @@ pub struct Record {
     /// SHA-256 of the text, lower-case hex.
     pub data_sha256: String,
     /// The file of Adam's state at this step.
+    #[serde(default = "first_optimizer_file")]
     pub optimizer: String,
     /// The size and SHA-256 of `model.safetensors` and of Adam's state.
     pub files: BTreeMap<String, FileDigest>,
@@ -60,6 +61,11 @@ pub struct Record {
     pub eval_every: Option<usize>,
     /// The GPT-2 the run started from (`--init-from`), as given.
     pub init_from: Option<String>,
+}
+
+/// Where the first records (format 1, before Adam's state had a name per step) kept it.
+fn first_optimizer_file() -> String {
+    "optimizer.bpk".into()
 }
 
 /// Whether `dir` holds a GPT-2 run that `--resume` can continue.
@@ -98,9 +104,15 @@ pub fn save(dir: &Path, model: &Gpt2, optim: &ModuleOptimizer, mut record: Recor
     write_atomic(&dir.join(&optimizer), &state)?;
     let (current, previous) = (dir.join(hf::WEIGHTS_FILE), dir.join(PREVIOUS_MODEL));
     if is_run(dir) && current.is_file() {
-        let _ = fs::remove_file(&previous);
+        match fs::remove_file(&previous) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err).with_context(|| format!("cannot remove {}", previous.display()));
+            }
+            _ => {}
+        }
         if fs::hard_link(&current, &previous).is_err() {
-            fs::copy(&current, &previous).with_context(|| format!("cannot write {}", previous.display()))?;
+            // no hard links here: a copy, written aside (never into a file linked to the model)
+            crate::files::write_atomic_with(&previous, |tmp| Ok(fs::copy(&current, tmp).map(|_| ())?))?;
         }
     }
     hf::save(dir, model)?;
@@ -122,6 +134,22 @@ pub fn save(dir: &Path, model: &Gpt2, optim: &ModuleOptimizer, mut record: Recor
     Ok(())
 }
 
+/// Begin a new run in `dir` (held): what an earlier run there kept for its resume goes, so that
+/// a save of the new one cut short is never taken for the old run.
+pub fn start_over(dir: &Path) -> Result<()> {
+    let record = dir.join(RECORD_FILE);
+    if record.is_file() {
+        fs::remove_file(&record).with_context(|| format!("cannot remove {}", record.display()))?;
+    }
+    let _ = fs::remove_file(dir.join(PREVIOUS_MODEL));
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if is_leftover(&entry.file_name().to_string_lossy()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
 /// Whether a file of a run's folder is one a save wrote and no longer needs: Adam's state of
 /// another step, or a file written aside (`NAME.tmp-PID`, or safetensors' `.tmpXXXXXX`).
 fn is_leftover(name: &str) -> bool {
@@ -129,7 +157,8 @@ fn is_leftover(name: &str) -> bool {
     let aside = name
         .strip_prefix(".tmp")
         .is_some_and(|rest| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
-    (name.starts_with("optimizer-") && name.ends_with(".bpk")) || (ours && name.contains(".tmp-")) || aside
+    let optimizer = (name.starts_with("optimizer-") && name.ends_with(".bpk")) || name == first_optimizer_file();
+    optimizer || (ours && name.contains(".tmp-")) || aside
 }
 
 /// The run's model on `device` and Adam's state for the update `adam`, as `training.json` names
@@ -175,4 +204,25 @@ pub fn text_of(record: &Record, given: Option<PathBuf>) -> Result<(PathBuf, Data
         bail!("{} is not the text the run trained on (its size or SHA-256 differs)", path.display());
     }
     Ok((path, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a save clears away: Adam's states and the files written aside; never the model, the
+    /// config, the record, the metrics or a file of the user's.
+    #[test]
+    fn leftovers_are_only_what_saves_write() {
+        for name in ["optimizer-000005.bpk", "optimizer-000005-1.bpk", "optimizer.bpk", "model.safetensors.tmp-42"] {
+            assert!(is_leftover(name), "{name}");
+        }
+        for name in ["training.json.tmp-7", "config.json.tmp-7", "optimizer-000005.bpk.tmp-9", ".tmpAb12Cd"] {
+            assert!(is_leftover(name), "{name}");
+        }
+        let kept = ["model.safetensors", "config.json", "training.json", "metrics.csv", "loss.png", ".lock"];
+        for name in kept.into_iter().chain(["notes.txt", "model.safetensors.previous", ".tmp", ".tmpdir-long"]) {
+            assert!(!is_leftover(name), "{name}");
+        }
+    }
 }

@@ -551,6 +551,15 @@ fn a_gpt2_run_resumes_exactly() {
     std::fs::copy(d.join("whole/model.safetensors"), d.join("again/model.safetensors")).unwrap();
     let err = one_line_error(&microgpt(d, &["train", "--resume", "again"]));
     assert!(err.contains("again/model.safetensors is not the file training.json records"), "{err}");
+    // a new run over it (--overwrite) leaves nothing of the old run's resume
+    ok(d, &[&args[..], &["--out", "again", "--overwrite", "--stop-at", "1"]].concat());
+    let record = common::read_json(&d.join("again/training.json"));
+    assert_eq!(record["step"], 1);
+    let mut names: Vec<String> =
+        std::fs::read_dir(d.join("again")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    let kept = [".lock", "config.json", "loss.png", "metrics.csv", "model.safetensors", "optimizer-000001.bpk"];
+    assert_eq!(names, [&kept[..], &["training.json"]].concat(), "{names:?}");
     // a run in f64 saves its weights in f64 and resumes in f64, exactly, without saying so again
     let f64_run = [&args[..], &["--dtype", "f64", "--num-chars", "1"]].concat();
     let whole = common::step_losses(&ok(d, &[&f64_run[..], &["--out", "f64-whole"]].concat()));

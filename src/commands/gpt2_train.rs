@@ -89,8 +89,13 @@ pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
         Gpt2Start::Resume(dir, record) => Some((dir.as_path(), record.as_ref())),
         _ => None,
     };
+    // a resume holds its folder from here on: nothing else may save there while it reads
+    let resume_lock = resumed.map(|(dir, _)| checkpoint::lock(dir)).transpose()?;
     let (out, saved, run, runtime) = match resumed {
-        Some((dir, record)) => resumed_run(args, dir, record)?,
+        Some((dir, record)) => {
+            let (run, runtime) = resumed_run(args, dir, record)?;
+            (Some(dir.to_path_buf()), Some(record.step), run, runtime)
+        }
         None => {
             let mut args = args.clone();
             args.device.dtype.get_or_insert(Precision::F32); // GPT-2's precision, on the CPU too
@@ -144,7 +149,16 @@ pub fn train(args: &TrainArgs, from: Gpt2Start) -> Result<Outcome> {
     if let Some((_, record)) = resumed.filter(|_| options.eval_every.is_none()) {
         options.eval_every = record.eval_every; // a resume keeps the run's schedule
     }
-    let _lock = options.out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
+    let _lock = match resume_lock {
+        Some(lock) => Some(lock),
+        None => {
+            let lock = options.out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
+            if let Some(dir) = &options.out {
+                gpt2_run::start_over(dir)?; // a run replaced (--overwrite) is no longer one to resume
+            }
+            lock
+        }
+    };
     let init_from = match (&from, resumed) {
         (_, Some((_, record))) => record.init_from.clone(),
         (Gpt2Start::From(dir), _) => Some(dir.display().to_string()),
@@ -218,23 +232,23 @@ fn saver<'a>(dir: PathBuf, record: Record) -> Saver<'a, Gpt2> {
     })
 }
 
-/// A resumed GPT-2 run saves back in its own folder (the step it holds is not saved again),
-/// with its saved settings, which a flag given must equal; on the device the flags ask for.
-fn resumed_run(
-    args: &TrainArgs,
-    dir: &Path,
-    record: &Record,
-) -> Result<(Option<PathBuf>, Option<usize>, TrainConfig, Runtime)> {
+/// A resumed GPT-2 run (its folder held) saves back in its own folder (the step it holds is not
+/// saved again), with its saved settings, which a flag given must equal; on the device the flags
+/// ask for.
+fn resumed_run(args: &TrainArgs, dir: &Path, record: &Record) -> Result<(TrainConfig, Runtime)> {
     if args.out.as_deref().is_some_and(|out| !start::same_dir(out, dir)) {
         bail!("a GPT-2 run resumes in its own folder: drop --out (or copy {} and resume the copy)", dir.display());
     }
-    checkpoint::check_not_held(dir)?; // a run writing there now: say so
+    let now = gpt2_run::read_record(dir)?;
+    if (now.step, &now.optimizer) != (record.step, &record.optimizer) {
+        bail!("{} changed while it was read (a run saved there): try again", dir.display());
+    }
     if let Some(given) = args.block_size.filter(|&b| b != record.block_size) {
         bail!("--block-size {given} differs from the run's {}: {}", record.block_size, start::RESUME_KEEPS);
     }
     let run = start::resumed(args, &record.run)?;
     let runtime = device::open(args.device.device, Some(run.precision))?;
-    Ok((Some(dir.to_path_buf()), Some(record.step), run, runtime))
+    Ok((run, runtime))
 }
 
 /// The text a resumed run trained on: `--data` (or `--dataset`) if given, else the file its
