@@ -31,7 +31,7 @@ use crate::config::{GPTConfig, TrainConfig};
 use crate::data::Tokenizer;
 use crate::device;
 pub use crate::files::{FileDigest, check_not_held, lock};
-use crate::files::{flush, sync_dir, tmp_path, write_atomic};
+use crate::files::{flush, sync_dir, tmp_path, unused_name, write_atomic};
 use crate::model::GPT;
 use crate::rng::PyRandom;
 
@@ -141,7 +141,8 @@ pub fn save(dir: &Path, model: &GPT, optim: &ModuleOptimizer, mut meta: Meta) ->
     let step = meta.step;
     let failed = |err| explain_write_error(err, dir, &format!("save step {step}"));
     fs::create_dir_all(dir).with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
-    meta.weights = unused_name(dir, step);
+    // step-000200, else step-000200-1, ... (an earlier run here, or a save that crashed, left one)
+    meta.weights = unused_name(dir, &format!("step-{step:06}"), "");
     let final_dir = dir.join(&meta.weights);
     let tmp_dir = tmp_path(&final_dir);
     match write_weights(&tmp_dir, model, optim) {
@@ -164,17 +165,6 @@ pub fn save(dir: &Path, model: &GPT, optim: &ModuleOptimizer, mut meta: Meta) ->
     sync_dir(dir);
     remove_other_weights(dir, &meta.weights);
     Ok(())
-}
-
-/// A weights folder name for `step` that no folder in `dir` has: `step-000200`, else
-/// `step-000200-1`, `step-000200-2`, ... (taken when an earlier run in this directory, or a
-/// save that crashed, left that step's folder).
-fn unused_name(dir: &Path, step: usize) -> String {
-    let base = format!("step-{step:06}");
-    std::iter::once(base.clone())
-        .chain((1..).map(|n| format!("{base}-{n}")))
-        .find(|name| !dir.join(name).exists() && !tmp_path(&dir.join(name)).exists())
-        .expect("an unused name exists")
 }
 
 /// Whether `name` is one of the names [`save`] gives: `step-NNNNNN`, `step-NNNNNN-K`, either

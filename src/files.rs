@@ -60,27 +60,24 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// A name for a new file or folder in `dir` that nothing there has, nor a write of it in progress:
+/// `{stem}{suffix}`, else `{stem}-1{suffix}`, `{stem}-2{suffix}`, ...
+pub fn unused_name(dir: &Path, stem: &str, suffix: &str) -> String {
+    std::iter::once(format!("{stem}{suffix}"))
+        .chain((1..).map(|n| format!("{stem}-{n}{suffix}")))
+        .find(|name| !dir.join(name).exists() && !tmp_path(&dir.join(name)).exists())
+        .expect("an unused name exists")
+}
+
 /// SHA-256 of `bytes`, lower-case hex (what `sha256sum` prints).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
 }
 
-/// The size and SHA-256 of the file at `path`, read a piece at a time (a model's weights need not
-/// fit in memory twice).
-pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
-    use sha2::Digest;
-    let mut file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (mut hasher, mut buffer, mut size) = (sha2::Sha256::new(), vec![0; 1 << 20], 0u64);
-    loop {
-        let n = file.read(&mut buffer).with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
-    Ok((size, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()))
+/// Bytes as lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a checkpoint records of one of its files: its size and SHA-256.
@@ -98,10 +95,21 @@ impl FileDigest {
         Self { size: bytes.len() as u64, sha256: sha256_hex(bytes) }
     }
 
-    /// The digest of the file at `path`, read a piece at a time.
+    /// The digest of the file at `path`, read a piece at a time (a model's weights need not fit
+    /// in memory twice).
     pub fn of_file(path: &Path) -> Result<Self> {
-        let (size, sha256) = sha256_file(path)?;
-        Ok(Self { size, sha256 })
+        use sha2::Digest;
+        let mut file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let (mut hasher, mut buffer, mut size) = (sha2::Sha256::new(), vec![0; 1 << 20], 0u64);
+        loop {
+            let n = file.read(&mut buffer).with_context(|| format!("cannot read {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            size += n as u64;
+        }
+        Ok(Self { size, sha256: hex(&hasher.finalize()) })
     }
 }
 

@@ -22,7 +22,7 @@ use crate::adam::Adam;
 use crate::checkpoint::{self, FileDigest};
 use crate::config::TrainConfig;
 use crate::data::DataFile;
-use crate::files::write_atomic;
+use crate::files::{unused_name, write_atomic};
 use crate::hf;
 use crate::model::gpt2::Gpt2;
 
@@ -94,13 +94,7 @@ pub fn read_record(dir: &Path) -> Result<Record> {
 pub fn save(dir: &Path, model: &Gpt2, optim: &ModuleOptimizer, mut record: Record) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let state = optim.into_bytes().map_err(|err| anyhow::anyhow!("cannot save the optimizer state: {err}"))?;
-    let optimizer = (0..)
-        .map(|n| match n {
-            0 => format!("optimizer-{:06}.bpk", record.step),
-            n => format!("optimizer-{:06}-{n}.bpk", record.step),
-        })
-        .find(|name| !dir.join(name).exists())
-        .expect("an unused name exists");
+    let optimizer = unused_name(dir, &format!("optimizer-{:06}", record.step), ".bpk");
     write_atomic(&dir.join(&optimizer), &state)?;
     let (current, previous) = (dir.join(hf::WEIGHTS_FILE), dir.join(PREVIOUS_MODEL));
     if is_run(dir) && current.is_file() {
@@ -124,13 +118,7 @@ pub fn save(dir: &Path, model: &Gpt2, optim: &ModuleOptimizer, mut record: Recor
     record.optimizer = optimizer;
     write_atomic(&dir.join(RECORD_FILE), serde_json::to_string_pretty(&record)?.as_bytes())?;
     // the pair before, no longer named, and what saves cut short left
-    let _ = fs::remove_file(&previous);
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name != record.optimizer && is_leftover(&name) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
+    clear_leftovers(dir, Some(&record.optimizer));
     Ok(())
 }
 
@@ -141,13 +129,20 @@ pub fn start_over(dir: &Path) -> Result<()> {
     if record.is_file() {
         fs::remove_file(&record).with_context(|| format!("cannot remove {}", record.display()))?;
     }
+    clear_leftovers(dir, None);
+    Ok(())
+}
+
+/// Remove the previous model and every leftover ([`is_leftover`]) of `dir` but `keep`; best
+/// effort (a file that stays is only disk space).
+fn clear_leftovers(dir: &Path, keep: Option<&str>) {
     let _ = fs::remove_file(dir.join(PREVIOUS_MODEL));
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if is_leftover(&entry.file_name().to_string_lossy()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if Some(name.as_str()) != keep && is_leftover(&name) {
             let _ = fs::remove_file(entry.path());
         }
     }
-    Ok(())
 }
 
 /// Whether a file of a run's folder is one a save wrote and no longer needs: Adam's state of

@@ -78,23 +78,14 @@ pub fn read_config(dir: &Path) -> Result<Gpt2Config> {
     Ok(config)
 }
 
-/// The GPT-2 in folder `dir` on `device`, its weights in f32 whatever the file's float type.
+/// The GPT-2 in folder `dir` on `device`, its weights in the device's float type whatever the
+/// file's.
 pub fn load(dir: &Path, device: &Device) -> Result<Gpt2> {
     let config = read_config(dir)?;
-    let maps = weight_files(dir)?
-        .into_iter()
-        .map(|path| {
-            let file = fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-            // SAFETY: the file is only read, through this map, while this function runs; a program
-            // writing it at the same time could change the numbers read, never memory safety of ours.
-            let map =
-                unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))?;
-            Ok((path, map))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let maps = weight_files(dir)?.into_iter().map(|path| Ok((map(&path)?, path))).collect::<Result<Vec<_>>>()?;
     let files = maps
         .iter()
-        .map(|(path, map)| {
+        .map(|(map, path)| {
             let tensors = SafeTensors::deserialize(map).map_err(|err| {
                 anyhow::anyhow!("{} is damaged or truncated ({err}): download it again", path.display())
             })?;
@@ -118,6 +109,14 @@ pub fn load(dir: &Path, device: &Device) -> Result<Gpt2> {
             other => bail!("{}: weight {key} is {other:?}; f32, f64, f16 and bf16 weights load", path.display()),
         }
     })
+}
+
+/// The weight file at `path`, read through a memory map (gpt2-xl's is 6.4 GB).
+fn map(path: &Path) -> Result<memmap2::Mmap> {
+    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: the file is only read, through this map, while its caller runs; a program writing
+    // it at the same time could change the numbers read, never memory safety of ours.
+    unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// A folder's weight files: `model.safetensors`, or the shards its `model.safetensors.index.json`
@@ -319,10 +318,9 @@ fn fetch(agent: &ureq::Agent, url: &str, dir: &Path, file: &str, response: Optio
 
 /// Whether a downloaded weight file is whole: its header read, and its tensors' bytes there.
 fn weights_whole(path: &Path) -> Result<()> {
-    let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    // SAFETY: the file was just written by this process and is only read here
-    let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))?;
-    SafeTensors::deserialize(&map).map(|_| ()).map_err(|err| anyhow::anyhow!("the file arrived incomplete ({err})"))
+    SafeTensors::deserialize(&map(path)?)
+        .map(|_| ())
+        .map_err(|err| anyhow::anyhow!("the file arrived incomplete ({err})"))
 }
 
 /// Whether a 206 answer's `Content-Range` (`bytes FIRST-LAST/SIZE`) is the rest of the file after

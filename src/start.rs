@@ -122,10 +122,10 @@ pub fn settings(args: &TrainArgs, start: &Start) -> Result<(TrainConfig, Runtime
             }
             args.apply(&mut config);
             config.validate()?;
+            check_micro_batches(args, &config)?;
             config
         }
     };
-    check_micro_batches(args, &config)?;
     let kind = args.device.device.unwrap_or_else(device::default_device);
     let precision = match (start, args.device.dtype) {
         (Start::Resume(..), _) => config.precision, // as given, or refused above
