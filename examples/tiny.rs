@@ -3,13 +3,16 @@
 use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use microgpt_burn::{
-    adam::Adam, batch::Batcher, config::GPTConfig, data::Dataset, device, model::GPT, model::LanguageModel,
+use microgpt_burn::device;
+use microgpt_burn::gpt::{
+    adam::Adam,
+    batch::Batcher,
+    config::GPTConfig,
+    data::Dataset,
+    model::{GPT, LanguageModel},
     rng::PyRandom,
-};
-use microgpt_burn::{
     sample::{SampleOptions, sample},
-    schedule::lr_at,
+    train::lr_at,
 };
 
 const WORDS: &str = "amber apple aspen basil berry birch cedar cherry clover coral daisy ember fern fig \

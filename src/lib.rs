@@ -1,45 +1,26 @@
 //! microGPT on Burn: Karpathy's microGPT (a complete GPT trained from scratch on names, then
-//! sampling new ones) with Burn's autodiff computing the gradients.
+//! sampling new ones) with Burn's autodiff computing the gradients, and GPT-2 on the same code.
 //!
-//! One module per concept, each importing only those listed before it:
-//! `rng` (Python-compatible random numbers), `device` (the one place that knows the backends),
-//! `files` (atomic writes, digests), `data` (documents or one text, tokenizer, split), `bpe`
-//! (GPT-2's tokenizer), `schedule`
-//! (the learning rate), `config` (the architecture and the run's settings, their presets),
-//! `batch` (batches on the device: documents or windows of a text; evaluation sets), `host`
-//! (what the host loops share), `ops` (the model's operations, each one autodiff node with its
-//! backward pass and its CPU loop), `model` (the GPT), `adam` (the optimizer), `gradients` (a
-//! step's gradients: the batch in one part per core, added and clipped), `checkpoint` (saving
-//! and loading), `metrics` (CSV and plot), `sample` (generation), `inspect` (predictions,
-//! attention and embeddings of a trained model), `progress` (what a run shows while it trains),
-//! `train` (the loop), and the program: `cli` (flags), `start` (where a run starts and saves)
-//! and `commands` (what each subcommand does).
+//! The tree is the architecture, four floors; none imports the program but the program itself,
+//! and the backends import none of the others:
 //!
-//! `examples/tiny.rs` trains the GPT on a few dozen words through this API in about 30 lines.
+//! - [`gpt`], the learner's floor: the two models, attention, every operation's formula, the loss,
+//!   the optimizer, the training loop, sampling, the data and its tokenizers. What a GPT is.
+//! - [`fast`], the speed layer: fused kernels with their backward passes, the CPU's loops, a
+//!   step's batch split over the cores, Adam's update in one pass. The GPT reaches it at three
+//!   seams, one call each: `gpt::ops` (each operation's kernel), the loop's split over the cores
+//!   (`fast::cores`), Adam's update on the host (`fast::adam`); nothing there changes a number
+//!   beyond rounding.
+//! - [`program`], the `microgpt` program: flags, commands, where a run starts and saves,
+//!   checkpoints, Hugging Face's files, progress, metrics, inspection.
+//! - [`device`], the backends: the one place that knows Burn's CPU and GPU backends.
+//!
+//! `gpt` imports nothing of `program` (tested: `tests/floors.rs`). `examples/tiny.rs` trains the
+//! GPT on a few dozen words through `gpt` alone in about 30 lines.
 
 #![warn(missing_docs)]
 
-pub mod adam;
-pub mod batch;
-pub mod bpe;
-pub mod checkpoint;
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod data;
 pub mod device;
-pub mod files;
-pub mod gpt2_run;
-pub mod gradients;
-pub mod hf;
-pub mod host;
-pub mod inspect;
-pub mod metrics;
-pub mod model;
-pub mod ops;
-pub mod progress;
-pub mod rng;
-pub mod sample;
-pub mod schedule;
-pub mod start;
-pub mod train;
+pub mod fast;
+pub mod gpt;
+pub mod program;

@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use microgpt_burn::checkpoint;
-use microgpt_burn::cli::{self, Command};
-use microgpt_burn::commands::{self, Outcome};
+use microgpt_burn::program::checkpoint;
+use microgpt_burn::program::cli::{self, Command};
+use microgpt_burn::program::commands::{self, Outcome};
 
 /// Panics are bugs (here or in a backend): say so in one line, without a backtrace unless
 /// RUST_BACKTRACE asks for one. Panics of Burn's worker threads are caught and returned by

@@ -13,7 +13,8 @@ use std::path::Path;
 use common::{microgpt, ok, read_json, samples, stderr, stdout, step_losses, val_loss};
 
 /// The bare run prints the reference's lines and nothing else, in order; on Burn's own
-/// operations (`--ops burn`) too.
+/// operations (`--kernels burn`) too, and under the flag's old name (`--ops ours`, the fused
+/// kernels).
 #[test]
 fn bare_run_prints_the_reference_lines() {
     let dir = common::scratch_with_names();
@@ -28,8 +29,8 @@ fn bare_run_prints_the_reference_lines() {
         expected.push(format!("sample {:2}: {name}", i + 1));
     }
     let mut val_losses = Vec::new();
-    for ops in ["ours", "burn"] {
-        let out = ok(dir.path(), &["--steps", "20", "--ops", ops]);
+    for kernels in [["--kernels", "fused"], ["--kernels", "burn"], ["--ops", "ours"]] {
+        let out = ok(dir.path(), &[&["--steps", "20"][..], &kernels].concat());
         let train_time = out.lines().find(|l| l.starts_with("train time: ")).expect("a train time line");
         assert!(train_time.contains("steps/s") && train_time.contains("tokens/s"), "{train_time}");
         val_losses.push(val_loss(&out));
@@ -41,9 +42,10 @@ fn bare_run_prints_the_reference_lines() {
                 _ => l.to_string(),
             })
             .collect();
-        assert_eq!(lines, expected, "--ops {ops}");
+        assert_eq!(lines, expected, "{kernels:?}");
     }
     assert_eq!(val_losses[0], val_losses[1], "the held-out loss is the same on both operations");
+    assert_eq!(val_losses[0], val_losses[2], "--ops ours is --kernels fused");
 }
 
 #[test]

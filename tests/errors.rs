@@ -76,6 +76,16 @@ fn bad_flags() {
         (&["train", "--bogus"], "unexpected argument '--bogus'"),
         (&["train", "--steps", "3", "--prefix", "Zq"], "--prefix \"Zq\": character 'Z' is not in the vocabulary"),
         (&["train", "--save-every", "5"], "--save-every needs --out DIR"),
+        (
+            &["sample", "--checkpoint", "ck", "--num-tokens", "0"],
+            "'--num-tokens <N>': must be a whole number of at least 1",
+        ),
+        (
+            &["sample", "--checkpoint", "ck", "--num-chars", "0"],
+            "'--num-chars <N>': must be a whole number of at least 1",
+        ),
+        (&["sample", "--checkpoint", "ck", "--num-chars", "5", "--num-tokens", "5"], "cannot be used with"),
+        (&["train", "--kernels", "ours2"], "invalid value 'ours2' for '--kernels"),
     ];
     for (args, needle) in cases {
         fails_with(d, args, needle);
@@ -656,7 +666,7 @@ fn a_model_with_non_finite_weights_is_refused() {
     let weights = checkpoint(d);
     // the first number of wte, as stored in model.bpk, becomes a NaN; the digest follows
     let device = microgpt_burn::device::cpu_f64();
-    let loaded = microgpt_burn::checkpoint::load(&d.join("ck"), &device).unwrap();
+    let loaded = microgpt_burn::program::checkpoint::load(&d.join("ck"), &device).unwrap();
     let first: f64 = loaded.model.named_weights()[0].1.clone().into_data().iter::<f64>().next().unwrap();
     let model_path = weights.join("model.bpk");
     let mut bytes = std::fs::read(&model_path).unwrap();
@@ -664,7 +674,7 @@ fn a_model_with_non_finite_weights_is_refused() {
     bytes[at..at + 8].copy_from_slice(&f64::NAN.to_le_bytes());
     std::fs::write(&model_path, &bytes).unwrap();
     edit_meta(d, |m| {
-        m["files"]["model.bpk"]["sha256"] = microgpt_burn::files::sha256_hex(&bytes).into();
+        m["files"]["model.bpk"]["sha256"] = microgpt_burn::program::files::sha256_hex(&bytes).into();
     });
     for args in [
         vec!["sample", "--checkpoint", "ck"],

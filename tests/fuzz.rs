@@ -7,13 +7,13 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use microgpt_burn::adam::Adam;
-use microgpt_burn::checkpoint::{self, Meta};
-use microgpt_burn::config::{GPTConfig, TrainConfig};
-use microgpt_burn::data::{self, Tokenizer};
 use microgpt_burn::device;
-use microgpt_burn::model::GPT;
-use microgpt_burn::rng::PyRandom;
+use microgpt_burn::gpt::adam::Adam;
+use microgpt_burn::gpt::config::{GPTConfig, TrainConfig};
+use microgpt_burn::gpt::data::{self, Tokenizer};
+use microgpt_burn::gpt::model::GPT;
+use microgpt_burn::gpt::rng::PyRandom;
+use microgpt_burn::program::checkpoint::{self, Meta};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {

@@ -11,18 +11,19 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData, bf16, f16};
-use microgpt_burn::adam::Adam;
-use microgpt_burn::batch::{EvalSet, Windows};
-use microgpt_burn::bpe::Bpe;
 use microgpt_burn::device::{self, DeviceArg, Precision};
-use microgpt_burn::gradients;
-use microgpt_burn::hf;
-use microgpt_burn::model::LanguageModel;
-use microgpt_burn::model::gpt2::Gpt2;
-use microgpt_burn::rng::PyRandom;
-use microgpt_burn::sample::{self, SampleOptions};
-use microgpt_burn::train::evaluate;
+use microgpt_burn::fast::{Kernels, with_kernels};
+use microgpt_burn::gpt::adam::Adam;
+use microgpt_burn::gpt::batch::{EvalSet, Windows};
+use microgpt_burn::gpt::bpe::Bpe;
+use microgpt_burn::gpt::gpt2::GPT2;
+use microgpt_burn::gpt::model::LanguageModel;
+use microgpt_burn::gpt::rng::PyRandom;
+use microgpt_burn::gpt::sample::{self, SampleOptions};
+use microgpt_burn::gpt::train::{self, evaluate};
+use microgpt_burn::program::hf;
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::Value;
@@ -63,7 +64,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-fn logits_of(model: &Gpt2, prompt: &[usize]) -> Vec<f32> {
+fn logits_of(model: &GPT2, prompt: &[usize]) -> Vec<f32> {
     let logits = model.forward(tokens_of(prompt, &model.devices()[0]));
     logits.into_data().convert::<f32>().try_to_vec().unwrap()
 }
@@ -79,10 +80,10 @@ fn logits_are_transformers_in_both_layouts() {
     let spread = want.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
     assert!(spread > 5.0, "the fixture's logits are far from uniform: {spread}");
     for layout in ["saved", "hub"] {
-        for ops in [microgpt_burn::ops::Ops::Ours, microgpt_burn::ops::Ops::Burn] {
-            let model = hf::load(&fixture(layout), &cpu_f32()).unwrap().with_ops(ops);
-            let diff = max_diff(&logits_of(&model, &prompt), &want);
-            assert!(diff < 1e-5, "{layout}, {ops:?}: logits differ by {diff}");
+        for kernels in [Kernels::Fused, Kernels::Burn] {
+            let model = hf::load(&fixture(layout), &cpu_f32()).unwrap();
+            let diff = with_kernels(kernels, || max_diff(&logits_of(&model, &prompt), &want));
+            assert!(diff < 1e-5, "{layout}, {kernels:?}: logits differ by {diff}");
         }
     }
 }
@@ -126,7 +127,7 @@ fn training_steps_are_pytorch_adamw() {
     for on_host in [true, false] {
         let device = cpu_f32().autodiff();
         let mut model = hf::load(&fixture("saved"), &device).unwrap();
-        let weights = gradients::weight_ids(&model);
+        let weights = train::weight_ids(&model);
         assert_eq!(weights.iter().filter(|w| w.rank == 1).count(), 2 * (4 + 4) + 2, "the vectors: biases and gains");
         let batch = Windows::new(&tokens, model.block_size(), &device).batch(&ids(&train["offsets"]));
         let adam = Adam {
@@ -139,9 +140,10 @@ fn training_steps_are_pytorch_adamw() {
         let mut optim = adam.init();
         let mut losses = Vec::new();
         for _ in 0..train["steps"].as_u64().unwrap() {
-            let (loss, grads) = gradients::loss_and_gradients(&model, vec![batch.clone()], 1.0, None);
-            losses.push(device::read_scalar(loss).unwrap());
-            let grads = gradients::combine(grads, &weights, Some(number("grad_clip")), on_host);
+            let loss = model.loss(batch.clone(), None);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            losses.push(device::read_scalar(loss.inner()).unwrap());
+            let grads = train::clip_grad_norm(grads, &weights, number("grad_clip"), on_host);
             model = optim.step(number("lr"), model, grads);
         }
         losses.push(device::read_scalar(model.loss(batch.clone(), None)).unwrap());
@@ -579,7 +581,7 @@ fn inspect_reads_a_gpt2_in_its_tokens() {
     let text = expected()["prompt"].as_str().unwrap().to_string();
     let prompt = ids(&expected()["ids"]);
     let model = hf::load(&fixture("saved"), &cpu_f32()).unwrap();
-    let seen = microgpt_burn::inspect::inspect_tokens(&model, &prompt, 0).unwrap();
+    let seen = microgpt_burn::program::inspect::inspect_tokens(&model, &prompt, 0).unwrap();
     assert_eq!(seen.predictions.len(), prompt.len() - 1);
     assert_eq!(seen.attention.len(), 2, "two layers");
     let batch = Windows::new(&prompt, prompt.len() - 1, &model.devices()[0]).batch(&[0]);

@@ -7,15 +7,15 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use microgpt_burn::batch::{Batcher, EvalSet};
-use microgpt_burn::config::GPTConfig;
-use microgpt_burn::data::{Layout, Tokenizer};
 use microgpt_burn::device;
-use microgpt_burn::inspect::{self, TOP};
-use microgpt_burn::model::{GPT, KvCache, LanguageModel};
-use microgpt_burn::rng::PyRandom;
-use microgpt_burn::sample::probabilities;
-use microgpt_burn::train::evaluate;
+use microgpt_burn::gpt::batch::{Batcher, EvalSet};
+use microgpt_burn::gpt::config::GPTConfig;
+use microgpt_burn::gpt::data::{Layout, Tokenizer};
+use microgpt_burn::gpt::model::{GPT, KvCache, LanguageModel};
+use microgpt_burn::gpt::rng::PyRandom;
+use microgpt_burn::gpt::sample::probabilities;
+use microgpt_burn::gpt::train::evaluate;
+use microgpt_burn::program::inspect::{self, TOP};
 
 use common::{microgpt, ok, stderr};
 

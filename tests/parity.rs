@@ -6,16 +6,17 @@
 mod common;
 
 use burn::module::Module;
-use microgpt_burn::adam::Adam;
-use microgpt_burn::batch;
-use microgpt_burn::config::{GPTConfig, TrainConfig};
-use microgpt_burn::data::{self, Dataset};
 use microgpt_burn::device::{self, DeviceArg, Precision};
-use microgpt_burn::model::GPT;
-use microgpt_burn::ops::Ops;
-use microgpt_burn::rng::PyRandom;
-use microgpt_burn::sample::{self, SampleOptions};
-use microgpt_burn::train::{Session, TrainOptions};
+use microgpt_burn::fast::{Kernels, with_kernels};
+use microgpt_burn::gpt::adam::Adam;
+use microgpt_burn::gpt::batch;
+use microgpt_burn::gpt::config::{GPTConfig, TrainConfig};
+use microgpt_burn::gpt::data::{self, Dataset};
+use microgpt_burn::gpt::model::GPT;
+use microgpt_burn::gpt::rng::PyRandom;
+use microgpt_burn::gpt::sample::{self, SampleOptions};
+use microgpt_burn::program::datafile::DataFile;
+use microgpt_burn::program::session::{Session, TrainOptions};
 
 /// What a reference-style run produced.
 struct Run {
@@ -26,21 +27,26 @@ struct Run {
 
 /// Train the reference model on names.txt for `steps` steps at `seed`, in f64 on the CPU.
 fn run(seed: u64, steps: usize) -> Run {
-    run_on(DeviceArg::Cpu, Ops::Ours, seed, steps)
+    run_on(DeviceArg::Cpu, Kernels::Fused, seed, steps)
 }
 
 /// [`run`] on another CPU backend, or on Burn's own operations.
-fn run_on(backend: DeviceArg, ops: Ops, seed: u64, steps: usize) -> Run {
+fn run_on(backend: DeviceArg, kernels: Kernels, seed: u64, steps: usize) -> Run {
+    with_kernels(kernels, || run_with(backend, seed, steps))
+}
+
+/// [`run_on`] on the kernels this thread runs.
+fn run_with(backend: DeviceArg, seed: u64, steps: usize) -> Run {
     let runtime = device::open(Some(backend), Some(Precision::F64)).unwrap();
     let docs = data::read_documents(&common::names_txt()).unwrap();
     let mut rng = PyRandom::new(seed);
     let dataset = data::Data::Lines(Dataset::new(docs, &mut rng).unwrap());
     let config = GPTConfig::new(dataset.tokenizer().vocab_size());
     let device = runtime.device.clone().autodiff();
-    let model = GPT::init(&config, &mut rng, &device).with_ops(ops);
+    let model = GPT::init(&config, &mut rng, &device);
     let run = TrainConfig { seed, num_steps: steps, ..TrainConfig::default() };
     let (train, val) = batch::sets(&dataset, config.block_size, &run, false, &device);
-    let options = TrainOptions::new(run, data::DataFile::of(&common::names_txt()).unwrap());
+    let options = TrainOptions::new(run, DataFile::of(&common::names_txt()).unwrap());
     let session = Session {
         model,
         optim: Adam::reference().init(),
@@ -112,16 +118,16 @@ fn thousand_steps_match_the_reference() {
     assert_eq!(ours.samples, reference.samples);
 }
 
-/// On Burn's own composed operations alone (`--ops burn`: nothing of this crate's `ops`), the
+/// On Burn's own composed operations alone (`--kernels burn`: nothing of the speed layer's), the
 /// reference run is the same: every step's loss within 1e-9 of the reference's and of ours, the
 /// same held-out loss and the same 20 names. The model learns on Burn's autodiff; our operations
 /// change only the speed.
 #[test]
 fn burns_own_operations_give_the_reference_run() {
     let reference = common::read_reference("seed42_steps1000.txt");
-    let (burns, ours) = (run_on(DeviceArg::Cpu, Ops::Burn, 42, 1000), run(42, 1000));
+    let (burns, ours) = (run_on(DeviceArg::Cpu, Kernels::Burn, 42, 1000), run(42, 1000));
     let diff = max_diff(&burns.losses, &reference.losses);
-    println!("--ops burn: largest per-step loss difference from the reference over 1000 steps: {diff:e}");
+    println!("--kernels burn: largest per-step loss difference from the reference over 1000 steps: {diff:e}");
     assert!(diff < 1e-9, "largest per-step loss difference from the reference {diff:e}");
     let diff = max_diff(&burns.losses, &ours.losses);
     assert!(diff < 1e-9, "largest per-step loss difference between the two ways {diff:e}");
@@ -148,7 +154,7 @@ fn another_seed_matches_an_independent_f64_implementation() {
 #[test]
 fn twenty_steps_on_the_ndarray_backend_match_the_reference() {
     let reference = common::read_reference("seed42_steps20.txt");
-    let ours = run_on(DeviceArg::Ndarray, Ops::Ours, 42, 20);
+    let ours = run_on(DeviceArg::Ndarray, Kernels::Fused, 42, 20);
     let diff = max_diff(&ours.losses, &reference.losses);
     assert!(diff < 1e-9, "largest per-step loss difference {diff:e}");
     assert_eq!(ours.samples[..reference.samples.len()], reference.samples[..]);

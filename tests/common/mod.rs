@@ -8,24 +8,25 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use microgpt_burn::data::{self, Named};
+use microgpt_burn::gpt::data::Corpus;
+use microgpt_burn::program::datafile;
 
 /// names.txt: `data/names.txt` of the checkout, downloaded there as the program does when it
 /// is absent.
 pub fn names_txt() -> PathBuf {
-    data_set(Named::Names)
+    data_set(Corpus::Names)
 }
 
 /// shakespeare.txt: `data/shakespeare.txt` of the checkout, downloaded there as the program does
 /// when it is absent.
 pub fn shakespeare_txt() -> PathBuf {
-    data_set(Named::Shakespeare)
+    data_set(Corpus::Shakespeare)
 }
 
 /// A named data set's file in the checkout's `data/`, fetched by the program's own download
 /// when absent (once per test binary); without a network, the test fails saying where to put
 /// the file.
-fn data_set(named: Named) -> PathBuf {
+fn data_set(named: Corpus) -> PathBuf {
     static FETCH: Mutex<()> = Mutex::new(());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let path = root.join(named.path());
@@ -34,7 +35,7 @@ fn data_set(named: Named) -> PathBuf {
         // the program's download writes under the current directory, which cargo sets to the
         // checkout for tests
         assert_eq!(std::env::current_dir().unwrap().canonicalize().unwrap(), root.canonicalize().unwrap());
-        if let Err(err) = data::ensure_named(named, named.url()) {
+        if let Err(err) = datafile::ensure_named(named, named.url()) {
             panic!("{err:#}");
         }
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make tests/reference/gpt2/: a small GPT-2 with random weights, made by Hugging Face's
 transformers, and what transformers and PyTorch compute with it. The Rust GPT-2
-(`src/model/gpt2.rs`) is checked against it in tests/gpt2.rs, with no network.
+(`src/gpt/gpt2.rs`) is checked against it in tests/gpt2.rs, with no network.
 
     pip install torch transformers safetensors tiktoken
     python3 tests/reference/gpt2_model.py --ranks ~/.cargo/registry/src/*/tiktoken-rs-0.12.1/assets/r50k_base.tiktoken

@@ -1,0 +1,433 @@
+//! Checkpoints: everything needed to sample from, evaluate or resume a run.
+//!
+//! A checkpoint directory holds `checkpoint.json` (format version, step, model config,
+//! vocabulary, run settings) and points to one weights folder `step-NNNNNN/` with the model in
+//! Burn's format (`model.bpk`), the model as safetensors under the reference's weight names
+//! (`model.safetensors`, loadable by PyTorch), and the optimizer state (`optimizer.bpk`).
+//! `checkpoint.json` also records each weight file's size and SHA-256, checked on every load, so
+//! a damaged file is named instead of loading as other weights.
+//! A save writes a new weights folder completely, under a name no folder in the directory has
+//! (`step-000200`, or `step-000200-1` when that one is taken), then swaps `checkpoint.json` by rename,
+//! then removes every other weights folder: at every moment the directory holds one complete,
+//! loadable checkpoint, and the folder `checkpoint.json` names is never touched.
+//! One training run at a time holds a directory (`files::lock`). Readers (`sample`, `eval`) take
+//! no lock: they only ever see whole checkpoints. A save that fails (a full disk) removes what it half wrote and says which
+//! checkpoint is intact.
+//! Deliberately left out: keeping more than the latest checkpoint.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::ModuleOptimizer;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::{Bytes, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::device;
+use crate::gpt::adam::Adam;
+use crate::gpt::config::{GPTConfig, TrainConfig};
+use crate::gpt::data::Tokenizer;
+use crate::gpt::model::GPT;
+use crate::gpt::rng::PyRandom;
+pub use crate::program::files::{FileDigest, check_not_held, lock};
+use crate::program::files::{flush, sync_dir, tmp_path, unused_name, write_atomic};
+
+/// Bumped whenever the layout changes; newer checkpoints are refused with a clear message.
+/// 2: the weight files' digests; 3: the longer runs' settings (warmup, decay, floor, weight
+/// decay, clipping, dropout), which an older program must not ignore on resume; 4: the text
+/// layout, Adam's betas and the held-out windows.
+pub const FORMAT_VERSION: u32 = 4;
+/// The run settings (`TrainConfig`'s fields) that every format has recorded.
+const RECORDED_SINCE_1: [&str; 5] = ["seed", "num_steps", "lr", "batch_size", "precision"];
+/// The first format whose `checkpoint.json` records the weight files' digests (version 1 did
+/// not: such checkpoints load unchecked).
+const DIGESTS_SINCE: u32 = 2;
+const META_FILE: &str = "checkpoint.json";
+const MODEL_FILE: &str = "model.bpk";
+const SAFETENSORS_FILE: &str = "model.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+
+/// Contents of `checkpoint.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Meta {
+    /// [`FORMAT_VERSION`] of the program that wrote it.
+    pub format_version: u32,
+    /// Steps completed.
+    pub step: usize,
+    /// The architecture.
+    pub config: GPTConfig,
+    /// The vocabulary, so that sampling needs no data file.
+    pub vocab: Tokenizer,
+    /// The training run's settings, which a resume keeps.
+    pub run: TrainConfig,
+    /// The folder, inside the checkpoint directory, holding the weights of this step.
+    pub weights: String,
+    /// Held-out loss at this step, when it was evaluated.
+    pub val_loss: Option<f64>,
+    /// The data file trained on, as an absolute path.
+    #[serde(default)]
+    pub data: Option<String>,
+    /// Size of the data file in bytes, to tell when it changed.
+    #[serde(default)]
+    pub data_size: Option<u64>,
+    /// SHA-256 of the data file, lower-case hex.
+    #[serde(default)]
+    pub data_sha256: Option<String>,
+    /// Size and SHA-256 of each file in the weights folder, checked whenever one is read
+    /// (absent in checkpoints written before they were recorded: those load unchecked).
+    #[serde(default)]
+    pub files: BTreeMap<String, FileDigest>,
+    /// The checkpoint this run's weights started from (`train --init-from`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+    /// How often the run evaluated (`--eval-every`, or its preset's), kept by a resume that
+    /// does not say otherwise. Not a run setting: a resume may change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
+}
+
+/// Where a run's initial weights came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitFrom {
+    /// The checkpoint directory, as an absolute path.
+    pub dir: String,
+    /// The step of the checkpoint loaded.
+    pub step: usize,
+}
+
+/// Whether `dir` holds a training run that a new run saving there would replace: a checkpoint,
+/// or the metrics of one. Says which, for the message.
+pub fn run_in(dir: &Path) -> Option<String> {
+    if let Ok(meta) = read_meta(dir) {
+        return Some(format!("the checkpoint of step {}", meta.step));
+    }
+    [META_FILE, "metrics.csv"].iter().find(|name| dir.join(name).exists()).map(|name| format!("its {name}"))
+}
+
+/// Whether `err` comes from a full disk (also when a library kept only its message).
+pub fn is_disk_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull) || {
+            let text = cause.to_string();
+            text.contains("No space left on device") || text.contains("not enough space on the disk")
+        }
+    })
+}
+
+/// One line for a write into `dir` that failed: for a full disk, where, and which checkpoint
+/// is intact.
+pub fn explain_write_error(err: anyhow::Error, dir: &Path, what: &str) -> anyhow::Error {
+    if !is_disk_full(&err) {
+        return err;
+    }
+    let intact = match read_meta(dir) {
+        Ok(meta) => format!(
+            "the checkpoint of step {} in {} is intact; free some space and continue with --resume {}",
+            meta.step,
+            dir.display(),
+            dir.display()
+        ),
+        Err(_) => format!("no earlier checkpoint is in {}", dir.display()),
+    };
+    anyhow::anyhow!("the disk is full: cannot {what} in {}; {intact}", dir.display())
+}
+
+/// Save `model` and `optim` after `meta.step` steps into `dir`. On failure nothing half
+/// written stays, and the previous checkpoint is untouched.
+pub fn save(dir: &Path, model: &GPT, optim: &ModuleOptimizer, mut meta: Meta) -> Result<()> {
+    let step = meta.step;
+    let failed = |err| explain_write_error(err, dir, &format!("save step {step}"));
+    fs::create_dir_all(dir).with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
+    // step-000200, else step-000200-1, ... (an earlier run here, or a save that crashed, left one)
+    meta.weights = unused_name(dir, &format!("step-{step:06}"), "");
+    let final_dir = dir.join(&meta.weights);
+    let tmp_dir = tmp_path(&final_dir);
+    match write_weights(&tmp_dir, model, optim) {
+        Ok(files) => meta.files = files,
+        Err(err) => {
+            let _ = fs::remove_dir_all(&tmp_dir);
+            return Err(failed(err));
+        }
+    }
+    if let Err(err) = fs::rename(&tmp_dir, &final_dir) {
+        let _ = fs::remove_dir_all(&tmp_dir);
+        return Err(failed(anyhow::Error::from(err).context(format!("cannot rename {}", tmp_dir.display()))));
+    }
+    sync_dir(dir); // the new folder's name, before the pointer to it
+    let json = serde_json::to_string_pretty(&meta)?;
+    if let Err(err) = write_atomic(&dir.join(META_FILE), json.as_bytes()) {
+        let _ = fs::remove_dir_all(&final_dir); // a new name: never the folder the pointer names
+        return Err(failed(err));
+    }
+    sync_dir(dir);
+    remove_other_weights(dir, &meta.weights);
+    Ok(())
+}
+
+/// Whether `name` is one of the names [`save`] gives: `step-NNNNNN`, `step-NNNNNN-K`, either
+/// with a `.tmp-PID` of a save in progress. A user's own `step-notes/` is none of them.
+fn is_weights_folder(name: &str) -> bool {
+    let name = name
+        .split_once(".tmp-")
+        .map_or(name, |(base, pid)| if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) { base } else { "" });
+    let Some(rest) = name.strip_prefix("step-") else { return false };
+    let (step, again) = rest.split_once('-').unwrap_or((rest, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    step.len() >= 6 && digits(step) && digits(again)
+}
+
+/// Remove every weights folder of `dir` but `keep`: the previous checkpoint, and what saves
+/// that crashed left behind. Best effort: a folder that stays is only disk space.
+fn remove_other_weights(dir: &Path, keep: &str) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if is_weights_folder(&name) && name != keep && entry.path().is_dir() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The three weight files of a checkpoint, into a new folder `tmp_dir`; their digests.
+fn write_weights(tmp_dir: &Path, model: &GPT, optim: &ModuleOptimizer) -> Result<BTreeMap<String, FileDigest>> {
+    if tmp_dir.exists() {
+        fs::remove_dir_all(tmp_dir)?;
+    }
+    fs::create_dir_all(tmp_dir).with_context(|| format!("cannot create {}", tmp_dir.display()))?;
+    let weights = model.clone().valid();
+    weights
+        .clone()
+        .save_file(tmp_dir.join(MODEL_FILE))
+        .map_err(|err| anyhow::anyhow!("cannot save the model: {err}"))?;
+    // the reference's names: blocks are `layer0.attn_wq`, not `layer.0.attn_wq`
+    let mut store = SafetensorsStore::from_file(tmp_dir.join(SAFETENSORS_FILE))
+        .with_key_remapping(r"^layer\.(\d+)\.", "layer$1.")
+        .overwrite(true);
+    weights.save_into(&mut store).map_err(|err| anyhow::anyhow!("cannot save the safetensors weights: {err}"))?;
+    optim
+        .save(tmp_dir.join(OPTIMIZER_FILE))
+        .map_err(|err| anyhow::anyhow!("cannot save the optimizer state: {err}"))?;
+    sync_dir(tmp_dir);
+    [MODEL_FILE, SAFETENSORS_FILE, OPTIMIZER_FILE]
+        .into_iter()
+        .map(|name| {
+            let path = tmp_dir.join(name);
+            let bytes = fs::read(&path).with_context(|| format!("cannot read back {}", path.display()))?;
+            // on the disk before checkpoint.json names them, a power cut included
+            flush(&path)?;
+            Ok((name.to_string(), FileDigest::of(&bytes)))
+        })
+        .collect()
+}
+
+/// Whether `dir` holds a checkpoint of `train --out` (its `checkpoint.json`).
+pub fn is_checkpoint(dir: &Path) -> bool {
+    dir.join(META_FILE).is_file()
+}
+
+/// Read and check `checkpoint.json`.
+pub fn read_meta(dir: &Path) -> Result<Meta> {
+    if !dir.exists() {
+        bail!("checkpoint directory {} does not exist: train with --out {} first", dir.display(), dir.display());
+    }
+    if !dir.is_dir() {
+        bail!("checkpoint {} is not a directory: pass the directory given to --out", dir.display());
+    }
+    let path = dir.join(META_FILE);
+    let text = fs::read_to_string(&path).map_err(|_| {
+        anyhow::anyhow!(
+            "{} holds no checkpoint ({META_FILE} is missing): pass the directory given to --out",
+            dir.display()
+        )
+    })?;
+    let version: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("{} is corrupted ({err}): save the checkpoint again", path.display()))?;
+    match version.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v > FORMAT_VERSION as u64 => bail!(
+            "{} has format version {v}, newer than this program's {FORMAT_VERSION}: upgrade microgpt",
+            path.display()
+        ),
+        Some(_) => {}
+        None => bail!("{} has no format_version: it is not a microgpt checkpoint", path.display()),
+    }
+    // settings every format has recorded (a missing later one reads as the reference's): a
+    // checkpoint without one is damaged, not older
+    let run = version.get("run").and_then(|run| run.as_object());
+    if let Some(missing) = run.and_then(|run| RECORDED_SINCE_1.into_iter().find(|key| !run.contains_key(*key))) {
+        bail!("{} is corrupted (its run settings lack {missing}): save the checkpoint again", path.display());
+    }
+    let meta: Meta = serde_json::from_value(version)
+        .map_err(|err| anyhow::anyhow!("{} is corrupted ({err}): save the checkpoint again", path.display()))?;
+    meta.config.validate().with_context(|| format!("{} holds an impossible model config", path.display()))?;
+    if meta.config.vocab_size != meta.vocab.vocab_size() {
+        bail!(
+            "{} is inconsistent: vocab_size {} but {} characters in the vocabulary",
+            path.display(),
+            meta.config.vocab_size,
+            meta.vocab.chars.len()
+        );
+    }
+    Ok(meta)
+}
+
+/// A loaded checkpoint.
+pub struct Loaded {
+    /// Its `checkpoint.json`.
+    pub meta: Meta,
+    /// The weights, on the device asked for.
+    pub model: GPT,
+    dir: PathBuf,
+}
+
+/// Load the model of the checkpoint in `dir` onto `device`. A training run may replace the
+/// checkpoint while it is read; the newer one is read then.
+pub fn load(dir: &Path, device: &burn::tensor::Device) -> Result<Loaded> {
+    let mut attempt = 0;
+    loop {
+        let meta = read_meta(dir)?;
+        match load_weights(dir, meta.clone(), device) {
+            Err(_) if attempt < 3 && read_meta(dir).is_ok_and(|now| now.weights != meta.weights) => attempt += 1,
+            loaded => return loaded,
+        }
+    }
+}
+
+/// The weights `meta` names, checked against their recorded digest, loaded onto `device` and
+/// checked to be finite numbers.
+fn load_weights(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result<Loaded> {
+    // the initial values are overwritten; any seed builds the right shapes
+    let skeleton = GPT::init(&meta.config, &mut PyRandom::new(0), device);
+    let path = dir.join(&meta.weights).join(MODEL_FILE);
+    // read the whole file now: Burn's file loader maps it lazily, and a training run may
+    // delete this folder (after saving a newer one) while the weights are still unread
+    let bytes = read_checked(&meta, &path)?;
+    let model = catch_load(move || {
+        // in the device's precision: an f64 checkpoint on the GPU (f32) is cast, not loaded as f64
+        burn::store::ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+            .and_then(|record| skeleton.try_load_record(record.cast_to_module_dtype()))
+    })
+    .map_err(|err| {
+        anyhow::anyhow!(
+            "cannot load {} ({err}): the weights are truncated, corrupted or do not match checkpoint.json",
+            path.display()
+        )
+    })?;
+    if let Some(name) = first_non_finite(&model)? {
+        bail!(
+            "the model in {} (step {}) is broken: its weights are not finite ({name} holds NaN or infinity) in this precision; train again from an earlier checkpoint or at a lower --lr",
+            dir.display(),
+            meta.step
+        );
+    }
+    Ok(Loaded { meta, model, dir: dir.to_path_buf() })
+}
+
+/// The bytes of the weight file at `path`, which must be the ones `meta` recorded for it.
+fn read_checked(meta: &Meta, path: &Path) -> Result<Vec<u8>> {
+    if !path.is_file() {
+        bail!("{} is missing: the checkpoint is incomplete, save it again", path.display());
+    }
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    if meta.format_version < DIGESTS_SINCE {
+        return Ok(bytes); // written before digests were recorded
+    }
+    let Some(recorded) = meta.files.get(name.as_ref()) else {
+        bail!(
+            "{} records no digest of {name}: the checkpoint is corrupted, save it again",
+            dir_of(path).join(META_FILE).display()
+        );
+    };
+    if *recorded != FileDigest::of(&bytes) {
+        bail!(
+            "{} is damaged: its size or SHA-256 differs from what checkpoint.json records ({} bytes, sha256 {}): restore the file or train again",
+            path.display(),
+            recorded.size,
+            recorded.sha256
+        );
+    }
+    Ok(bytes)
+}
+
+/// The checkpoint directory of a weight file (`DIR/step-N/model.bpk` -> `DIR`).
+fn dir_of(path: &Path) -> &Path {
+    path.parent().and_then(Path::parent).unwrap_or(Path::new("."))
+}
+
+/// The name of the first weight of `model` that holds a NaN or an infinity, if any (reads every
+/// weight back from the device): its path in the module, as `wte` or `layer.0.attn_wq`.
+pub fn first_non_finite(model: &impl Module) -> Result<Option<String>> {
+    #[derive(Default)]
+    struct Find {
+        path: Vec<String>,
+        found: Option<Result<String>>,
+    }
+    impl ModuleVisitor for Find {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.found.is_none() {
+                match device::read_values(param.val()) {
+                    Ok(values) if values.iter().all(|x| x.is_finite()) => {}
+                    Ok(_) => self.found = Some(Ok(self.path.join("."))),
+                    Err(err) => self.found = Some(Err(err)),
+                }
+            }
+        }
+    }
+    let mut find = Find::default();
+    model.visit(&mut find);
+    find.found.transpose()
+}
+
+impl Loaded {
+    /// The optimizer state saved with the weights, for the update `adam`.
+    pub fn optimizer(&self, adam: Adam) -> Result<ModuleOptimizer> {
+        let path = self.dir.join(&self.meta.weights).join(OPTIMIZER_FILE);
+        optimizer_from(&path, read_checked(&self.meta, &path)?, adam)
+    }
+}
+
+/// The optimizer state in `bytes` (read from `path`), for the update `adam`; malformed bytes are
+/// one line naming `path`.
+pub fn optimizer_from(path: &Path, bytes: Vec<u8>, adam: Adam) -> Result<ModuleOptimizer> {
+    catch_load(move || adam.init().from_bytes(Bytes::from_bytes_vec(bytes))).map_err(|err| {
+        anyhow::anyhow!("cannot load the optimizer state {} ({err}): the checkpoint is corrupted", path.display())
+    })
+}
+
+/// The name of the thread that decodes a checkpoint's files: its panics are malformed input,
+/// reported as one line, and the program's panic hook prints nothing for it (`src/main.rs`).
+pub const LOADER_THREAD: &str = "checkpoint-load";
+
+/// Run a loader that may panic on malformed input (Burn's record decoders do) on a thread of
+/// its own ([`LOADER_THREAD`]), and turn a panic into an error, with the process's panic hook
+/// left as it is.
+fn catch_load<T, E>(load: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let thread = std::thread::Builder::new().name(LOADER_THREAD.into()).spawn(load);
+    match thread.map_err(|err| format!("cannot start a thread to read it: {err}"))?.join() {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "malformed data".into())),
+    }
+}
+
+#[cfg(test)]
+#[path = "checkpoint_tests.rs"]
+mod tests;

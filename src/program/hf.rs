@@ -1,0 +1,375 @@
+//! GPT-2 as Hugging Face keeps it: a folder of `config.json` and `model.safetensors`, read into
+//! [`GPT2`] and written from it, and OpenAI's four models by name (`gpt2`, `gpt2-medium`,
+//! `gpt2-large`, `gpt2-xl`), downloaded on first use into Hugging Face's own cache, where
+//! transformers finds them too (and where a model transformers already fetched is found).
+//!
+//! Both layouts of the weights load: the hub's (names without a prefix, each layer's
+//! `attn.bias` mask buffer present) and `save_pretrained`'s (names under `transformer.`, the
+//! tied `lm_head.weight` absent). A GPT-2 is written in `save_pretrained`'s layout, which
+//! `GPT2LMHeadModel.from_pretrained` loads. Weights in the file may be f32 or f64 (a run in f64
+//! saves them so), f16 or bf16 (read into f32), in one file or in shards
+//! (`model.safetensors.index.json`). PyTorch's pickled
+//! `pytorch_model.bin` is refused with the line that converts it.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{DType, Device, TensorData};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{Value, json};
+
+use crate::gpt::gpt2::{GPT2, GPT2Config};
+
+/// The model's description in a Hugging Face folder.
+pub const CONFIG_FILE: &str = "config.json";
+/// The weights in a Hugging Face folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The list of a folder's weight files, where `save_pretrained` split them into shards.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// OpenAI's GPT-2 models, by the names transformers gives them, and their hub repositories.
+pub const OPENAI_MODELS: [(&str, &str); 4] = [
+    ("gpt2", "openai-community/gpt2"),
+    ("gpt2-medium", "openai-community/gpt2-medium"),
+    ("gpt2-large", "openai-community/gpt2-large"),
+    ("gpt2-xl", "openai-community/gpt2-xl"),
+];
+
+/// Whether `dir` is a Hugging Face model folder (it has a `config.json`).
+pub fn is_model_folder(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).is_file()
+}
+
+/// The hub repository of one of OpenAI's models named as transformers names it (`gpt2`, ...).
+pub fn openai_repo(name: &str) -> Option<&'static str> {
+    OPENAI_MODELS.iter().find(|(n, _)| *n == name).map(|(_, repo)| *repo)
+}
+
+/// The shapes in a folder's `config.json`; anything but a GPT-2 is refused.
+pub fn read_config(dir: &Path) -> Result<GPT2Config> {
+    let path = dir.join(CONFIG_FILE);
+    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("none");
+    if model_type != "gpt2" {
+        bail!("{} describes a {model_type:?} model; only GPT-2 (model_type \"gpt2\") loads", path.display());
+    }
+    let activation = json.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new");
+    if !["gelu_new", "gelu_pytorch_tanh"].contains(&activation) {
+        bail!("{}: activation_function {activation:?}; only GPT-2's own, gelu_new, is built", path.display());
+    }
+    for flag in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"] {
+        if json.get(flag).and_then(Value::as_bool) == Some(true) {
+            bail!("{}: {flag} is true; only OpenAI's GPT-2 (false) is built", path.display());
+        }
+    }
+    if json
+        .get("n_inner")
+        .is_some_and(|n| !n.is_null() && n.as_u64() != json.get("n_embd").and_then(Value::as_u64).map(|c| 4 * c))
+    {
+        bail!("{}: n_inner is not 4 × n_embd; only GPT-2's MLP is built", path.display());
+    }
+    let config: GPT2Config =
+        serde_json::from_value(json).with_context(|| format!("{} lacks GPT-2's sizes", path.display()))?;
+    config.validate().with_context(|| path.display().to_string())?;
+    Ok(config)
+}
+
+/// The GPT-2 in folder `dir` on `device`, its weights in the device's float type whatever the
+/// file's.
+pub fn load(dir: &Path, device: &Device) -> Result<GPT2> {
+    let config = read_config(dir)?;
+    let maps = weight_files(dir)?.into_iter().map(|path| Ok((map(&path)?, path))).collect::<Result<Vec<_>>>()?;
+    let files = maps
+        .iter()
+        .map(|(map, path)| {
+            let tensors = SafeTensors::deserialize(map).map_err(|err| {
+                anyhow::anyhow!("{} is damaged or truncated ({err}): download it again", path.display())
+            })?;
+            Ok((path, tensors))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // save_pretrained's names are under `transformer.`; the hub's are bare
+    let prefixed = files.iter().any(|(_, t)| t.names().iter().any(|n| n.starts_with("transformer.")));
+    let prefix = if prefixed { "transformer." } else { "" };
+    GPT2::from_tensors(&config, device, |name, _shape| {
+        let key = format!("{prefix}{name}");
+        let Some((path, view)) = files.iter().find_map(|(path, t)| Some((path, t.tensor(&key).ok()?))) else {
+            bail!("{} has no weight {key}: not the GPT-2 its config.json describes", dir.display());
+        };
+        let data = |dtype| TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
+        match view.dtype() {
+            Dtype::F32 => Ok(data(DType::F32)),
+            Dtype::F64 => Ok(data(DType::F64)), // a run in f64 saves its weights whole
+            Dtype::F16 => Ok(data(DType::F16).convert::<f32>()),
+            Dtype::BF16 => Ok(data(DType::BF16).convert::<f32>()),
+            other => bail!("{}: weight {key} is {other:?}; f32, f64, f16 and bf16 weights load", path.display()),
+        }
+    })
+}
+
+/// The weight file at `path`, read through a memory map (gpt2-xl's is 6.4 GB).
+fn map(path: &Path) -> Result<memmap2::Mmap> {
+    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: the file is only read, through this map, while its caller runs; a program writing
+    // it at the same time could change the numbers read, never memory safety of ours.
+    unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// A folder's weight files: `model.safetensors`, or the shards its `model.safetensors.index.json`
+/// names (as `save_pretrained` splits a large model).
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let (single, index) = (dir.join(WEIGHTS_FILE), dir.join(INDEX_FILE));
+    if single.is_file() || !index.is_file() {
+        if !single.is_file() && dir.join("pytorch_model.bin").is_file() {
+            bail!(
+                "{} holds pytorch_model.bin, PyTorch's pickle, which is not read here: save it as model.safetensors with transformers' `GPT2LMHeadModel.from_pretrained(DIR).save_pretrained(DIR)`",
+                dir.display()
+            );
+        }
+        return Ok(vec![single]);
+    }
+    let text = fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
+    let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", index.display()))?;
+    let map = json.get("weight_map").and_then(Value::as_object);
+    let mut shards: Vec<&str> = map.into_iter().flatten().filter_map(|(_, file)| file.as_str()).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    if shards.is_empty() || shards.iter().any(|f| f.contains(['/', '\\'])) {
+        bail!("{} names no weight files (its weight_map)", index.display());
+    }
+    Ok(shards.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// Write `model` into `dir` as `save_pretrained` writes a `GPT2LMHeadModel` (atomically, file by
+/// file: a reader sees the old file or the new one): transformers' `from_pretrained(dir)` loads
+/// it.
+pub fn save(dir: &Path, model: &GPT2) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // f32, as OpenAI's; a model computing in f64 (`--dtype f64`) keeps all its digits, so that its
+    // run resumes exactly (transformers reads f64 weights too)
+    let tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = model
+        .tensors()
+        .into_iter()
+        .map(|(name, data)| {
+            let shape = data.shape().as_slice().to_vec();
+            let (dtype, bytes) = match data.dtype() {
+                DType::F64 => (Dtype::F64, data.into_bytes().to_vec()),
+                _ => (Dtype::F32, data.convert::<f32>().into_bytes().to_vec()),
+            };
+            (format!("transformer.{name}"), shape, dtype, bytes)
+        })
+        .collect();
+    let views = tensors.iter().map(|(name, shape, dtype, bytes)| {
+        (name.as_str(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).expect("sizes agree"))
+    });
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    // beside the file first, then renamed over it: a save that fails or is cut short leaves the
+    // model saved before it whole
+    let path = dir.join(WEIGHTS_FILE);
+    crate::program::files::write_atomic_with(&path, |tmp| {
+        Ok(safetensors::serialize_to_file(views, Some(metadata), tmp)?)
+    })
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    let c = model.config();
+    let config = json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "activation_function": "gelu_new",
+        "vocab_size": c.vocab_size,
+        "n_positions": c.n_positions,
+        "n_embd": c.n_embd,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "layer_norm_epsilon": c.layer_norm_epsilon,
+        "bos_token_id": crate::gpt::bpe::Bpe::EOT,
+        "eos_token_id": crate::gpt::bpe::Bpe::EOT,
+        "tie_word_embeddings": true,
+    });
+    crate::program::files::write_atomic(&dir.join(CONFIG_FILE), format!("{config:#}\n").as_bytes())
+}
+
+/// Hugging Face's cache of hub files: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub` (on every system, as Python's `huggingface_hub` has it).
+pub fn cache_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
+        return Ok(dir.into());
+    }
+    if let Some(home) = std::env::var_os("HF_HOME") {
+        return Ok(PathBuf::from(home).join("hub"));
+    }
+    let home = std::env::home_dir().context("no home directory for Hugging Face's cache: set HF_HOME")?;
+    Ok(home.join(".cache").join("huggingface").join("hub"))
+}
+
+/// The folder of one of OpenAI's models (`gpt2`, ...) in Hugging Face's cache, downloaded there
+/// first when the cache lacks it. Transformers' name for the repository (`gpt2`) and the hub's
+/// (`openai-community/gpt2`) are both looked for.
+pub fn openai_model(name: &str) -> Result<PathBuf> {
+    let repo = openai_repo(name).with_context(|| format!("{name} is not one of OpenAI's GPT-2 models"))?;
+    let cache = cache_dir()?;
+    for id in [name, repo] {
+        if let Some(dir) = cached(&cache, id) {
+            return Ok(dir);
+        }
+    }
+    if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0") {
+        bail!("{name} is not in Hugging Face's cache ({}) and HF_HUB_OFFLINE is set", cache.display());
+    }
+    download(&cache, repo).map_err(|err| {
+        anyhow::anyhow!(
+            "downloading {name} from {} failed ({err:#}); run again to resume, or give --checkpoint a folder holding config.json and model.safetensors",
+            endpoint()
+        )
+    })
+}
+
+/// A repository's root in the cache: `models--{owner}--{name}`.
+fn repo_dir(cache: &Path, repo: &str) -> PathBuf {
+    cache.join(format!("models--{}", repo.replace('/', "--")))
+}
+
+/// A repository's folder in the cache: `models--{owner}--{name}/snapshots/{commit}`, the commit
+/// that `refs/main` names, when both of our files are there.
+fn cached(cache: &Path, repo: &str) -> Option<PathBuf> {
+    let root = repo_dir(cache, repo);
+    let commit = fs::read_to_string(root.join("refs").join("main")).ok()?;
+    let dir = root.join("snapshots").join(commit.trim());
+    [CONFIG_FILE, WEIGHTS_FILE].iter().all(|f| dir.join(f).is_file()).then_some(dir)
+}
+
+/// The hub's address: `$HF_ENDPOINT` (a mirror, as Python's `huggingface_hub` reads it), else
+/// huggingface.co.
+pub fn endpoint() -> String {
+    let given = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty());
+    given.as_deref().unwrap_or("https://huggingface.co").trim_end_matches('/').to_string()
+}
+
+/// Download `config.json` and `model.safetensors` of `repo` into the cache's layout. Each file
+/// is written beside its place as `.incomplete` and renamed when whole; `refs/main` is written
+/// last, so an interrupted download is never taken for a model. The next run resumes an
+/// `.incomplete` file where it stopped (an HTTP range), or starts it again where the server
+/// cannot resume.
+fn download(cache: &Path, repo: &str) -> Result<PathBuf> {
+    let root = repo_dir(cache, repo);
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_connect(Some(Duration::from_secs(30))).build().into();
+    // config.json, from the commit `main` names now: the folder, and the revision, of the weights
+    let url = format!("{}/{repo}/resolve/main/{CONFIG_FILE}", endpoint());
+    let response = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
+    let served = response.headers().get("x-repo-commit").and_then(|v| v.to_str().ok());
+    // a folder's name: a commit's hex digits, or nothing a mirror could make a path of
+    let served = served.filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric())).map(str::to_string);
+    let commit = served.clone().unwrap_or_else(|| "main".to_string());
+    let dir = root.join("snapshots").join(&commit);
+    fetch(&agent, &url, &dir, CONFIG_FILE, Some(response))?;
+    // without the commit (a mirror that does not say it), what a former run left may be of
+    // another revision: not resumed
+    if served.is_none() {
+        let _ = fs::remove_file(dir.join(format!("{WEIGHTS_FILE}.incomplete")));
+    }
+    let url = format!("{}/{repo}/resolve/{commit}/{WEIGHTS_FILE}", endpoint());
+    fetch(&agent, &url, &dir, WEIGHTS_FILE, None)?;
+    // a server that gave no length may have closed early: the file's own header says its size
+    if let Err(err) = weights_whole(&dir.join(WEIGHTS_FILE)) {
+        let _ = fs::remove_file(dir.join(WEIGHTS_FILE));
+        return Err(err);
+    }
+    fs::create_dir_all(root.join("refs"))?;
+    crate::program::files::write_atomic(&root.join("refs").join("main"), commit.as_bytes())?;
+    Ok(root.join("snapshots").join(commit))
+}
+
+/// `url` into `dir/file`, through `dir/file.incomplete`: resumed from the bytes a former run left
+/// there, unless `response` is the answer already asked for from the start.
+fn fetch(agent: &ureq::Agent, url: &str, dir: &Path, file: &str, response: Option<Response>) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (path, part) = (dir.join(file), dir.join(format!("{file}.incomplete")));
+    let have = fs::metadata(&part).map_or(0, |m| m.len());
+    let response = match response {
+        Some(response) => response,
+        None if have > 0 => {
+            match agent.get(url).header("Range", format!("bytes={have}-")).call() {
+                Err(ureq::Error::StatusCode(416)) => agent.get(url).call(), // nothing past it: again
+                answer => answer,
+            }
+            .with_context(|| format!("GET {url}"))?
+        }
+        None => agent.get(url).call().with_context(|| format!("GET {url}"))?,
+    };
+    // 206: the rest of the file, after the bytes we have; anything else: the whole file
+    let from = match response.status().as_u16() {
+        206 if rest_after(&response, have) => have,
+        206 => {
+            let _ = fs::remove_file(&part); // the next run starts the file anew
+            bail!("the server sent another part of {file} than the one after the {have} bytes already here");
+        }
+        _ => 0,
+    };
+    if from > 0 {
+        eprintln!("resuming {url} at {from} bytes, into {}", path.display());
+    } else {
+        eprintln!("downloading {url} to {}", path.display());
+    }
+    write_body(response, &part, from)?;
+    fs::rename(&part, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Whether a downloaded weight file is whole: its header read, and its tensors' bytes there.
+fn weights_whole(path: &Path) -> Result<()> {
+    SafeTensors::deserialize(&map(path)?)
+        .map(|_| ())
+        .map_err(|err| anyhow::anyhow!("the file arrived incomplete ({err})"))
+}
+
+/// Whether a 206 answer's `Content-Range` (`bytes FIRST-LAST/SIZE`) is the rest of the file after
+/// the `have` bytes of the `.incomplete` one: from there to its end.
+fn rest_after(response: &Response, have: u64) -> bool {
+    let range = response.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let parse = |range: &str| -> Option<(u64, u64, u64)> {
+        let (span, size) = range.strip_prefix("bytes ")?.split_once('/')?;
+        let (first, last) = span.split_once('-')?;
+        Some((first.parse().ok()?, last.parse().ok()?, size.parse().ok()?))
+    };
+    parse(range).is_some_and(|(first, last, size)| first == have && first <= last && last.checked_add(1) == Some(size))
+}
+
+type Response = ureq::http::Response<ureq::Body>;
+
+/// A response's body into the file `path` from byte `from` on (what is there before it kept), with
+/// a progress bar, checked against its announced length.
+fn write_body(response: Response, path: &Path, from: u64) -> Result<()> {
+    let total = response.body().content_length().map(|n| from.saturating_add(n));
+    let bar = indicatif::ProgressBar::new(total.unwrap_or(0)).with_style(
+        indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {bytes_per_sec}, {eta}")
+            .expect("a valid template"),
+    );
+    let mut reader = response.into_body().into_reader();
+    let mut out = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(from == 0)
+        .append(from > 0)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let (mut buffer, mut got) = (vec![0; 1 << 20], from);
+    bar.set_position(got);
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buffer[..n]).with_context(|| format!("cannot write {}", path.display()))?;
+        got += n as u64;
+        bar.set_position(got);
+    }
+    bar.finish_and_clear();
+    if let Some(total) = total.filter(|&t| t != got) {
+        bail!("the connection closed after {got} of {total} bytes");
+    }
+    out.sync_all()?;
+    Ok(())
+}
