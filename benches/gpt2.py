@@ -20,6 +20,21 @@ median; transformers runs with 1 and with 2 threads and the faster counts; ours 
   (`microgpt eval`, transformers in batches of 8 windows under no_grad): tokens/s.
 Each cell also gives the process's peak memory (max RSS).
 
+On the CPU the run first prints the CPU's model and core count and measures, with numpy, what
+bounds each row on this machine (best of a few repeats, a few seconds in all):
+- memory read bandwidth (a sum over a 1 GiB float32 array, on 1 thread and on every thread, each
+  on its own slice as the sampler streams its share of the weights), and from it the sampling
+  row's "bound tokens/s (f32)": greedy sampling with the KV cache reads every weight once per
+  new token, so tokens/s <= bandwidth / bytes of the f32 weights read per token (counted from
+  the --model folder's config.json; the position embeddings are left out, a token reads one row
+  of them);
+- f32 GEMM throughput (a 2048x2048 numpy matmul, GFLOP/s), and from it the prompt and eval rows'
+  bound, which is compute, not memory: tokens/s <= GFLOP/s / FLOPs per token (2 x the weights
+  per token, plus attention's 2 x n_layer x context x n_embd).
+"ours / bound" is microgpt's tokens/s as a percentage of that row's bound (memory for sampling,
+gemm for prompt and eval). Without numpy the run says the bounds were not measured and the
+table keeps only the columns above.
+
 `--device cuda` (benches/gpu.sh runs it on a GPU machine) times the GPU instead: sampling as above
 on both of our GPU backends (`--device gpu`, wgpu; `--device cuda`, when the binary has it)
 against transformers on PyTorch CUDA, and fine-tuning steps (nanoGPT's finetune_shakespeare
@@ -55,6 +70,130 @@ def measured(cmd, env=None):
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{err}")
     return out, rss_mib(usage)
+
+
+def cpu_model():
+    """The CPU's name: /proc/cpuinfo on Linux, sysctl on macOS, else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    name = line.split(":", 1)[1].strip()
+                    if name:
+                        return name
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                  text=True, timeout=5).stdout.strip()
+            if name:
+                return name
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def bandwidth_probe(gib=1, repeats=5, budget_s=6.0):
+    """Memory read bandwidth, GB/s (1e9 bytes/s): the best of `repeats` sums of a float32 array of
+    `gib` GiB (far past any cache), on 1 thread and on every usable CPU, each thread summing a
+    contiguous slice of its own the way the sampler's threads stream their share of a weight
+    matrix (numpy lets go of the GIL inside a reduction). This bounds sampling: greedy sampling
+    with the KV cache reads every weight once per new token, so
+    tokens/s <= bandwidth / bytes of weights read per token.
+    Returns {"gbs": best, "by_threads": {threads: GB/s}, "gib", "repeats"}, or None without numpy."""
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+    data = np.ones(gib * (1 << 30) // 4, dtype=np.float32)  # written once: every page is faulted in
+    nbytes = data.nbytes
+    deadline = time.perf_counter() + budget_s
+    by_threads = {}
+    for threads in sorted({1, usable_cpus()}):
+        chunks = np.array_split(data, threads)
+        best = 0.0
+        with ThreadPoolExecutor(threads) as pool:
+            for i in range(repeats):
+                start = time.perf_counter()
+                list(pool.map(np.sum, chunks))
+                best = max(best, nbytes / (time.perf_counter() - start) / 1e9)
+                if time.perf_counter() > deadline and i >= 1:
+                    break
+        by_threads[threads] = best
+    del data
+    return {"gbs": max(by_threads.values()), "by_threads": by_threads, "gib": gib, "repeats": repeats}
+
+
+def gemm_probe(n=2048, repeats=3):
+    """f32 matrix-multiply throughput, GFLOP/s: the best of `repeats` numpy matmuls of two n x n
+    float32 matrices (2 n^3 FLOPs each, on numpy's BLAS with its own threads), after one untimed.
+    This bounds the prompt and eval rows, where every weight is used by many tokens at once and
+    the work is compute, not memory. None without numpy."""
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b  # warm up: BLAS threads, pages
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
+    return {"gflops": best, "n": n, "repeats": repeats}
+
+
+def gpt2_counts(model_dir):
+    """GPT-2's parameter counts from the --model folder's config.json, or None if unreadable:
+    wte V*C + wpe P*C + per layer 12*C^2 + 13*C + the final layer norm 2*C.
+    "per_token" leaves wpe out: a token reads one row of it, while it reads all of wte (the
+    tied LM head) and every layer's weights. The f32 bytes per token are 4 * per_token (the
+    KV cache's reads, 8*n_layer*C bytes per token of context, are left out: the bound stays an
+    upper one)."""
+    try:
+        cfg = json.load(open(os.path.join(model_dir, "config.json")))
+        V, P = cfg.get("vocab_size", 50257), cfg.get("n_positions", 1024)
+        C, L = cfg.get("n_embd", 768), cfg.get("n_layer", 12)
+    except (OSError, ValueError):
+        return None
+    total = V * C + P * C + L * (12 * C * C + 13 * C) + 2 * C
+    return {"total": total, "per_token": total - P * C, "n_layer": L, "n_embd": C}
+
+
+def flops_per_token(counts, context):
+    """Forward FLOPs per token, kept simple: 2 per weight used (the matmuls, the LM head over the
+    whole vocabulary included) plus attention, 2 * n_layer * T * C for a causal window of T
+    tokens (QK^T and AV are 4*C FLOPs per pair per layer, over T/2 keys on average)."""
+    return 2 * counts["per_token"] + 2 * counts["n_layer"] * context * counts["n_embd"]
+
+
+def bound_lines(bw, gemm, counts):
+    """The lines that say what the bounds were measured as."""
+    if bw is None or gemm is None:
+        return ["memory bandwidth, gemm: not measured (numpy is not installed: pip install numpy); "
+                "no bound columns"]
+    threads = ", ".join(f"{bw['by_threads'][t]:,.1f} on {t} thread{'s' if t > 1 else ''}" for t in bw["by_threads"])
+    best = max(bw["by_threads"], key=bw["by_threads"].get)
+    lines = [f"memory bandwidth: {bw['gbs']:,.1f} GB/s (numpy sum of {bw['gib']} GiB, best of {bw['repeats']}, "
+             f"{best} thread{'s' if best > 1 else ''}; {threads})",
+             f"gemm: {gemm['gflops']:,.0f} GFLOP/s (f32 {gemm['n']}², best of {gemm['repeats']})"]
+    if counts is None:
+        lines.append("weights: the --model folder's config.json was not readable; no bound columns")
+    else:
+        lines.append(f"weights: {counts['total']:,} parameters, {counts['per_token'] * 4 / 1e6:,.1f} MB of f32 "
+                     f"read per sampled token (all but wpe, of which a token reads one row)")
+    return lines
 
 
 def worker(args):
@@ -176,6 +315,12 @@ def main():
 
     if args.device == "cuda":
         return gpu_rows(args, token_file, eval_file)
+    # what bounds the rows on this machine, measured now, before the runs (see bandwidth_probe, gemm_probe)
+    cpu = cpu_model()
+    print(f"CPU: {cpu}, {os.cpu_count()} cores", file=sys.stderr, flush=True)
+    bw, gemm, counts = bandwidth_probe(), gemm_probe(), gpt2_counts(args.model)
+    bounds = bound_lines(bw, gemm, counts)
+    print("\n".join(bounds), file=sys.stderr, flush=True)
     ours_cmd = {
         "sample": [args.microgpt, "sample", "--checkpoint", args.model, "--prefix", PROMPT,
                    "--num-tokens", str(args.new_tokens), "--top-k", "1", "--device", "cpu"],
@@ -202,12 +347,25 @@ def main():
     labels = {"sample": f"sampling, greedy, {args.new_tokens} tokens (KV cache)",
               "prompt": f"prompt, {len(enc.encode(long_prompt))} tokens in one pass",
               "eval": f"eval, {len(eval_tokens) - 1} tokens in windows of 1024"}
-    print(f"GPT-2 124M on the CPU ({platform.machine()}, {os.cpu_count()} cores), f32, medians of {args.runs}; "
+    # each row's bound, tokens/s: sampling by memory (bandwidth / f32 bytes per token), the prompt
+    # and eval by compute (gemm FLOP/s / FLOPs per token over their context: the prompt, a window)
+    bound = {}
+    if bw is not None and gemm is not None and counts is not None:
+        context = {"prompt": len(enc.encode(long_prompt)), "eval": 1024}
+        bound["sample"] = (bw["gbs"] * 1e9 / (4 * counts["per_token"]), "memory")
+        for what, T in context.items():
+            bound[what] = (gemm["gflops"] * 1e9 / flops_per_token(counts, T), "gemm")
+            bounds.append(f"{what}: {flops_per_token(counts, T) / 1e9:.3f} GFLOP per token (context {T})")
+    print(f"GPT-2 124M on the CPU ({cpu}, {platform.machine()}, {os.cpu_count()} cores), f32, medians of {args.runs}; "
           f"{time.strftime('%Y-%m-%d')}\n")
-    print("| | microgpt tokens/s | max RSS | transformers tokens/s (threads) | max RSS | ours / theirs |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n".join(bounds) + "\n")
+    extra = " bound tokens/s (f32) | ours / bound |" if bound else ""
+    print("| | microgpt tokens/s | max RSS | transformers tokens/s (threads) | max RSS | ours / theirs |" + extra)
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if bound else ""))
     for what, o, orss, t, threads, trss, ratio in rows:
-        print(f"| {labels[what]} | {o:,.1f} | {orss:,.0f} MiB | {t:,.1f} ({threads}) | {trss:,.0f} MiB | {ratio:.2f}x |")
+        cells = f" {bound[what][0]:,.1f} ({bound[what][1]}) | {100 * o / bound[what][0]:.0f}% |" if bound else ""
+        print(f"| {labels[what]} | {o:,.1f} | {orss:,.0f} MiB | {t:,.1f} ({threads}) | {trss:,.0f} MiB | {ratio:.2f}x |"
+              + cells)
 
 
 def gpu_rows(args, token_file, eval_file):
