@@ -30,7 +30,7 @@ fn main() -> Result<()> {
     let (steps, batch_size) = (300, 8);
     for step in 0..steps {
         let batch = batches.batch(step * batch_size, batch_size); // [B, T] token ids, padded
-        let loss = model.loss(batch, None); // forward [B, T] -> logits, then the mean cross-entropy
+        let loss = model.loss(batch); // forward [B, T] -> logits, then the mean cross-entropy
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr_at(0.01, step, steps), model, grads);
     }

@@ -140,13 +140,13 @@ fn training_steps_are_pytorch_adamw() {
         let mut optim = adam.init();
         let mut losses = Vec::new();
         for _ in 0..train["steps"].as_u64().unwrap() {
-            let loss = model.loss(batch.clone(), None);
+            let loss = model.loss(batch.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             losses.push(device::read_scalar(loss.inner()).unwrap());
             let grads = train::clip_grad_norm(grads, &weights, number("grad_clip"), on_host);
             model = optim.step(number("lr"), model, grads);
         }
-        losses.push(device::read_scalar(model.loss(batch.clone(), None)).unwrap());
+        losses.push(device::read_scalar(model.loss(batch.clone())).unwrap());
         let worst = losses.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(worst < 1e-5, "host {on_host}: losses {losses:?}, PyTorch {want:?}");
         assert!(losses[3] < losses[0] - 0.1, "training lowers the loss: {losses:?}");
@@ -585,7 +585,7 @@ fn inspect_reads_a_gpt2_in_its_tokens() {
     assert_eq!(seen.predictions.len(), prompt.len() - 1);
     assert_eq!(seen.attention.len(), 2, "two layers");
     let batch = Windows::new(&prompt, prompt.len() - 1, &model.devices()[0]).batch(&[0]);
-    let loss = device::read_scalar(model.loss(batch, None)).unwrap();
+    let loss = device::read_scalar(model.loss(batch)).unwrap();
     assert!((seen.mean_loss - loss).abs() < 1e-5, "{} vs {loss}", seen.mean_loss);
 
     let dir = tempfile::tempdir().unwrap();

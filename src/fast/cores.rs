@@ -18,7 +18,7 @@ use crate::gpt::train::{self, CLIP_EPS, WeightId, put, take};
 /// The loss of the batch given in `parts` and its gradients, added, times `share` (the batch's
 /// part of a step's targets: 1 but for gradient accumulation): each part on its own copy of the
 /// weights (new autodiff leaves over the same numbers, under the same parameter ids), all at once
-/// on the CPU's cores, in order when dropout draws its masks from the device's one random
+/// on the CPU's cores, or `in_order` when dropout draws its masks from the device's one random
 /// generator; each loss counts by its share of the targets, so that the parts' gradients add up
 /// to the whole batch's. Burn's autodiff keeps each graph behind its own lock, so the parts do not
 /// wait for each other; and each part is a smaller working set, faster even on one core. The
@@ -27,7 +27,7 @@ pub fn loss_and_gradients(
     model: &(impl LanguageModel + Sync),
     parts: Vec<Batch>,
     share: f64,
-    dropout: Option<f64>,
+    in_order: bool,
     ids: &[WeightId],
     on_host: bool,
 ) -> (Tensor<1>, GradientsParams) {
@@ -37,13 +37,13 @@ pub fn loss_and_gradients(
         use_kernels(chosen);
         let copy = model.valid().train();
         let share = share * part.n_targets as f64 / total;
-        let loss = copy.loss(part, dropout) * share;
+        let loss = copy.loss(part) * share;
         let grads = GradientsParams::from_grads(loss.backward(), &copy);
         (loss.inner(), grads)
     };
-    let results: Vec<_> = match dropout {
-        Some(_) => parts.into_iter().map(run).collect(),
-        None => parts.into_par_iter().map(run).collect(),
+    let results: Vec<_> = match in_order {
+        true => parts.into_iter().map(run).collect(),
+        false => parts.into_par_iter().map(run).collect(),
     };
     let (losses, grads): (Vec<_>, Vec<_>) = results.into_iter().unzip();
     let loss = losses.into_iter().reduce(|a, b| a + b).expect("a part or more");
@@ -180,7 +180,7 @@ mod tests {
 
     /// The whole batch's loss and gradients, as the loop computes them: forward, loss, backward.
     fn whole(model: &GPT, batch: Batch) -> (f64, GradientsParams) {
-        let loss = model.loss(batch, None);
+        let loss = model.loss(batch);
         let grads = GradientsParams::from_grads(loss.backward(), model);
         (read_values(loss.inner()).unwrap()[0], grads)
     }
@@ -221,17 +221,18 @@ mod tests {
             let (whole_loss, whole) = whole(&model, parts(1).remove(0));
             let whole = values(&whole, &ids);
             for n in [2, 3] {
-                let (loss, on_device) = loss_and_gradients(&model, parts(n), 1.0, None, &ids, false);
+                let (loss, on_device) = loss_and_gradients(&model, parts(n), 1.0, false, &ids, false);
                 let loss = read_values(loss).unwrap()[0];
                 assert!((loss - whole_loss).abs() < 1e-12, "{what}, {n} parts: loss {loss} vs {whole_loss}");
-                let on_host = values(&loss_and_gradients(&model, parts(n), 1.0, None, &ids, true).1, &ids);
+                let on_host = values(&loss_and_gradients(&model, parts(n), 1.0, false, &ids, true).1, &ids);
                 let on_device = values(&on_device, &ids);
                 assert!(max_diff(&on_device, &whole) < 1e-12, "{what}, {n} parts: {}", max_diff(&on_device, &whole));
                 assert!(max_diff(&on_host, &on_device) < 1e-15, "{what}, {n} parts: host and tensors");
             }
+            let dropping = model.clone().with_dropout(0.3);
             let dropped = || {
                 device.seed(5);
-                let (loss, grads) = loss_and_gradients(&model, parts(3), 1.0, Some(0.3), &ids, true);
+                let (loss, grads) = loss_and_gradients(&dropping, parts(3), 1.0, true, &ids, true);
                 (read_values(loss).unwrap()[0], values(&grads, &ids))
             };
             let (a, b) = (dropped(), dropped());

@@ -101,6 +101,9 @@ pub struct GPT2 {
     /// The shapes, as `config.json` writes them; not a weight.
     #[module(skip)]
     config: GPT2Config,
+    /// Dropout's probability in training; a setting, not a weight, not saved.
+    #[module(skip)]
+    dropout: f64,
 }
 
 impl Block {
@@ -127,10 +130,9 @@ impl LanguageModel for GPT2 {
         pos0: usize,
         mut cache: Option<&mut KvCache>,
         packing: Option<&Packing>,
-        dropout: Option<f64>,
     ) -> (Tensor<2>, Vec<Tensor<4>>) {
         let t = idx.dims()[1];
-        let pass = Pass::new(&idx, cache.as_deref(), packing, dropout);
+        let pass = Pass::new(&idx, cache.as_deref(), packing, self.dropout);
 
         let tok_emb = self.wte.forward(idx); // [B, T, C]
         let pos_emb = self.wpe.weight.val().narrow(0, pos0, t).unsqueeze::<3>(); // [1, T, C]
@@ -209,7 +211,7 @@ impl GPT2 {
             })
             .collect::<Result<_>>()?;
         let ln_f = w.layer_norm("ln_f", c)?;
-        Ok(Self { wte, wpe, h, ln_f, config: config.clone() })
+        Ok(Self { wte, wpe, h, ln_f, config: config.clone(), dropout: 0.0 })
     }
 
     /// Every weight under its Hugging Face name, in [`GPT2::from_tensors`]' order.
@@ -236,6 +238,11 @@ impl GPT2 {
         }
         norm(&mut out, "ln_f".into(), &self.ln_f);
         out
+    }
+
+    /// This model with dropout `p` in training (nanoGPT's `dropout`).
+    pub fn with_dropout(self, p: f64) -> Self {
+        Self { dropout: p, ..self }
     }
 
     /// The shapes of this model, as `config.json` gives them.

@@ -7,7 +7,7 @@
 //! `V` vocab_size. Everything but attention works on each position alone, on [R, C] rows;
 //! attention lays the rows out as sequences [B, H, T, D] to see each position's past. Training
 //! runs a whole sequence at once under a causal mask; sampling one position at a time against a
-//! key/value cache ([`KvCache`]); [`attention`] is the one place positions meet, the same for
+//! key/value cache ([`KvCache`]); `attention` is the one place positions meet, the same for
 //! microGPT's blocks and GPT-2's. Every operation is a formula of `crate::gpt::ops`.
 //! Deliberately left out: biases, learnable norm gains, weight tying (the reference has none;
 //! GPT-2 has them all: `crate::gpt::gpt2`, on the same attention, cache and loss).
@@ -52,23 +52,25 @@ pub struct GPT {
     /// [V, C] output projection to logits.
     lm_head: Param<Tensor<2>>,
     layer: Vec<Block>,
+    /// Dropout's probability in training; a setting, not a weight, not saved.
+    #[module(skip)]
+    dropout: f64,
 }
 
 /// What sampling, evaluation and training ask of a GPT, microGPT's ([`GPT`]) or GPT-2's
-/// ([`gpt2::GPT2`]): each computes the logits of a pass ([`LanguageModel::forward_rows`]); the
-/// rest is the same for both.
+/// ([`GPT2`](crate::gpt::gpt2::GPT2)): each computes the logits of a pass
+/// ([`LanguageModel::forward_rows`]); the rest is the same for both.
 pub trait LanguageModel: Module {
     /// Token ids [B, T] at positions `pos0..pos0+T` -> (logits [R, V] of the rows, each layer's
     /// attention weights [B, H, T, t_all]). With a cache holding positions `0..pos0`, only the new
     /// positions are computed; the cache grows by T. With `packing`, the rows are a padded batch's
-    /// real positions only; with `dropout`, a training pass's.
+    /// real positions only. On an autodiff device (training) the model's dropout applies.
     fn forward_rows(
         &self,
         idx: Tensor<2, Int>,
         pos0: usize,
         cache: Option<&mut KvCache>,
         packing: Option<&Packing>,
-        dropout: Option<f64>,
     ) -> (Tensor<2>, Vec<Tensor<4>>);
 
     /// The longest context: the number of positions with an embedding.
@@ -93,7 +95,7 @@ pub trait LanguageModel: Module {
     /// positions `0..pos0`, only the new positions are computed; the cache grows by T.
     fn forward_at(&self, idx: Tensor<2, Int>, pos0: usize, cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t] = idx.dims();
-        let logits = self.forward_rows(idx, pos0, cache, None, None).0; // [B·T, V]
+        let logits = self.forward_rows(idx, pos0, cache, None).0; // [B·T, V]
         let v = logits.dims()[1];
         logits.reshape([b, t, v])
     }
@@ -102,24 +104,23 @@ pub trait LanguageModel: Module {
     /// row i of a head's weights is how much position i draws from each position up to i.
     fn forward_with_attention(&self, idx: Tensor<2, Int>) -> (Tensor<3>, Vec<Tensor<4>>) {
         let [b, t] = idx.dims();
-        let (logits, attention) = self.forward_rows(idx, 0, None, None, None);
+        let (logits, attention) = self.forward_rows(idx, 0, None, None);
         let v = logits.dims()[1];
         (logits.reshape([b, t, v]), attention)
     }
 
-    /// The mean cross-entropy of a batch over its real targets, with dropout `p` in a training
-    /// pass (`None`: none, as for evaluation). A packed batch computes its N real positions only
-    /// ([N, V] logits: the same numbers as [`LanguageModel::forward`] at those positions); a
-    /// padded one leaves its padding out of the mean under its mask.
-    fn loss(&self, batch: Batch, dropout: Option<f64>) -> Tensor<1> {
+    /// The mean cross-entropy of a batch over its real targets. A packed batch computes its N real
+    /// positions only ([N, V] logits: the same numbers as [`LanguageModel::forward`] at those
+    /// positions); a padded one leaves its padding out of the mean under its mask.
+    fn loss(&self, batch: Batch) -> Tensor<1> {
         let [b, t] = batch.inputs.dims();
         match batch.packed {
             Some((packing, targets)) => {
-                let logits = self.forward_rows(batch.inputs, 0, None, Some(&packing), dropout).0; // [N, V]
+                let logits = self.forward_rows(batch.inputs, 0, None, Some(&packing)).0; // [N, V]
                 ops::mean_nll(logits, targets.unsqueeze_dim(1), None)
             }
             None => {
-                let logits = self.forward_rows(batch.inputs, 0, None, None, dropout).0; // [B·T, V]
+                let logits = self.forward_rows(batch.inputs, 0, None, None).0; // [B·T, V]
                 let v = logits.dims()[1];
                 let mask = batch.mask.map(|m| (m.unsqueeze_dim(2), batch.n_targets)); // [B, T, 1]
                 ops::mean_nll(logits.reshape([b, t, v]), batch.targets.unsqueeze_dim(2), mask)
@@ -171,18 +172,20 @@ pub(crate) struct Pass<'a> {
     dropout: Option<f64>,
 }
 
+/// The dropout a pass of a model whose dropout is `p` applies to tensors on `device`: `p` in
+/// training (an autodiff device, as Burn's `nn::Dropout` decides), none otherwise.
+fn training_dropout(p: f64, device: &Device) -> Option<f64> {
+    (p > 0.0 && device.is_autodiff()).then_some(p)
+}
+
 impl<'a> Pass<'a> {
-    /// The pass of token ids [B, T], after the positions `cache` holds.
-    pub(crate) fn new(
-        idx: &Tensor<2, Int>,
-        cache: Option<&KvCache>,
-        packing: Option<&'a Packing>,
-        dropout: Option<f64>,
-    ) -> Self {
+    /// The pass of token ids [B, T], after the positions `cache` holds, of a model whose dropout
+    /// is `p` (applied in training only).
+    pub(crate) fn new(idx: &Tensor<2, Int>, cache: Option<&KvCache>, packing: Option<&'a Packing>, p: f64) -> Self {
         let [b, t] = idx.dims();
         let t_all = cache.map_or(0, KvCache::len) + t; // the keys: the cached positions and these
         let future = (t > 1).then(|| causal_mask(t, t_all, &idx.device()));
-        Self { b, t, packing, future, dropout }
+        Self { b, t, packing, future, dropout: training_dropout(p, &idx.device()) }
     }
 
     /// Inverted dropout: each number kept with probability 1 - p and scaled by 1 / (1 - p), so
@@ -310,7 +313,12 @@ impl GPT {
         let wpe = draw_matrix(rng, config.block_size, c, std, device);
         let lm_head = draw_matrix(rng, v, c, std, device);
         let layer = (0..config.n_layer).map(|_| Block::init(config, rng, device)).collect();
-        Self { wte, wpe, lm_head, layer }
+        Self { wte, wpe, lm_head, layer, dropout: 0.0 }
+    }
+
+    /// This model with dropout `p` in training (nanoGPT's `dropout`; the reference has none).
+    pub fn with_dropout(self, p: f64) -> Self {
+        Self { dropout: p, ..self }
     }
 }
 
@@ -323,10 +331,9 @@ impl LanguageModel for GPT {
         pos0: usize,
         mut cache: Option<&mut KvCache>,
         packing: Option<&Packing>,
-        dropout: Option<f64>,
     ) -> (Tensor<2>, Vec<Tensor<4>>) {
         let ([b, t], c) = (idx.dims(), self.wte.dims()[1]);
-        let pass = Pass::new(&idx, cache.as_deref(), packing, dropout);
+        let pass = Pass::new(&idx, cache.as_deref(), packing, self.dropout);
 
         let tok_emb = self.wte.val().select(0, idx.reshape([b * t])).reshape([b, t, c]); // [B, T, C]
         let pos_emb = self.wpe.val().narrow(0, pos0, t).unsqueeze::<3>(); // [1, T, C]

@@ -70,16 +70,13 @@ fn autodiff_gradients_match_finite_differences() {
     let loss_of = |m: &GPT| {
         let ad = |t: Tensor<2, Int>| Tensor::<2, Int>::from_data(t.into_data(), &m.devices()[0]);
         let mask = Tensor::<2>::from_data(mask.to_data(), &m.devices()[0]);
-        m.loss(
-            Batch {
-                inputs: ad(idx.clone()),
-                targets: ad(targets.clone()),
-                mask: Some(mask),
-                n_targets: 8,
-                packed: None,
-            },
-            None,
-        )
+        m.loss(Batch {
+            inputs: ad(idx.clone()),
+            targets: ad(targets.clone()),
+            mask: Some(mask),
+            n_targets: 8,
+            packed: None,
+        })
     };
 
     let grads = loss_of(&model).backward();
@@ -129,8 +126,8 @@ fn packed_batches_give_the_masked_loss_and_gradients() {
     let batcher = Batcher::new(&tokenizer, &docs, config.block_size, &device);
     let batch = batcher.batch(1, 4);
     assert!(batch.packed.is_some() && batch.mask.is_some(), "a padded batch");
-    let masked = model.loss(Batch { packed: None, ..batch.clone() }, None);
-    let packed = model.loss(batch, None);
+    let masked = model.loss(Batch { packed: None, ..batch.clone() });
+    let packed = model.loss(batch);
     let grads = |loss: &Tensor<1>| {
         let g = loss.backward();
         model
@@ -164,7 +161,7 @@ fn padding_is_masked_out_of_the_loss() {
     let loss = |start: usize, size: usize| {
         let b = batcher.batch(start, size);
         let n = b.n_targets;
-        (model.loss(Batch { packed: None, ..b }, None).into_scalar::<f64>(), n) // on the padded grid
+        (model.loss(Batch { packed: None, ..b }).into_scalar::<f64>(), n) // on the padded grid
     };
     let singles: Vec<(f64, usize)> = (0..docs.len()).map(|i| loss(i, 1)).collect();
     assert_eq!(singles.iter().map(|s| s.1).collect::<Vec<_>>(), [5, 3, 8, 4], "christopher is cut to block_size");

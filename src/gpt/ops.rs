@@ -31,7 +31,7 @@ pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
 }
 
 /// GPT-2's linear layer, Burn's `nn::Linear`: `x` [R, in] times `W` stored [in, out] (the layout
-/// of OpenAI's `Conv1D`), plus the bias `b` [out].
+/// of OpenAI's `Conv1D`), plus the bias `b` \[out\].
 pub fn affine(x: Tensor<2>, layer: &Linear) -> Tensor<2> {
     match &layer.bias {
         // the fused product splits sampling's one-row products over the cores

@@ -103,20 +103,20 @@ impl<M: LanguageModel + Sync> Training<'_, M> {
             // batch: `micro_batches` of it one after another, each in `side_by_side` parts
             let parts = self.train.batch(self.step, run.batch_size, run.seed, side_by_side * micro_batches);
             let tokens = parts.iter().map(|b| b.n_targets).sum::<usize>();
-            let dropout = self.dropout();
+            let in_order = self.seed_dropout();
             let (mut loss, mut grads) = (None, None);
             for micro_batch in in_groups(parts, side_by_side) {
                 // each micro-batch's loss counts by its share of the step's targets
                 let share = micro_batch.iter().map(|b| b.n_targets).sum::<usize>() as f64 / tokens as f64;
                 let (micro_loss, micro_grads) = if let [_] = micro_batch[..] {
                     let batch = micro_batch.into_iter().next().expect("one part");
-                    let micro_loss = self.model.loss(batch, dropout); // forward, then the loss
+                    let micro_loss = self.model.loss(batch); // forward, then the loss
                     let micro_loss = if share == 1.0 { micro_loss } else { micro_loss * share };
                     let micro_grads = GradientsParams::from_grads(micro_loss.backward(), &self.model); // backward
                     (micro_loss.inner(), micro_grads)
                 } else {
                     // the same, in one part per CPU core, side by side
-                    cores::loss_and_gradients(&self.model, micro_batch, share, dropout, &weights, self.split.on_host)
+                    cores::loss_and_gradients(&self.model, micro_batch, share, in_order, &weights, self.split.on_host)
                 };
                 loss = Some(match loss {
                     Some(loss) => loss + micro_loss,
@@ -144,15 +144,16 @@ impl<M: LanguageModel + Sync> Training<'_, M> {
         Ok((self.model, self.optim, self.step))
     }
 
-    /// This step's dropout, its masks drawn from the seed and the step, so that a resume draws
-    /// the same.
-    fn dropout(&self) -> Option<f64> {
+    /// With dropout (the model's, set from the run's `dropout`), seed this step's masks from the
+    /// seed and the step, so that a resume draws the same; whether it did (the masks must then
+    /// be drawn in order).
+    fn seed_dropout(&self) -> bool {
         let run = self.run;
-        (run.dropout > 0.0).then(|| {
+        if run.dropout > 0.0 {
             let device = &self.model.devices()[0];
             device.seed(run.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.step as u64);
-            run.dropout
-        })
+        }
+        run.dropout > 0.0
     }
 }
 
@@ -242,7 +243,7 @@ pub fn evaluate(model: &impl LanguageModel, set: &EvalSet) -> Result<f64> {
     let mut count = 0;
     for batch in set.batches(model.vocab_size()) {
         let n_targets = batch.n_targets;
-        total += read_scalar(model.loss(batch, None))? * n_targets as f64;
+        total += read_scalar(model.loss(batch))? * n_targets as f64;
         count += n_targets;
     }
     Ok(total / count as f64)
