@@ -107,19 +107,18 @@ pub struct GPT2 {
 }
 
 impl Block {
-    /// x [R, C] -> ([R, C], the attention weights [B, H, T, t_all]), as nanoGPT's `Block`.
-    fn forward(&self, x: Tensor<2>, pass: &Pass, cache: Option<&mut LayerCache>) -> (Tensor<2>, Tensor<4>) {
+    /// x [R, C] -> [R, C], as nanoGPT's `Block`.
+    fn forward(&self, x: Tensor<2>, pass: &Pass, cache: Option<&mut LayerCache>) -> Tensor<2> {
         // 1) multi-head attention
         let x_residual = x.clone();
         let qkv = ops::affine(self.ln_1.forward(x), &self.c_attn); // [R, 3C]
         let [q, k, v] = <[Tensor<2>; 3]>::try_from(qkv.chunk(3, 1)).expect("three equal parts"); // [R, C] each
-        let (x_attn, att) = attention(q, k, v, self.n_head, pass, cache); // [R, C]
+        let x_attn = attention(q, k, v, self.n_head, pass, cache); // [R, C]
         let x = pass.dropout(ops::affine(x_attn, &self.attn_proj)) + x_residual;
         // 2) MLP
         let x_residual = x.clone();
         let x = ops::gelu(ops::affine(self.ln_2.forward(x), &self.c_fc)); // [R, 4C]
-        let x = pass.dropout(ops::affine(x, &self.mlp_proj)) + x_residual; // [R, C]
-        (x, att)
+        pass.dropout(ops::affine(x, &self.mlp_proj)) + x_residual // [R, C]
     }
 }
 
@@ -130,21 +129,17 @@ impl LanguageModel for GPT2 {
         pos0: usize,
         mut cache: Option<&mut KvCache>,
         packing: Option<&Packing>,
-    ) -> (Tensor<2>, Vec<Tensor<4>>) {
+    ) -> Tensor<2> {
         let t = idx.dims()[1];
         let pass = Pass::new(&idx, cache.as_deref(), packing, self.dropout);
 
         let tok_emb = self.wte.forward(idx); // [B, T, C]
         let pos_emb = self.wpe.weight.val().narrow(0, pos0, t).unsqueeze::<3>(); // [1, T, C]
         let mut x = pass.dropout(pass.to_rows(tok_emb + pos_emb)); // [R, C]
-        let mut attention = Vec::with_capacity(self.h.len());
         for (i, block) in self.h.iter().enumerate() {
-            let (y, att) = block.forward(x, &pass, cache.as_deref_mut().map(|cache| &mut cache.layers[i]));
-            x = y;
-            attention.push(att);
+            x = block.forward(x, &pass, cache.as_deref_mut().map(|cache| &mut cache.layers[i]));
         }
-        let x = self.ln_f.forward(x);
-        (ops::linear(x, self.wte.weight.val()), attention) // [R, V]: x · wteᵀ
+        ops::linear(self.ln_f.forward(x), self.wte.weight.val()) // [R, V]: x · wteᵀ
     }
 
     fn block_size(&self) -> usize {

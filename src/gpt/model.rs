@@ -12,6 +12,8 @@
 //! Deliberately left out: biases, learnable norm gains, weight tying (the reference has none;
 //! GPT-2 has them all: `crate::gpt::gpt2`, on the same attention, cache and loss).
 
+use std::cell::RefCell;
+
 use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
 use burn::tensor::{Bool, Device, Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
@@ -61,17 +63,17 @@ pub struct GPT {
 /// ([`GPT2`](crate::gpt::gpt2::GPT2)): each computes the logits of a pass
 /// ([`LanguageModel::forward_rows`]); the rest is the same for both.
 pub trait LanguageModel: Module {
-    /// Token ids [B, T] at positions `pos0..pos0+T` -> (logits [R, V] of the rows, each layer's
-    /// attention weights [B, H, T, t_all]). With a cache holding positions `0..pos0`, only the new
-    /// positions are computed; the cache grows by T. With `packing`, the rows are a padded batch's
-    /// real positions only. On an autodiff device (training) the model's dropout applies.
+    /// Token ids [B, T] at positions `pos0..pos0+T` -> logits [R, V] of the rows. With a cache
+    /// holding positions `0..pos0`, only the new positions are computed; the cache grows by T.
+    /// With `packing`, the rows are a padded batch's real positions only. On an autodiff device
+    /// (training) the model's dropout applies.
     fn forward_rows(
         &self,
         idx: Tensor<2, Int>,
         pos0: usize,
         cache: Option<&mut KvCache>,
         packing: Option<&Packing>,
-    ) -> (Tensor<2>, Vec<Tensor<4>>);
+    ) -> Tensor<2>;
 
     /// The longest context: the number of positions with an embedding.
     fn block_size(&self) -> usize;
@@ -95,18 +97,9 @@ pub trait LanguageModel: Module {
     /// positions `0..pos0`, only the new positions are computed; the cache grows by T.
     fn forward_at(&self, idx: Tensor<2, Int>, pos0: usize, cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t] = idx.dims();
-        let logits = self.forward_rows(idx, pos0, cache, None).0; // [B·T, V]
+        let logits = self.forward_rows(idx, pos0, cache, None); // [B·T, V]
         let v = logits.dims()[1];
         logits.reshape([b, t, v])
-    }
-
-    /// Token ids [B, T] -> (logits [B, T, V], each layer's attention weights [B, H, T, T]):
-    /// row i of a head's weights is how much position i draws from each position up to i.
-    fn forward_with_attention(&self, idx: Tensor<2, Int>) -> (Tensor<3>, Vec<Tensor<4>>) {
-        let [b, t] = idx.dims();
-        let (logits, attention) = self.forward_rows(idx, 0, None, None);
-        let v = logits.dims()[1];
-        (logits.reshape([b, t, v]), attention)
     }
 
     /// The mean cross-entropy of a batch over its real targets. A packed batch computes its N real
@@ -116,11 +109,11 @@ pub trait LanguageModel: Module {
         let [b, t] = batch.inputs.dims();
         match batch.packed {
             Some((packing, targets)) => {
-                let logits = self.forward_rows(batch.inputs, 0, None, Some(&packing)).0; // [N, V]
+                let logits = self.forward_rows(batch.inputs, 0, None, Some(&packing)); // [N, V]
                 ops::mean_nll(logits, targets.unsqueeze_dim(1), None)
             }
             None => {
-                let logits = self.forward_rows(batch.inputs, 0, None, None).0; // [B·T, V]
+                let logits = self.forward_rows(batch.inputs, 0, None, None); // [B·T, V]
                 let v = logits.dims()[1];
                 let mask = batch.mask.map(|m| (m.unsqueeze_dim(2), batch.n_targets)); // [B, T, 1]
                 ops::mean_nll(logits.reshape([b, t, v]), batch.targets.unsqueeze_dim(2), mask)
@@ -235,9 +228,23 @@ pub(crate) fn causal_mask(t: usize, t_all: usize, device: &Device) -> Tensor<4, 
     Tensor::from_data(TensorData::new(future, [1, 1, t, t_all]), device)
 }
 
+thread_local! {
+    /// The attention weights of the passes [`with_attention`] runs; `None` for every other pass.
+    static SEEN: RefCell<Option<Vec<Tensor<4>>>> = const { RefCell::new(None) };
+}
+
+/// What `run` returns, and each layer's attention weights [B, H, T, t_all] of the passes it ran
+/// (row i of a head's is how much position i draws from each position up to i): a hook, as
+/// PyTorch's forward hooks are, for `inspect`'s pictures; every other pass keeps none.
+pub fn with_attention<T>(run: impl FnOnce() -> T) -> (T, Vec<Tensor<4>>) {
+    SEEN.with(|seen| *seen.borrow_mut() = Some(Vec::new()));
+    let out = run();
+    (out, SEEN.with(|seen| seen.borrow_mut().take()).unwrap_or_default())
+}
+
 /// Every head at once: each row's query against the keys of its sequence up to its own position,
 /// softmax(q·k / √D), the weighted sum of their values, the heads side by side. The same for
-/// microGPT's blocks and GPT-2's. q, k, v [R, C] -> ([R, C], the weights [B, H, T, t_all]).
+/// microGPT's blocks and GPT-2's. q, k, v [R, C] -> [R, C].
 pub(crate) fn attention(
     q: Tensor<2>,
     k: Tensor<2>,
@@ -245,7 +252,7 @@ pub(crate) fn attention(
     n_head: usize,
     pass: &Pass,
     cache: Option<&mut LayerCache>,
-) -> (Tensor<2>, Tensor<4>) {
+) -> Tensor<2> {
     let (b, t, c) = (pass.b, pass.t, q.dims()[1]);
     let (h, d) = (n_head, c / n_head);
     let heads = |x: Tensor<2>| pass.to_grid(x).reshape([b, t, h, d]).swap_dims(1, 2); // [B, H, T, D]
@@ -259,9 +266,10 @@ pub(crate) fn attention(
     }
     let scores = ops::matmul(q, k.swap_dims(2, 3)); // [B, H, T, t_all]
     let att = pass.dropout(ops::causal_softmax(scores, pass.future.as_ref(), (d as f64).sqrt()));
-    let y = ops::matmul(att.clone(), v); // [B, H, T, D]
+    SEEN.with(|seen| seen.borrow_mut().as_mut().map(|seen| seen.push(att.clone())));
+    let y = ops::matmul(att, v); // [B, H, T, D]
     let y = y.swap_dims(1, 2).reshape([b, t, c]); // heads side by side: [B, T, C]
-    (pass.to_rows(y), att)
+    pass.to_rows(y)
 }
 
 /// A [rows, cols] matrix of N(0, std) draws, row by row, as the reference draws it (std 0.08).
@@ -284,23 +292,22 @@ impl Block {
         }
     }
 
-    /// x [R, C] -> ([R, C], the attention weights [B, H, T, t_all]). With a cache, attends over
-    /// the cached positions too and appends this pass's keys and values to it.
-    fn forward(&self, x: Tensor<2>, pass: &Pass, cache: Option<&mut LayerCache>) -> (Tensor<2>, Tensor<4>) {
+    /// x [R, C] -> [R, C]. With a cache, attends over the cached positions too and appends this
+    /// pass's keys and values to it.
+    fn forward(&self, x: Tensor<2>, pass: &Pass, cache: Option<&mut LayerCache>) -> Tensor<2> {
         // 1) multi-head attention
         let x_residual = x.clone();
         let x = ops::rmsnorm(x, RMS_EPS);
         let q = ops::linear(x.clone(), self.attn_wq.val()); // [R, C]
         let k = ops::linear(x.clone(), self.attn_wk.val());
         let v = ops::linear(x, self.attn_wv.val());
-        let (x_attn, att) = attention(q, k, v, self.n_head, pass, cache); // [R, C]
+        let x_attn = attention(q, k, v, self.n_head, pass, cache); // [R, C]
         let x = pass.dropout(ops::linear(x_attn, self.attn_wo.val())) + x_residual;
         // 2) MLP
         let x_residual = x.clone();
         let x = ops::rmsnorm(x, RMS_EPS);
         let x = relu(ops::linear(x, self.mlp_fc1.val())); // [R, 4C]
-        let x = pass.dropout(ops::linear(x, self.mlp_fc2.val())) + x_residual; // [R, C]
-        (x, att)
+        pass.dropout(ops::linear(x, self.mlp_fc2.val())) + x_residual // [R, C]
     }
 }
 
@@ -323,15 +330,15 @@ impl GPT {
 }
 
 impl LanguageModel for GPT {
-    /// Token ids [B, T] at positions `pos0..pos0+T` -> (logits [R, V] of the rows, each layer's
-    /// attention weights [B, H, T, t_all]), as microgpt.py's `gpt()`.
+    /// Token ids [B, T] at positions `pos0..pos0+T` -> logits [R, V] of the rows, as
+    /// microgpt.py's `gpt()`.
     fn forward_rows(
         &self,
         idx: Tensor<2, Int>,
         pos0: usize,
         mut cache: Option<&mut KvCache>,
         packing: Option<&Packing>,
-    ) -> (Tensor<2>, Vec<Tensor<4>>) {
+    ) -> Tensor<2> {
         let ([b, t], c) = (idx.dims(), self.wte.dims()[1]);
         let pass = Pass::new(&idx, cache.as_deref(), packing, self.dropout);
 
@@ -339,13 +346,10 @@ impl LanguageModel for GPT {
         let pos_emb = self.wpe.val().narrow(0, pos0, t).unsqueeze::<3>(); // [1, T, C]
         let x = pass.to_rows(tok_emb + pos_emb); // [R, C]
         let mut x = pass.dropout(ops::rmsnorm(x, RMS_EPS));
-        let mut attention = Vec::with_capacity(self.layer.len());
         for (i, block) in self.layer.iter().enumerate() {
-            let (y, att) = block.forward(x, &pass, cache.as_deref_mut().map(|cache| &mut cache.layers[i]));
-            x = y;
-            attention.push(att);
+            x = block.forward(x, &pass, cache.as_deref_mut().map(|cache| &mut cache.layers[i]));
         }
-        (ops::linear(x, self.lm_head.val()), attention) // [R, V]
+        ops::linear(x, self.lm_head.val()) // [R, V]
     }
 
     /// The longest context: the number of rows of `wpe`.

@@ -17,7 +17,7 @@ use plotters::prelude::*;
 
 use crate::device::read_values;
 use crate::gpt::data::{Layout, Tokenizer, doc_tokens};
-use crate::gpt::model::{GPT, LanguageModel};
+use crate::gpt::model::{self, GPT, LanguageModel};
 use crate::gpt::sample::probabilities;
 use crate::program::metrics::{draw_png, plot_err};
 
@@ -94,7 +94,7 @@ pub fn inspect_tokens(model: &impl LanguageModel, tokens: &[usize], cut: usize) 
     let device = model.devices()[0].clone();
     let inputs: Vec<i64> = tokens[..n].iter().map(|&t| t as i64).collect();
     let idx = Tensor::<2, Int>::from_data(TensorData::new(inputs, [1, n]), &device);
-    let (logits, attention) = model.forward_with_attention(idx); // [1, n, V], [1, H, n, n] per layer
+    let (logits, attention) = model::with_attention(|| model.forward(idx)); // [1, n, V], [1, H, n, n] per layer
     let logits = read_values(logits)?;
     let vocab = logits.len() / n;
 
@@ -146,6 +146,29 @@ pub fn embedding_pca(model: &GPT) -> Result<Vec<[f64; 2]>> {
     let coords = u.slice([0..v, 0..2]) * s.narrow(0, 0, 2).unsqueeze::<2>(); // [V, 2]
     let values = read_values(coords)?;
     Ok(values.chunks(2).map(|p| [p[0], p[1]]).collect())
+}
+
+/// The table of `seen`'s predictions, a position a line: its input, the five likeliest next
+/// tokens (each written by `top`), the token that follows, its probability and loss; columns
+/// `widths` wide (position, token, the five), `unit` what the tokens are; then the mean loss.
+pub fn print_predictions(
+    seen: &Inspection,
+    top: impl Fn(usize) -> String,
+    symbol: impl Fn(usize) -> String,
+    [pos_w, sym_w, top_w]: [usize; 3],
+    unit: &str,
+) {
+    let head = format!("five likeliest next {unit}");
+    println!(
+        "{:>pos_w$}  {:<sym_w$}  {head:<top_w$}  {:<sym_w$} {:>8} {:>7}",
+        "pos", "input", "next", "p(next)", "loss"
+    );
+    for (pos, p) in seen.predictions.iter().enumerate() {
+        let five: Vec<String> = p.top.iter().map(|&(id, prob)| format!("{} {prob:.3}", top(id))).collect();
+        let (input, next, five) = (symbol(p.input), symbol(p.target), five.join("  "));
+        println!("{pos:>pos_w$}  {input:<sym_w$}  {five:<top_w$}  {next:<sym_w$} {:>8.4} {:>7.4}", p.p_target, p.loss);
+    }
+    println!("mean loss: {:.4} ({} positions)", seen.mean_loss, seen.predictions.len());
 }
 
 /// The colour of an attention weight in 0..=1: white to dark blue.
