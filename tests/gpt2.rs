@@ -18,6 +18,7 @@ use microgpt_burn::fast::{Kernels, with_kernels};
 use microgpt_burn::gpt::adam::Adam;
 use microgpt_burn::gpt::batch::{EvalSet, Windows};
 use microgpt_burn::gpt::bpe::Bpe;
+use microgpt_burn::gpt::data::Tokenize;
 use microgpt_burn::gpt::gpt2::GPT2;
 use microgpt_burn::gpt::model::LanguageModel;
 use microgpt_burn::gpt::rng::PyRandom;

@@ -3,7 +3,7 @@
 //! nothing is downloaded. A `<|endoftext|>` inside a text is ordinary text ([`Bpe::encode`])
 //! unless it is asked for as GPT-2's document separator ([`Bpe::encode_with_eot`]). A token can
 //! hold part of a character (an emoji is several tokens): decoding never panics on one, it writes
-//! U+FFFD where the bytes are not whole UTF-8 yet ([`Bpe::decode`]), and [`Bpe::decode_bytes`]
+//! U+FFFD where the bytes are not whole UTF-8 yet (`Tokenize::decode`), and [`Bpe::decode_bytes`]
 //! gives the raw bytes for a caller that writes text as it is sampled.
 //! This is the tokenizer of GPT-2's checkpoints; the character tokenizer of the runs trained here
 //! is `data::Tokenizer`; both write passages through `data::Tokenize`.
@@ -47,11 +47,6 @@ impl Bpe {
         let ranks: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
         self.bpe.decode_bytes(&ranks).map_err(|err| anyhow::anyhow!("{err}"))
     }
-
-    /// The text of `ids`, with U+FFFD where a character is cut (a token that holds part of one).
-    pub fn decode(&self, ids: &[usize]) -> Result<String> {
-        Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned())
-    }
 }
 
 impl Tokenize for Bpe {
@@ -59,8 +54,8 @@ impl Tokenize for Bpe {
         Ok(Bpe::encode(self, text))
     }
 
-    fn decode(&self, ids: &[usize]) -> Result<String> {
-        Bpe::decode(self, ids)
+    fn decode_bytes(&self, ids: &[usize]) -> Result<Vec<u8>> {
+        Bpe::decode_bytes(self, ids)
     }
 
     /// `<|endoftext|>`: GPT-2's start of a document.

@@ -196,8 +196,12 @@ impl Tokenizer {
 pub trait Tokenize {
     /// The ids of `text`; an error names what the vocabulary cannot write.
     fn encode(&self, text: &str) -> Result<Vec<usize>>;
-    /// The text of `ids`.
-    fn decode(&self, ids: &[usize]) -> Result<String>;
+    /// The bytes of `ids`' text: UTF-8, though a token may hold part of a character.
+    fn decode_bytes(&self, ids: &[usize]) -> Result<Vec<u8>>;
+    /// The text of `ids`, U+FFFD where a character is cut.
+    fn decode(&self, ids: &[usize]) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned())
+    }
     /// The token a passage starts from when it has no prefix (not printed): the start of a line,
     /// or GPT-2's start of a document.
     fn passage_start(&self) -> usize;
@@ -211,8 +215,8 @@ impl Tokenize for Tokenizer {
         Tokenizer::encode(self, text)
     }
 
-    fn decode(&self, ids: &[usize]) -> Result<String> {
-        Ok(Tokenizer::decode(self, ids))
+    fn decode_bytes(&self, ids: &[usize]) -> Result<Vec<u8>> {
+        Ok(Tokenizer::decode(self, ids).into_bytes())
     }
 
     /// A line break (a passage starts a line, as nanoGPT's `sample.py`), else a space, else the

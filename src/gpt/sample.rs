@@ -152,12 +152,15 @@ pub struct Passage {
 
 /// A passage from a model of a text or a GPT-2: the prefix (or the tokenizer's start, not
 /// printed) continued by `options.num_chars` tokens ([`continuation`]), never one the tokenizer
-/// cannot write.
+/// cannot write. `show` is given the text as it is made: the prefix, then each token's text once
+/// its bytes are whole characters (a character cut between tokens waits for its rest); the pieces
+/// make up `text`.
 pub fn passage(
     model: &impl LanguageModel,
     tokenizer: &impl Tokenize,
     options: &SampleOptions,
     rng: &mut PyRandom,
+    mut show: impl FnMut(&str),
 ) -> Result<Passage> {
     options.validate()?;
     let prefix = options.prefix_ids(tokenizer)?;
@@ -166,9 +169,62 @@ pub fn passage(
     }
     let start = if prefix.is_empty() { vec![tokenizer.passage_start()] } else { prefix };
     let drawable = tokenizer.drawable().min(model.vocab_size());
-    let drawn = continuation(model, &start, options.num_chars, options, Some(drawable), rng)?;
-    let text = format!("{}{}", options.prefix, tokenizer.decode(&drawn.tokens)?);
+    show(&options.prefix);
+    let (mut text, mut stream) = (options.prefix.clone(), TextStream::default());
+    let drawn = continue_with(model, &start, options.num_chars, options, Some(drawable), rng, |token| {
+        let piece = stream.push(&tokenizer.decode_bytes(&[token])?);
+        show(&piece);
+        text.push_str(&piece);
+        Ok(())
+    })?;
+    let rest = stream.finish();
+    show(&rest);
+    text.push_str(&rest);
     Ok(Passage { text, drawn, prompt: start.len() })
+}
+
+/// Bytes to text as they come, each character once it is whole: the same text as
+/// `String::from_utf8_lossy` of all the bytes at once (U+FFFD for each byte run that is no
+/// character).
+#[derive(Default)]
+pub struct TextStream {
+    /// The first bytes of a character whose rest has not come yet.
+    pending: Vec<u8>,
+}
+
+impl TextStream {
+    /// The text `bytes` complete, after what came before.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut text = String::new();
+        loop {
+            let err = match std::str::from_utf8(&self.pending) {
+                Ok(whole) => {
+                    text.push_str(whole);
+                    self.pending.clear();
+                    return text;
+                }
+                Err(err) => err,
+            };
+            let valid = err.valid_up_to();
+            text.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid up to here"));
+            match err.error_len() {
+                None => {
+                    self.pending.drain(..valid); // a character begun: wait for its rest
+                    return text;
+                }
+                Some(bad) => {
+                    text.push(char::REPLACEMENT_CHARACTER);
+                    self.pending.drain(..valid + bad);
+                }
+            }
+        }
+    }
+
+    /// A character begun and never ended, as U+FFFD; nothing when the text ended whole.
+    pub fn finish(self) -> String {
+        String::from_utf8_lossy(&self.pending).into_owned()
+    }
 }
 
 /// The tokens drawn after a prompt, and how long the prompt and the draws took.
@@ -194,6 +250,19 @@ pub fn continuation(
     options: &SampleOptions,
     drawable: Option<usize>,
     rng: &mut PyRandom,
+) -> Result<Continuation> {
+    continue_with(model, prompt, n, options, drawable, rng, |_| Ok(()))
+}
+
+/// [`continuation`], handing each token to `each` as soon as it is drawn.
+fn continue_with(
+    model: &impl LanguageModel,
+    prompt: &[usize],
+    n: usize,
+    options: &SampleOptions,
+    drawable: Option<usize>,
+    rng: &mut PyRandom,
+    mut each: impl FnMut(usize) -> Result<()>,
 ) -> Result<Continuation> {
     assert!(!prompt.is_empty(), "a continuation starts from at least one token");
     let device = model.devices()[0].clone();
@@ -225,6 +294,7 @@ pub fn continuation(
             anyhow::anyhow!("cannot sample: {err} (the model's outputs overflow: its training diverged)")
         })?;
         seq.push(token);
+        each(token)?;
     }
     let prompt_time = prompt_time.unwrap_or_default();
     let tokens = seq.split_off(prompt.len());
@@ -287,8 +357,14 @@ mod tests {
         let model = GPT::init(&config, &mut PyRandom::new(1), &device::cpu_f64());
         let options =
             SampleOptions { num_chars: 40, prefix: "ab".into(), temperature: 1.0, ..SampleOptions::reference() };
-        let draw = |seed| passage(&model, &tokenizer, &options, &mut PyRandom::new(seed)).unwrap().text;
+        let draw = |seed| passage(&model, &tokenizer, &options, &mut PyRandom::new(seed), |_| {}).unwrap().text;
         let text = draw(3);
+        // shown as it is made: the prefix, then one piece a character, making up the text
+        let mut pieces = Vec::new();
+        let shown = passage(&model, &tokenizer, &options, &mut PyRandom::new(3), |s| pieces.push(s.to_string()));
+        assert_eq!(shown.unwrap().text, text);
+        assert_eq!(pieces.concat(), text);
+        assert_eq!((pieces[0].as_str(), pieces.len()), ("ab", 1 + 40 + 1), "{pieces:?}");
         assert!(text.starts_with("ab"), "{text:?}");
         assert_eq!(text.chars().count(), 42, "{text:?}");
         assert_eq!(text, draw(3));
@@ -299,9 +375,28 @@ mod tests {
             &tokenizer,
             &SampleOptions { prefix: "xyz".into(), ..options.clone() },
             &mut PyRandom::new(1),
+            |_| {},
         )
         .unwrap_err();
         assert!(err.to_string().contains("'x'"), "{err}");
+    }
+
+    /// Bytes cut anywhere, invalid runs and a character left unfinished included, stream as the
+    /// whole decodes.
+    #[test]
+    fn text_streams_whole_characters_as_the_whole_decodes() {
+        let mut bytes = "héllo, 世界 🦀!".as_bytes().to_vec();
+        bytes.splice(3..3, [0xff, 0xe4, 0xb8]); // an invalid byte, then a character begun and cut off
+        bytes.extend_from_slice(&[0xf0, 0x9f]); // and one the text ends inside
+        let whole = String::from_utf8_lossy(&bytes).into_owned();
+        for size in 1..=4 {
+            let mut stream = TextStream::default();
+            let mut text: String = bytes.chunks(size).map(|piece| stream.push(piece)).collect();
+            text.push_str(&stream.finish());
+            assert_eq!(text, whole, "pieces of {size} bytes");
+        }
+        let mut stream = TextStream::default();
+        assert_eq!((stream.push(&[0xe4, 0xb8]), stream.push(&[0x96])), (String::new(), "世".to_string()));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! reference run), `sample`, `eval` and `inspect`. The pieces live in their own modules (where a
 //! run starts: `start`; the session around the loop: `session`); here each command reads as its phases.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Result;
@@ -157,11 +158,19 @@ fn check_fits(data: &Data, config: &GPTConfig, sampling: &SampleOptions) -> Resu
     Ok(())
 }
 
-/// `--- inference (a passage of 500 characters) ---` and the passage.
+/// `--- inference (a passage of 500 characters) ---` and the passage, as it is made.
 fn print_passage(model: &GPT, tokenizer: &Tokenizer, sampling: &SampleOptions, rng: &mut PyRandom) -> Result<()> {
     println!("--- inference (a passage of {} characters) ---", sampling.num_chars);
-    println!("{}", sample::passage(model, tokenizer, sampling, rng)?.text);
+    sample::passage(model, tokenizer, sampling, rng, show)?;
+    println!();
     Ok(())
+}
+
+/// Print `text` at once, flushed, in a terminal and in a pipe alike: a passage as it is made, as
+/// transformers' `TextStreamer` writes it.
+pub(crate) fn show(text: &str) {
+    print!("{text}");
+    let _ = std::io::stdout().flush(); // a closed pipe ends the program (`main`)
 }
 
 /// How the session runs, from the flags and the device.
@@ -258,7 +267,10 @@ pub fn sample(args: &SampleArgs) -> Result<Outcome> {
     let mut rng = PyRandom::new(args.seed);
     match loaded.meta.run.layout {
         Layout::Lines => print_samples(&sample::sample(model, vocab, &options, &mut rng)?),
-        Layout::Text => println!("{}", sample::passage(model, vocab, &options, &mut rng)?.text),
+        Layout::Text => {
+            sample::passage(model, vocab, &options, &mut rng, show)?;
+            println!();
+        }
     }
     Ok(Outcome::Done)
 }
@@ -308,27 +320,12 @@ pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
         }
     }
 
-    println!(
-        "{:>3}  {:<5}  {:<53}  {:<5} {:>8} {:>7}",
-        "pos", "input", "five likeliest next characters", "next", "p(next)", "loss"
-    );
-    for (pos, p) in seen.predictions.iter().enumerate() {
-        let top: Vec<String> =
-            p.top.iter().map(|&(id, prob)| format!("{:>3} {prob:.3}", inspect::symbol(vocab, id))).collect();
-        println!(
-            "{pos:>3}  {:<5}  {:<53}  {:<5} {:>8.4} {:>7.4}",
-            inspect::symbol(vocab, p.input),
-            top.join("  "),
-            inspect::symbol(vocab, p.target),
-            p.p_target,
-            p.loss
-        );
-    }
-    println!("mean loss: {:.4} ({} positions)", seen.mean_loss, seen.predictions.len());
+    let symbol = |id| inspect::symbol(vocab, id);
+    inspect::print_predictions(&seen, |id| format!("{:>3}", symbol(id)), symbol, [3, 5, 53], "characters");
 
     let out = args.out.clone().unwrap_or_else(|| args.checkpoint.join("inspect"));
     std::fs::create_dir_all(&out).map_err(|err| anyhow::anyhow!("cannot create {}: {err}", out.display()))?;
-    inspect::plot_attention(&seen, |id| inspect::symbol(vocab, id), &out.join("attention.png"))?;
+    inspect::plot_attention(&seen, symbol, &out.join("attention.png"))?;
     inspect::plot_embeddings(&inspect::embedding_pca(model)?, vocab, &out.join("embeddings.png"))?;
     println!("pictures: {} and {}", out.join("attention.png").display(), out.join("embeddings.png").display());
     Ok(Outcome::Done)

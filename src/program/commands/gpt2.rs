@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use burn::module::Module;
 
-use super::{Outcome, sample_options};
+use super::{Outcome, sample_options, show};
 use crate::device::Precision;
 use crate::gpt::batch::EvalSet;
 use crate::gpt::bpe::Bpe;
-use crate::gpt::data;
+use crate::gpt::data::{self, Tokenize};
 use crate::gpt::gpt2::GPT2;
 use crate::gpt::model::LanguageModel;
 use crate::gpt::rng::PyRandom;
@@ -46,28 +46,26 @@ pub fn open(dir: &Path, flags: &DeviceArgs) -> Result<GPT2> {
     hf::load(dir, &runtime.device)
 }
 
-/// The prefix (or GPT-2's start of a document) continued by `--num-tokens` tokens, decoded
-/// ([`sample::passage`]); and the speed line.
-pub(super) fn passage(model: &GPT2, options: &SampleOptions, rng: &mut PyRandom) -> Result<(String, String)> {
-    let passage = sample::passage(model, &Bpe::gpt2()?, options, rng)?;
+/// The prefix (or GPT-2's start of a document) continued by `--num-tokens` tokens, printed as it
+/// is made ([`sample::passage`]).
+pub(super) fn print_passage(model: &GPT2, options: &SampleOptions, rng: &mut PyRandom) -> Result<sample::Passage> {
+    let passage = sample::passage(model, &Bpe::gpt2()?, options, rng, show)?;
+    println!();
+    Ok(passage)
+}
+
+/// `microgpt sample --checkpoint gpt2`: GPT-2 continues `--prefix` (or starts a document) for
+/// `--num-tokens` tokens, printed as they come; then the speed.
+pub fn sample(model: &GPT2, args: &SampleArgs) -> Result<Outcome> {
+    let passage = print_passage(model, &sample_options(&args.sampling), &mut PyRandom::new(args.seed))?;
     let drawn = &passage.drawn;
     let (prompt_s, sample_s) = (drawn.prompt_time.as_secs_f64(), drawn.sample_time.as_secs_f64());
-    let speed = format!(
+    println!(
         "speed: {:.1} tokens/s ({} tokens in {sample_s:.2} s; the prompt's {} in {prompt_s:.3} s)",
         drawn.tokens.len().saturating_sub(1) as f64 / sample_s.max(1e-9),
         drawn.tokens.len(),
         passage.prompt
     );
-    Ok((passage.text, speed))
-}
-
-/// `microgpt sample --checkpoint gpt2`: GPT-2 continues `--prefix` (or starts a document) for
-/// `--num-tokens` tokens; then the speed.
-pub fn sample(model: &GPT2, args: &SampleArgs) -> Result<Outcome> {
-    let options = sample_options(&args.sampling);
-    let (text, speed) = passage(model, &options, &mut PyRandom::new(args.seed))?;
-    println!("{text}");
-    println!("{speed}");
     Ok(Outcome::Done)
 }
 
@@ -137,22 +135,7 @@ pub fn inspect(model: &GPT2, args: &InspectArgs) -> Result<Outcome> {
     }
     let seen = inspect::inspect_tokens(model, &ids[cut..], cut)?;
     let symbol = |id| token_symbol(&bpe, id);
-    println!(
-        "{:>4}  {:<12}  {:<70}  {:<12} {:>8} {:>7}",
-        "pos", "input", "five likeliest next tokens", "next", "p(next)", "loss"
-    );
-    for (pos, p) in seen.predictions.iter().enumerate() {
-        let top: Vec<String> = p.top.iter().map(|&(id, prob)| format!("{} {prob:.3}", symbol(id))).collect();
-        println!(
-            "{pos:>4}  {:<12}  {:<70}  {:<12} {:>8.4} {:>7.4}",
-            symbol(p.input),
-            top.join("  "),
-            symbol(p.target),
-            p.p_target,
-            p.loss
-        );
-    }
-    println!("mean loss: {:.4} ({} positions)", seen.mean_loss, seen.predictions.len());
+    inspect::print_predictions(&seen, symbol, symbol, [4, 12, 70], "tokens");
     // beside a folder of the user's; in the working directory for a model of Hugging Face's cache
     let out = args.out.clone().unwrap_or_else(|| match args.checkpoint.is_dir() {
         true => args.checkpoint.join("inspect"),

@@ -12,7 +12,7 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 
-use super::gpt2::{folder, passage};
+use super::gpt2::{folder, print_passage};
 use super::{Outcome, run_to_end, sample_options, train_options};
 use crate::device::{self, Precision, Runtime};
 use crate::gpt::adam::Adam;
@@ -187,8 +187,7 @@ pub fn train(args: &TrainArgs, from: GPT2Start) -> Result<Outcome> {
     let Some(model) = run_to_end(session)? else { return Ok(Outcome::Interrupted) };
     let sampling = sample_options(&args.sampling);
     println!("--- inference (a passage of {} tokens) ---", sampling.num_chars);
-    let (text, _) = passage(&model.valid(), &sampling, &mut PyRandom::new(options.run.seed))?;
-    println!("{text}");
+    print_passage(&model.valid(), &sampling, &mut PyRandom::new(options.run.seed))?;
     Ok(Outcome::Done)
 }
 
