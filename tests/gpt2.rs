@@ -97,7 +97,8 @@ fn greedy_continuation_is_transformers_generate() {
     let options = SampleOptions { top_k: Some(1), ..SampleOptions::reference() };
     let want = ids(&expected["greedy"]);
     let prompt = ids(&expected["continue_ids"]);
-    let drawn = sample::continuation(&model, &prompt, want.len(), &options, None, &mut PyRandom::new(1)).unwrap();
+    let drawn =
+        sample::continuation(&model, &prompt, want.len(), &options, None, &mut PyRandom::new(1), |_| Ok(())).unwrap();
     assert_eq!(drawn.tokens, want);
 }
 

@@ -142,6 +142,10 @@ impl LanguageModel for GPT2 {
         ops::linear(self.ln_f.forward(x), self.wte.weight.val()) // [R, V]: x · wteᵀ
     }
 
+    fn with_dropout(self, p: f64) -> Self {
+        Self { dropout: p, ..self }
+    }
+
     fn block_size(&self) -> usize {
         self.wpe.weight.dims()[0]
     }
@@ -233,11 +237,6 @@ impl GPT2 {
         }
         norm(&mut out, "ln_f".into(), &self.ln_f);
         out
-    }
-
-    /// This model with dropout `p` in training (nanoGPT's `dropout`).
-    pub fn with_dropout(self, p: f64) -> Self {
-        Self { dropout: p, ..self }
     }
 
     /// The shapes of this model, as `config.json` gives them.

@@ -75,6 +75,10 @@ pub trait LanguageModel: Module {
         packing: Option<&Packing>,
     ) -> Tensor<2>;
 
+    /// This model with dropout `p` in training (nanoGPT's `dropout`; the reference has none):
+    /// every pass on an autodiff device drops out, no other. The training loop sets the run's.
+    fn with_dropout(self, p: f64) -> Self;
+
     /// The longest context: the number of positions with an embedding.
     fn block_size(&self) -> usize;
 
@@ -322,11 +326,6 @@ impl GPT {
         let layer = (0..config.n_layer).map(|_| Block::init(config, rng, device)).collect();
         Self { wte, wpe, lm_head, layer, dropout: 0.0 }
     }
-
-    /// This model with dropout `p` in training (nanoGPT's `dropout`; the reference has none).
-    pub fn with_dropout(self, p: f64) -> Self {
-        Self { dropout: p, ..self }
-    }
 }
 
 impl LanguageModel for GPT {
@@ -350,6 +349,10 @@ impl LanguageModel for GPT {
             x = block.forward(x, &pass, cache.as_deref_mut().map(|cache| &mut cache.layers[i]));
         }
         ops::linear(x, self.lm_head.val()) // [R, V]
+    }
+
+    fn with_dropout(self, p: f64) -> Self {
+        Self { dropout: p, ..self }
     }
 
     /// The longest context: the number of rows of `wpe`.

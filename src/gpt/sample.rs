@@ -171,7 +171,7 @@ pub fn passage(
     let drawable = tokenizer.drawable().min(model.vocab_size());
     show(&options.prefix);
     let (mut text, mut stream) = (options.prefix.clone(), TextStream::default());
-    let drawn = continue_with(model, &start, options.num_chars, options, Some(drawable), rng, |token| {
+    let drawn = continuation(model, &start, options.num_chars, options, Some(drawable), rng, |token| {
         let piece = stream.push(&tokenizer.decode_bytes(&[token])?);
         show(&piece);
         text.push_str(&piece);
@@ -239,23 +239,11 @@ pub struct Continuation {
 }
 
 /// `n` tokens drawn after `prompt` (at least one token), only among the ids below `drawable`
-/// (none: any). While the sequence
+/// (none: any), each handed to `each` as soon as it is drawn. While the sequence
 /// fits the context, each token runs the model on one position against the key/value cache;
 /// beyond `block_size` the context is the last `block_size` tokens, run anew for each one (their
 /// positions shift, so their cached keys no longer hold), as nanoGPT's `generate` crops it.
 pub fn continuation(
-    model: &impl LanguageModel,
-    prompt: &[usize],
-    n: usize,
-    options: &SampleOptions,
-    drawable: Option<usize>,
-    rng: &mut PyRandom,
-) -> Result<Continuation> {
-    continue_with(model, prompt, n, options, drawable, rng, |_| Ok(()))
-}
-
-/// [`continuation`], handing each token to `each` as soon as it is drawn.
-fn continue_with(
     model: &impl LanguageModel,
     prompt: &[usize],
     n: usize,

@@ -92,6 +92,7 @@ impl<M: LanguageModel + Sync> Training<'_, M> {
     /// Train to `end`, or until `watch` asks to stop; the model, Adam and the steps done.
     pub fn run(mut self, watch: &mut impl Watch<M>) -> Result<(M, ModuleOptimizer, usize)> {
         let run = self.run;
+        self.model = self.model.with_dropout(run.dropout); // the run's, whose masks seed_dropout seeds
         let schedule = Schedule::of(run);
         let weights = weight_ids(&self.model);
         let micro_batches = self.split.micro_batches.max(1);

@@ -78,7 +78,6 @@ pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
     check_fits(&data, &config, &sampling)?;
     let _lock = out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
     let (model, optim, step) = start::initial_state(&config, &start, &runtime, &run, &mut rng)?;
-    let model = model.with_dropout(run.dropout);
     println!("num params: {}", model.num_params());
     if let Start::InitFrom(dir, meta) = &start {
         let val = EvalSet::held_out(&data, config.block_size, run.eval_windows, run.seed, false, &runtime.device);

@@ -121,7 +121,6 @@ pub fn train(args: &TrainArgs, from: GPT2Start) -> Result<Outcome> {
     device.seed(run.seed);
     let adam = Adam::of(&run).on_host(!device::is_gpu(runtime.kind));
     let (model, optim, step) = initial_state(args, &from, adam, &device)?;
-    let model = model.with_dropout(run.dropout);
     let block_size = match resumed {
         Some((_, record)) => record.block_size,
         None => args.block_size.unwrap_or(model.block_size()),
