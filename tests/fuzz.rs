@@ -13,7 +13,7 @@ use microgpt_burn::gpt::config::{GPTConfig, TrainConfig};
 use microgpt_burn::gpt::data::{self, Tokenizer};
 use microgpt_burn::gpt::model::GPT;
 use microgpt_burn::gpt::rng::PyRandom;
-use microgpt_burn::program::checkpoint::{self, Meta};
+use microgpt_burn::program::checkpoint::{self, Architecture, Meta};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -62,8 +62,9 @@ fn valid_checkpoint() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
         let meta = Meta {
             format_version: checkpoint::FORMAT_VERSION,
             step: 1,
-            config,
-            vocab,
+            config: Architecture::GPT(config),
+            vocab: Some(vocab),
+            block_size: None,
             run: TrainConfig { seed: 1, num_steps: 2, ..TrainConfig::default() },
             weights: String::new(),
             val_loss: None,
@@ -87,7 +88,7 @@ fn load(dir: &Path, meta: &[u8], model: &[u8], optimizer: &[u8]) -> anyhow::Resu
     std::fs::write(dir.join("checkpoint.json"), meta)?;
     std::fs::write(dir.join("step-000001/model.bpk"), model)?;
     std::fs::write(dir.join("step-000001/optimizer.bpk"), optimizer)?;
-    let loaded = checkpoint::load(dir, &device::cpu_f64())?;
+    let loaded = checkpoint::load::<GPT>(dir, &device::cpu_f64())?;
     loaded.optimizer(Adam::reference())?;
     Ok(())
 }

@@ -484,11 +484,19 @@ fn gpt2_runs_refuse_what_they_cannot_do() {
     std::fs::copy(fixture("text.txt"), dir.path().join("text.txt")).unwrap();
     let folder = fixture("saved");
     let folder = folder.to_str().unwrap();
-    let cases: [(&[&str], &str); 4] = [
-        (&["--resume", folder], "not a run of `train --out` (it has no training.json): fine-tune it with --init-from"),
+    // a model of characters, which no GPT-2 run starts from or continues
+    let chars = ["train", "--data", "text.txt", "--layout", "text", "--steps", "1", "--n-embd", "8", "--out", "chars"];
+    ok(dir.path(), &[&chars[..], &["--num-chars", "1", "--device", "cpu"]].concat());
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--resume", folder],
+            "not a run of `train --out` (it has no checkpoint.json): fine-tune it with --init-from",
+        ),
         (&["--tokenizer", "gpt2", "--layout", "lines"], "trains on one text"),
         (&["--init-from", folder, "--tokenizer", "chars"], "drop --tokenizer chars"),
-        (&["--init-from", folder, "--n-layer", "3"], "--n-layer: --init-from keeps the model's sizes"),
+        (&["--init-from", folder, "--n-layer", "3"], "--n-layer 3 differs from the checkpoint's 2: --init-from keeps"),
+        (&["--init-from", "chars", "--tokenizer", "gpt2"], "--init-from chars is a model of characters; a GPT-2 run"),
+        (&["--resume", "chars", "--tokenizer", "gpt2"], "--resume chars is a model of characters; a GPT-2 run"),
     ];
     for (flags, want) in cases {
         let mut args = vec!["train", "--data", "text.txt", "--device", "cpu"];
@@ -498,10 +506,12 @@ fn gpt2_runs_refuse_what_they_cannot_do() {
     }
 }
 
-/// A GPT-2 run saved with `--out` resumes exactly: stopped halfway and resumed, it takes the whole
-/// run's steps and ends with its weights, byte for byte. A flag that differs from the run's, a
-/// weight file that is not the one `training.json` records, a text that changed and `--out`
-/// elsewhere are refused in one line.
+/// A GPT-2 run saved with `--out` resumes exactly: stopped halfway and resumed, in its own
+/// directory or into another, it takes the whole run's steps and ends with its weights, byte for
+/// byte, read from its checkpoint (not the Hugging Face files at the top, which a user may
+/// change). A run saved by an earlier version (`training.json`) is rewritten as a checkpoint and
+/// resumes exactly too. A flag that differs from the run's, a weight file that is not the one
+/// `checkpoint.json` records and a text that changed are refused in one line.
 #[test]
 fn a_gpt2_run_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -520,29 +530,58 @@ fn a_gpt2_run_resumes_exactly() {
         "{eval}"
     );
     ok(d, &[&args[..], &["--out", "half", "--stop-at", "3"]].concat());
-    let record = common::read_json(&d.join("half/training.json"));
-    assert_eq!((record["step"].as_u64(), record["block_size"].as_u64()), (Some(3), Some(16)));
-    assert_eq!(record["run"]["layout"], "text", "a GPT-2 reads one text");
-    // a save cut short after it replaced the model: the one training.json names is aside
-    std::fs::rename(d.join("half/model.safetensors"), d.join("half/model.safetensors.previous")).unwrap();
+    let meta = common::read_json(&d.join("half/checkpoint.json"));
+    assert_eq!((meta["step"].as_u64(), meta["block_size"].as_u64()), (Some(3), Some(16)));
+    assert_eq!(meta["run"]["layout"], "text", "a GPT-2 reads one text");
+    assert_eq!(meta["config"]["n_layer"], 2, "GPT-2's shapes, as config.json writes them");
+    let bytes = |run: &str| std::fs::read(d.join(run).join("model.safetensors")).unwrap();
+    assert_eq!(bytes("half"), std::fs::read(d.join("half/step-000003/model.safetensors")).unwrap());
+    // the top-level files are a view of the checkpoint, never read back
+    std::fs::remove_file(d.join("half/model.safetensors")).unwrap();
     std::fs::copy(d.join("whole/model.safetensors"), d.join("half/model.safetensors")).unwrap();
     let resumed = common::step_losses(&ok(d, &["train", "--resume", "half"]));
     assert_eq!(resumed, whole[3..], "the steps after the third, as the whole run took them");
-    assert!(!d.join("half/model.safetensors.previous").exists());
-    let bytes = |run: &str| std::fs::read(d.join(run).join("model.safetensors")).unwrap();
     assert_eq!(bytes("half"), bytes("whole"), "the same weights, byte for byte");
     // the resumed folder is still one transformers and this program load
     ok(d, &["sample", "--checkpoint", "half", "--num-tokens", "3"]);
 
     ok(d, &[&args[..], &["--out", "again", "--stop-at", "3"]].concat());
-    let refusals: [(&[&str], &str); 4] = [
+    // resumed into another directory, which then holds the whole run
+    let resumed = common::step_losses(&ok(d, &["train", "--resume", "again", "--out", "elsewhere"]));
+    assert_eq!((resumed, bytes("elsewhere")), (whole[3..].to_vec(), bytes("whole")));
+    // saved by an earlier version: the weights and Adam's state beside training.json
+    let old = common::read_json(&d.join("again/checkpoint.json"));
+    std::fs::create_dir(d.join("old")).unwrap();
+    for (from, to) in [("config.json", "config.json"), ("model.safetensors", "model.safetensors")] {
+        std::fs::copy(d.join("again/step-000003").join(from), d.join("old").join(to)).unwrap();
+    }
+    std::fs::copy(d.join("again/step-000003/optimizer.bpk"), d.join("old/optimizer-000003.bpk")).unwrap();
+    let files = &old["files"];
+    let record = serde_json::json!({
+        "format_version": 1, "step": 3, "run": old["run"], "block_size": 16, "val_loss": old["val_loss"],
+        "data": old["data"], "data_size": old["data_size"], "data_sha256": old["data_sha256"],
+        "optimizer": "optimizer-000003.bpk", "eval_every": 2, "init_from": folder.to_str().unwrap(),
+        "files": { "model.safetensors": files["model.safetensors"], "optimizer-000003.bpk": files["optimizer.bpk"] },
+    });
+    std::fs::write(d.join("old/training.json"), record.to_string()).unwrap();
+    let out = microgpt(d, &["train", "--resume", "old"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a GPT-2 run of an earlier version, rewritten as a checkpoint")
+    );
+    assert_eq!(common::step_losses(&String::from_utf8_lossy(&out.stdout)), whole[3..]);
+    assert_eq!(bytes("old"), bytes("whole"));
+    assert!(!d.join("old/training.json").exists() && !d.join("old/optimizer-000003.bpk").exists());
+    let meta = common::read_json(&d.join("old/checkpoint.json"));
+    assert_eq!((meta["step"].as_u64(), &meta["init_from"]["dir"]), (Some(6), &Value::from(folder.to_str().unwrap())));
+
+    let refusals: [(&[&str], &str); 3] = [
         (
             &["--lr", "0.01"],
             "--lr 0.01 differs from the checkpoint's 0.003: a resume continues the saved run as it was",
         ),
-        (&["--block-size", "8"], "--block-size 8 differs from the run's 16"),
-        (&["--n-layer", "3"], "--n-layer: a resume continues"),
-        (&["--out", "elsewhere"], "a GPT-2 run resumes in its own folder"),
+        (&["--block-size", "8"], "--block-size 8 differs from the checkpoint's 16: a resume continues"),
+        (&["--n-layer", "3"], "--n-layer 3 differs from the checkpoint's 2: a resume continues"),
     ];
     for (flags, want) in refusals {
         let err = one_line_error(&microgpt(d, &[&["train", "--resume", "again"][..], flags].concat()));
@@ -550,20 +589,20 @@ fn a_gpt2_run_resumes_exactly() {
     }
     std::fs::write(d.join("text.txt"), "another text entirely ".repeat(40)).unwrap();
     let err = one_line_error(&microgpt(d, &["train", "--resume", "again"]));
-    assert!(err.contains("is not the text the run trained on"), "{err}");
+    assert!(err.contains("has changed since training"), "{err}");
     std::fs::copy(fixture("text.txt"), d.join("text.txt")).unwrap();
-    std::fs::copy(d.join("whole/model.safetensors"), d.join("again/model.safetensors")).unwrap();
+    std::fs::copy(d.join("whole/model.safetensors"), d.join("again/step-000003/model.safetensors")).unwrap();
     let err = one_line_error(&microgpt(d, &["train", "--resume", "again"]));
-    assert!(err.contains("again/model.safetensors is not the file training.json records"), "{err}");
-    // a new run over it (--overwrite) leaves nothing of the old run's resume
+    assert!(err.contains("again/step-000003/model.safetensors is damaged: its size or SHA-256 differs"), "{err}");
+    // a new run over it (--overwrite) keeps one checkpoint, its own
     ok(d, &[&args[..], &["--out", "again", "--overwrite", "--stop-at", "1"]].concat());
-    let record = common::read_json(&d.join("again/training.json"));
-    assert_eq!(record["step"], 1);
+    assert_eq!(common::read_json(&d.join("again/checkpoint.json"))["step"], 1);
     let mut names: Vec<String> =
         std::fs::read_dir(d.join("again")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
-    let kept = [".lock", "config.json", "loss.png", "metrics.csv", "model.safetensors", "optimizer-000001.bpk"];
-    assert_eq!(names, [&kept[..], &["training.json"]].concat(), "{names:?}");
+    let kept =
+        [".lock", "checkpoint.json", "config.json", "loss.png", "metrics.csv", "model.safetensors", "step-000001"];
+    assert_eq!(names, kept, "{names:?}");
     // a run in f64 saves its weights in f64 and resumes in f64, exactly, without saying so again
     let f64_run = [&args[..], &["--dtype", "f64", "--num-chars", "1"]].concat();
     let whole = common::step_losses(&ok(d, &[&f64_run[..], &["--out", "f64-whole"]].concat()));

@@ -1,9 +1,12 @@
-//! Checkpoints: everything needed to sample from, evaluate or resume a run.
+//! Checkpoints: everything needed to sample from, evaluate or resume a run, of either model.
 //!
-//! A checkpoint directory holds `checkpoint.json` (format version, step, model config,
-//! vocabulary, run settings) and points to one weights folder `step-NNNNNN/` with the model in
-//! Burn's format (`model.bpk`), the model as safetensors under the reference's weight names
-//! (`model.safetensors`, loadable by PyTorch), and the optimizer state (`optimizer.bpk`).
+//! A checkpoint directory holds `checkpoint.json` (format version, step, the architecture,
+//! the vocabulary, run settings) and points to one weights folder `step-NNNNNN/` with the model
+//! and the optimizer state (`optimizer.bpk`). microGPT's model is there in Burn's format
+//! (`model.bpk`) and as safetensors under the reference's weight names (`model.safetensors`,
+//! loadable by PyTorch); a GPT-2's is a Hugging Face folder (`config.json`, `model.safetensors`),
+//! also linked at the top of the directory after each save, where transformers loads it
+//! ([`Stored`] says which files each model writes).
 //! `checkpoint.json` also records each weight file's size and SHA-256, checked on every load, so
 //! a damaged file is named instead of loading as other weights.
 //! A save writes a new weights folder completely, under a name no folder in the directory has
@@ -22,33 +25,37 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::ModuleOptimizer;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
-use burn::tensor::{Bytes, Tensor};
+use burn::tensor::{Bytes, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::device;
 use crate::gpt::adam::Adam;
-use crate::gpt::config::{GPTConfig, TrainConfig};
+use crate::gpt::config::TrainConfig;
 use crate::gpt::data::Tokenizer;
 use crate::gpt::model::GPT;
-use crate::gpt::rng::PyRandom;
 pub use crate::program::files::{FileDigest, check_not_held, lock};
 use crate::program::files::{flush, sync_dir, tmp_path, unused_name, write_atomic};
+
+mod models;
+pub use models::{Architecture, Stored, upgrade};
 
 /// Bumped whenever the layout changes; newer checkpoints are refused with a clear message.
 /// 2: the weight files' digests; 3: the longer runs' settings (warmup, decay, floor, weight
 /// decay, clipping, dropout), which an older program must not ignore on resume; 4: the text
-/// layout, Adam's betas and the held-out windows.
-pub const FORMAT_VERSION: u32 = 4;
+/// layout, Adam's betas and the held-out windows; 5: GPT-2's runs. A checkpoint is written with
+/// the oldest version that reads it: microGPT's as 4, a GPT-2's as 5.
+pub const FORMAT_VERSION: u32 = 5;
+/// The version of microGPT's checkpoints, which programs before format 5 read as well.
+const GPT_FORMAT_VERSION: u32 = 4;
 /// The run settings (`TrainConfig`'s fields) that every format has recorded.
 const RECORDED_SINCE_1: [&str; 5] = ["seed", "num_steps", "lr", "batch_size", "precision"];
 /// The first format whose `checkpoint.json` records the weight files' digests (version 1 did
 /// not: such checkpoints load unchecked).
 const DIGESTS_SINCE: u32 = 2;
 const META_FILE: &str = "checkpoint.json";
-const MODEL_FILE: &str = "model.bpk";
-const SAFETENSORS_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
+/// What a GPT-2 run recorded before its runs were checkpoints ([`upgrade`] converts it).
+const OLD_GPT2_RECORD: &str = "training.json";
 
 /// Contents of `checkpoint.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,9 +65,13 @@ pub struct Meta {
     /// Steps completed.
     pub step: usize,
     /// The architecture.
-    pub config: GPTConfig,
-    /// The vocabulary, so that sampling needs no data file.
-    pub vocab: Tokenizer,
+    pub config: Architecture,
+    /// microGPT's vocabulary, so that sampling needs no data file (a GPT-2 reads GPT-2's tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<Tokenizer>,
+    /// The windows' length of a GPT-2's run (`--block-size`; its context unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
     /// The training run's settings, which a resume keeps.
     pub run: TrainConfig,
     /// The folder, inside the checkpoint directory, holding the weights of this step.
@@ -92,10 +103,11 @@ pub struct Meta {
 /// Where a run's initial weights came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InitFrom {
-    /// The checkpoint directory, as an absolute path.
+    /// The checkpoint directory (or a GPT-2's Hugging Face folder), as an absolute path.
     pub dir: String,
-    /// The step of the checkpoint loaded.
-    pub step: usize,
+    /// The step of the checkpoint loaded (none for a Hugging Face folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
 }
 
 /// Whether `dir` holds a training run that a new run saving there would replace: a checkpoint,
@@ -104,7 +116,10 @@ pub fn run_in(dir: &Path) -> Option<String> {
     if let Ok(meta) = read_meta(dir) {
         return Some(format!("the checkpoint of step {}", meta.step));
     }
-    [META_FILE, "metrics.csv"].iter().find(|name| dir.join(name).exists()).map(|name| format!("its {name}"))
+    [META_FILE, "metrics.csv", OLD_GPT2_RECORD]
+        .iter()
+        .find(|name| dir.join(name).exists())
+        .map(|name| format!("its {name}"))
 }
 
 /// Whether `err` comes from a full disk (also when a library kept only its message).
@@ -137,7 +152,7 @@ pub fn explain_write_error(err: anyhow::Error, dir: &Path, what: &str) -> anyhow
 
 /// Save `model` and `optim` after `meta.step` steps into `dir`. On failure nothing half
 /// written stays, and the previous checkpoint is untouched.
-pub fn save(dir: &Path, model: &GPT, optim: &ModuleOptimizer, mut meta: Meta) -> Result<()> {
+pub fn save<M: Stored>(dir: &Path, model: &M, optim: &ModuleOptimizer, mut meta: Meta) -> Result<()> {
     let step = meta.step;
     let failed = |err| explain_write_error(err, dir, &format!("save step {step}"));
     fs::create_dir_all(dir).with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
@@ -157,12 +172,17 @@ pub fn save(dir: &Path, model: &GPT, optim: &ModuleOptimizer, mut meta: Meta) ->
         return Err(failed(anyhow::Error::from(err).context(format!("cannot rename {}", tmp_dir.display()))));
     }
     sync_dir(dir); // the new folder's name, before the pointer to it
+    meta.format_version = match meta.config {
+        Architecture::GPT(_) => GPT_FORMAT_VERSION,
+        Architecture::GPT2(_) => FORMAT_VERSION,
+    };
     let json = serde_json::to_string_pretty(&meta)?;
     if let Err(err) = write_atomic(&dir.join(META_FILE), json.as_bytes()) {
         let _ = fs::remove_dir_all(&final_dir); // a new name: never the folder the pointer names
         return Err(failed(err));
     }
     sync_dir(dir);
+    M::publish(dir, &final_dir).map_err(failed)?;
     remove_other_weights(dir, &meta.weights);
     Ok(())
 }
@@ -192,34 +212,29 @@ fn remove_other_weights(dir: &Path, keep: &str) {
     }
 }
 
-/// The three weight files of a checkpoint, into a new folder `tmp_dir`; their digests.
-fn write_weights(tmp_dir: &Path, model: &GPT, optim: &ModuleOptimizer) -> Result<BTreeMap<String, FileDigest>> {
+/// The weight files of a checkpoint and Adam's state, into a new folder `tmp_dir`; their digests.
+fn write_weights<M: Stored>(
+    tmp_dir: &Path,
+    model: &M,
+    optim: &ModuleOptimizer,
+) -> Result<BTreeMap<String, FileDigest>> {
     if tmp_dir.exists() {
         fs::remove_dir_all(tmp_dir)?;
     }
     fs::create_dir_all(tmp_dir).with_context(|| format!("cannot create {}", tmp_dir.display()))?;
-    let weights = model.clone().valid();
-    weights
-        .clone()
-        .save_file(tmp_dir.join(MODEL_FILE))
-        .map_err(|err| anyhow::anyhow!("cannot save the model: {err}"))?;
-    // the reference's names: blocks are `layer0.attn_wq`, not `layer.0.attn_wq`
-    let mut store = SafetensorsStore::from_file(tmp_dir.join(SAFETENSORS_FILE))
-        .with_key_remapping(r"^layer\.(\d+)\.", "layer$1.")
-        .overwrite(true);
-    weights.save_into(&mut store).map_err(|err| anyhow::anyhow!("cannot save the safetensors weights: {err}"))?;
+    model.write(tmp_dir)?;
     optim
         .save(tmp_dir.join(OPTIMIZER_FILE))
         .map_err(|err| anyhow::anyhow!("cannot save the optimizer state: {err}"))?;
     sync_dir(tmp_dir);
-    [MODEL_FILE, SAFETENSORS_FILE, OPTIMIZER_FILE]
+    M::FILES
         .into_iter()
+        .chain([OPTIMIZER_FILE])
         .map(|name| {
             let path = tmp_dir.join(name);
-            let bytes = fs::read(&path).with_context(|| format!("cannot read back {}", path.display()))?;
             // on the disk before checkpoint.json names them, a power cut included
             flush(&path)?;
-            Ok((name.to_string(), FileDigest::of(&bytes)))
+            Ok((name.to_string(), FileDigest::of_file(&path)?))
         })
         .collect()
 }
@@ -263,29 +278,33 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
     let meta: Meta = serde_json::from_value(version)
         .map_err(|err| anyhow::anyhow!("{} is corrupted ({err}): save the checkpoint again", path.display()))?;
     meta.config.validate().with_context(|| format!("{} holds an impossible model config", path.display()))?;
-    if meta.config.vocab_size != meta.vocab.vocab_size() {
-        bail!(
+    match (&meta.config, &meta.vocab) {
+        (Architecture::GPT(config), Some(vocab)) if config.vocab_size != vocab.vocab_size() => bail!(
             "{} is inconsistent: vocab_size {} but {} characters in the vocabulary",
             path.display(),
-            meta.config.vocab_size,
-            meta.vocab.chars.len()
-        );
+            config.vocab_size,
+            vocab.chars.len()
+        ),
+        (Architecture::GPT(_), None) => {
+            bail!("{} is corrupted (it has no vocabulary): save the checkpoint again", path.display())
+        }
+        _ => {}
     }
     Ok(meta)
 }
 
 /// A loaded checkpoint.
-pub struct Loaded {
+pub struct Loaded<M = GPT> {
     /// Its `checkpoint.json`.
     pub meta: Meta,
     /// The weights, on the device asked for.
-    pub model: GPT,
+    pub model: M,
     dir: PathBuf,
 }
 
 /// Load the model of the checkpoint in `dir` onto `device`. A training run may replace the
 /// checkpoint while it is read; the newer one is read then.
-pub fn load(dir: &Path, device: &burn::tensor::Device) -> Result<Loaded> {
+pub fn load<M: Stored>(dir: &Path, device: &Device) -> Result<Loaded<M>> {
     let mut attempt = 0;
     loop {
         let meta = read_meta(dir)?;
@@ -296,26 +315,10 @@ pub fn load(dir: &Path, device: &burn::tensor::Device) -> Result<Loaded> {
     }
 }
 
-/// The weights `meta` names, checked against their recorded digest, loaded onto `device` and
+/// The weights `meta` names, checked against their recorded digests, loaded onto `device` and
 /// checked to be finite numbers.
-fn load_weights(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result<Loaded> {
-    // the initial values are overwritten; any seed builds the right shapes
-    let skeleton = GPT::init(&meta.config, &mut PyRandom::new(0), device);
-    let path = dir.join(&meta.weights).join(MODEL_FILE);
-    // read the whole file now: Burn's file loader maps it lazily, and a training run may
-    // delete this folder (after saving a newer one) while the weights are still unread
-    let bytes = read_checked(&meta, &path)?;
-    let model = catch_load(move || {
-        // in the device's precision: an f64 checkpoint on the GPU (f32) is cast, not loaded as f64
-        burn::store::ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-            .and_then(|record| skeleton.try_load_record(record.cast_to_module_dtype()))
-    })
-    .map_err(|err| {
-        anyhow::anyhow!(
-            "cannot load {} ({err}): the weights are truncated, corrupted or do not match checkpoint.json",
-            path.display()
-        )
-    })?;
+fn load_weights<M: Stored>(dir: &Path, meta: Meta, device: &Device) -> Result<Loaded<M>> {
+    let model = M::read(&dir.join(&meta.weights), &meta, device)?;
     if let Some(name) = first_non_finite(&model)? {
         bail!(
             "the model in {} (step {}) is broken: its weights are not finite ({name} holds NaN or infinity) in this precision; train again from an earlier checkpoint or at a lower --lr",
@@ -326,15 +329,30 @@ fn load_weights(dir: &Path, meta: Meta, device: &burn::tensor::Device) -> Result
     Ok(Loaded { meta, model, dir: dir.to_path_buf() })
 }
 
+/// Refuse the weight file at `path` unless it is the one `meta` recorded (read a piece at a time).
+fn check_file(meta: &Meta, path: &Path) -> Result<()> {
+    checked(meta, path, || FileDigest::of_file(path)).map(|_| ())
+}
+
 /// The bytes of the weight file at `path`, which must be the ones `meta` recorded for it.
 fn read_checked(meta: &Meta, path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    checked(meta, path, || {
+        bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(FileDigest::of(&bytes))
+    })?;
+    Ok(bytes)
+}
+
+/// Refuse the weight file at `path` unless `digest` of it is the one `meta` recorded.
+fn checked(meta: &Meta, path: &Path, digest: impl FnOnce() -> Result<FileDigest>) -> Result<()> {
     if !path.is_file() {
         bail!("{} is missing: the checkpoint is incomplete, save it again", path.display());
     }
-    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let now = digest()?;
     if meta.format_version < DIGESTS_SINCE {
-        return Ok(bytes); // written before digests were recorded
+        return Ok(()); // written before digests were recorded
     }
     let Some(recorded) = meta.files.get(name.as_ref()) else {
         bail!(
@@ -342,7 +360,7 @@ fn read_checked(meta: &Meta, path: &Path) -> Result<Vec<u8>> {
             dir_of(path).join(META_FILE).display()
         );
     };
-    if *recorded != FileDigest::of(&bytes) {
+    if *recorded != now {
         bail!(
             "{} is damaged: its size or SHA-256 differs from what checkpoint.json records ({} bytes, sha256 {}): restore the file or train again",
             path.display(),
@@ -350,7 +368,7 @@ fn read_checked(meta: &Meta, path: &Path) -> Result<Vec<u8>> {
             recorded.sha256
         );
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// The checkpoint directory of a weight file (`DIR/step-N/model.bpk` -> `DIR`).
@@ -388,7 +406,7 @@ pub fn first_non_finite(model: &impl Module) -> Result<Option<String>> {
     find.found.transpose()
 }
 
-impl Loaded {
+impl<M> Loaded<M> {
     /// The optimizer state saved with the weights, for the update `adam`.
     pub fn optimizer(&self, adam: Adam) -> Result<ModuleOptimizer> {
         let path = self.dir.join(&self.meta.weights).join(OPTIMIZER_FILE);
@@ -429,5 +447,4 @@ where
 }
 
 #[cfg(test)]
-#[path = "checkpoint_tests.rs"]
 mod tests;

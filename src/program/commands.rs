@@ -1,6 +1,9 @@
 //! What each subcommand does, from parsed flags to printed results: `train` (and the bare
-//! reference run), `sample`, `eval` and `inspect`. The pieces live in their own modules (where a
-//! run starts: `start`; the session around the loop: `session`); here each command reads as its phases.
+//! reference run), `sample`, `eval` and `inspect`, on either model. The pieces live in their own
+//! modules (where a run starts: `start`; the session around the loop: `session`; the checkpoints
+//! of both models: `checkpoint`); here each command reads as its phases, chooses the model once
+//! (where the run starts, or what `--checkpoint` holds), and hands a GPT-2's own phases (its
+//! text in GPT-2's tokens, its speed lines) to `gpt2`.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,24 +11,25 @@ use std::path::Path;
 use anyhow::Result;
 use burn::module::Module;
 
-use crate::device::{self, Runtime};
+use crate::device::{self, Precision, Runtime};
 use crate::gpt::batch::{self, EvalSet};
 use crate::gpt::config::{GPTConfig, TrainConfig};
-use crate::gpt::data::{self, Data, Dataset, Layout, Tokenizer};
+use crate::gpt::data::{self, Data, Dataset, Layout, Tokenize, Tokenizer};
+use crate::gpt::gpt2::GPT2;
 use crate::gpt::model::{GPT, LanguageModel};
 use crate::gpt::rng::PyRandom;
 use crate::gpt::sample::{self, Novelty, SampleOptions};
 use crate::gpt::train::evaluate;
-use crate::program::checkpoint::{self, InitFrom, Loaded};
+use crate::program::checkpoint::{self, Architecture, InitFrom, Loaded, Meta};
 use crate::program::cli::{DeviceArgs, EvalArgs, InspectArgs, SampleArgs, SamplingArgs, TrainArgs};
 use crate::program::datafile::DataFile;
+use crate::program::hf;
 use crate::program::inspect;
 use crate::program::progress::Progress;
 use crate::program::session::{self, Diverged, Session, TrainOptions, TrainReport};
 use crate::program::start::{self, Start};
 
 mod gpt2;
-mod gpt2_train;
 
 /// How a command ended, for the exit code.
 pub enum Outcome {
@@ -51,13 +55,13 @@ pub(crate) fn sample_options(args: &SamplingArgs) -> SampleOptions {
 /// report of how many samples are training, held-out or new documents (the bare reference run
 /// prints the reference's output and nothing more).
 pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
-    if let Some(start) = gpt2_train::start(args)? {
-        return gpt2_train::train(args, start);
-    }
     let sampling = sample_options(&args.sampling);
     let start = Start::of(args)?;
     let (out, saved) = start::output_dir(args, &start)?;
     let (run, runtime) = start::settings(args, &start)?;
+    if start.is_gpt2(args) {
+        return gpt2::train(args, &start, (out, saved), run, &runtime, &sampling);
+    }
 
     // data: the reference's shuffle is the generator's first use
     let mut rng = PyRandom::new(run.seed);
@@ -77,12 +81,12 @@ pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
     let config = start::architecture(args, &start, data.tokenizer().vocab_size())?;
     check_fits(&data, &config, &sampling)?;
     let _lock = out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
-    let (model, optim, step) = start::initial_state(&config, &start, &runtime, &run, &mut rng)?;
+    let drawn = GPT::init(&config, &mut rng, &runtime.device.clone().autodiff());
+    let (model, optim, step) = start::initial_state(&start, &runtime, &run, |_| Ok(drawn))?;
     println!("num params: {}", model.num_params());
-    if let Start::InitFrom(dir, meta) = &start {
+    if let Start::InitFrom(..) = &start {
         let val = EvalSet::held_out(&data, config.block_size, run.eval_windows, run.seed, false, &runtime.device);
-        let before = evaluate(&model.valid(), &val)?;
-        println!("init from {} (step {}): val loss {before:.4} before training", dir.display(), meta.step);
+        say_init_from(&start, &model, &val)?;
     }
 
     // the run
@@ -90,7 +94,9 @@ pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
     let stop = session::interrupt_flag();
     let device = model.devices()[0].clone();
     let (train, val) = batch::sets(&data, config.block_size, &options.run, options.fixed_length, &device);
-    let saver = options.out.is_some().then(|| session::checkpoint_of(&config, data.tokenizer(), &options));
+    let architecture = Architecture::GPT(config.clone());
+    let vocab = Some(data.tokenizer().clone());
+    let saver = options.out.is_some().then(|| session::checkpoint_of(architecture, vocab, None, &options));
     let session = Session { model, optim, step, train, val, options: &options, stop, saved, saver };
     let Some(model) = run_to_end(session)? else { return Ok(Outcome::Interrupted) };
 
@@ -104,9 +110,20 @@ pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
                 print_novelty(&samples, dataset);
             }
         }
-        Data::Text(text) => print_passage(&model.valid(), &text.tokenizer, &sampling, &mut rng)?,
+        Data::Text(text) => print_passage(&model.valid(), &text.tokenizer, &sampling, &mut rng, "characters")?,
     }
     Ok(Outcome::Done)
+}
+
+/// `init from DIR (step N): val loss 2.1234 before training`, for a run that starts from saved weights.
+pub(crate) fn say_init_from<M: LanguageModel>(start: &Start, model: &M, val: &EvalSet) -> Result<()> {
+    let from = match start {
+        Start::InitFrom(dir, meta) => format!("{} (step {})", dir.display(), meta.step),
+        Start::Pretrained(dir) => dir.display().to_string(),
+        _ => return Ok(()),
+    };
+    println!("init from {from}: val loss {:.4} before training", evaluate(&model.valid(), val)?);
+    Ok(())
 }
 
 /// Run `session` to its end, then print its held-out loss and speed: the trained model; `None`
@@ -158,8 +175,14 @@ fn check_fits(data: &Data, config: &GPTConfig, sampling: &SampleOptions) -> Resu
 }
 
 /// `--- inference (a passage of 500 characters) ---` and the passage, as it is made.
-fn print_passage(model: &GPT, tokenizer: &Tokenizer, sampling: &SampleOptions, rng: &mut PyRandom) -> Result<()> {
-    println!("--- inference (a passage of {} characters) ---", sampling.num_chars);
+pub(crate) fn print_passage(
+    model: &impl LanguageModel,
+    tokenizer: &impl Tokenize,
+    sampling: &SampleOptions,
+    rng: &mut PyRandom,
+    unit: &str,
+) -> Result<()> {
+    println!("--- inference (a passage of {} {unit}) ---", sampling.num_chars);
     sample::passage(model, tokenizer, sampling, rng, show)?;
     println!();
     Ok(())
@@ -181,11 +204,12 @@ pub(crate) fn train_options(
     start: &Start,
     runtime: &Runtime,
 ) -> Result<TrainOptions> {
+    let absolute = |dir: &Path| Ok::<_, std::io::Error>(std::path::absolute(dir)?.display().to_string());
     let init_from = match start {
-        Start::InitFrom(dir, meta) => {
-            Some(InitFrom { dir: std::path::absolute(dir)?.display().to_string(), step: meta.step })
-        }
-        _ => None,
+        Start::Fresh => None,
+        Start::Resume(_, meta) => meta.init_from.clone(), // a resume keeps where the run began
+        Start::InitFrom(dir, meta) => Some(InitFrom { dir: absolute(dir)?, step: Some(meta.step) }),
+        Start::Pretrained(dir) => Some(InitFrom { dir: absolute(dir)?, step: None }),
     };
     let gpu = device::is_gpu(runtime.kind);
     Ok(TrainOptions {
@@ -246,24 +270,49 @@ fn print_novelty(samples: &[String], dataset: &Dataset) {
     println!("samples: {} in the training set, {} in the held-out set, {} new", n.in_train, n.in_val, n.new);
 }
 
-/// The checkpoint in `dir` on the device the flags ask for, running on the operations they ask
-/// for. A bad checkpoint is reported before the device opens; what is loaded is what its
-/// `meta` says, even when a run saves a newer checkpoint there meanwhile.
-fn open_checkpoint(dir: &Path, flags: &DeviceArgs) -> Result<Loaded> {
-    checkpoint::read_meta(dir)?;
-    let runtime = flags.open(flags.device, flags.dtype)?;
-    checkpoint::load(dir, &runtime.device)
+/// What `--checkpoint` names, loaded: microGPT's checkpoint, or a GPT-2 (a checkpoint of its run,
+/// a Hugging Face folder, or one of OpenAI's models by name).
+#[allow(clippy::upper_case_acronyms)] // the models' own names, as `GPT` and `GPT2` spell them
+enum Opened {
+    GPT(Loaded<GPT>),
+    GPT2(GPT2, Option<Meta>),
+}
+
+/// The model `spec` names on the device the flags ask for (a GPT-2 in f32 unless they ask
+/// otherwise). A bad checkpoint or `config.json` is reported before the device opens; what is
+/// loaded is what its `meta` says, even when a run saves a newer checkpoint there meanwhile.
+fn open(spec: &Path, flags: &DeviceArgs) -> Result<Opened> {
+    let gpt2_dtype = Some(flags.dtype.unwrap_or(Precision::F32));
+    if !checkpoint::is_checkpoint(spec)
+        && let Some(dir) = hf::gpt2_folder(spec)?
+    {
+        hf::read_config(&dir)?;
+        let runtime = flags.open(flags.device, gpt2_dtype)?;
+        return Ok(Opened::GPT2(hf::load(&dir, &runtime.device)?, None));
+    }
+    Ok(match checkpoint::read_meta(spec)?.config {
+        Architecture::GPT(_) => Opened::GPT(checkpoint::load(spec, &flags.open(flags.device, flags.dtype)?.device)?),
+        Architecture::GPT2(_) => {
+            let loaded = checkpoint::load::<GPT2>(spec, &flags.open(flags.device, gpt2_dtype)?.device)?;
+            Opened::GPT2(loaded.model, Some(loaded.meta))
+        }
+    })
+}
+
+/// microGPT's vocabulary, which every checkpoint of it records ([`checkpoint::read_meta`]).
+fn vocab_of(meta: &Meta) -> &Tokenizer {
+    meta.vocab.as_ref().expect("a checkpoint of microGPT records its vocabulary")
 }
 
 /// `microgpt sample --checkpoint DIR`.
 pub fn sample(args: &SampleArgs) -> Result<Outcome> {
-    if let Some(dir) = gpt2::folder(&args.checkpoint)? {
-        return gpt2::sample(&gpt2::open(&dir, &args.device)?, args);
-    }
     let options = sample_options(&args.sampling);
-    let loaded = open_checkpoint(&args.checkpoint, &args.device)?;
-    let (model, vocab) = (&loaded.model, &loaded.meta.vocab);
     let mut rng = PyRandom::new(args.seed);
+    let loaded = match open(&args.checkpoint, &args.device)? {
+        Opened::GPT(loaded) => loaded,
+        Opened::GPT2(model, _) => return gpt2::sample(&model, &options, &mut rng),
+    };
+    let (model, vocab) = (&loaded.model, vocab_of(&loaded.meta));
     match loaded.meta.run.layout {
         Layout::Lines => print_samples(&sample::sample(model, vocab, &options, &mut rng)?),
         Layout::Text => {
@@ -276,12 +325,12 @@ pub fn sample(args: &SampleArgs) -> Result<Outcome> {
 
 /// `microgpt eval --checkpoint DIR [--data PATH]`.
 pub fn eval(args: &EvalArgs) -> Result<Outcome> {
-    if let Some(dir) = gpt2::folder(&args.checkpoint)? {
-        return gpt2::eval(&gpt2::open(&dir, &args.device)?, &dir, args);
-    }
-    let loaded = open_checkpoint(&args.checkpoint, &args.device)?;
+    let loaded = match open(&args.checkpoint, &args.device)? {
+        Opened::GPT(loaded) => loaded,
+        Opened::GPT2(model, meta) => return gpt2::eval(&model, meta.as_ref(), args),
+    };
     let meta = &loaded.meta;
-    let (vocab, block_size, device) = (&meta.vocab, meta.config.block_size, &loaded.model.devices()[0]);
+    let (vocab, block_size, device) = (vocab_of(meta), meta.block_size(), &loaded.model.devices()[0]);
     let (set, what) = match &args.data {
         Some(path) => EvalSet::whole_file(path, meta.run.layout, vocab, block_size, device)?,
         None => {
@@ -296,16 +345,16 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome> {
 
 /// `microgpt inspect --checkpoint DIR --text TEXT [--out OUT]`.
 pub fn inspect(args: &InspectArgs) -> Result<Outcome> {
-    if let Some(dir) = gpt2::folder(&args.checkpoint)? {
-        return gpt2::inspect(&gpt2::open(&dir, &args.device)?, args);
-    }
-    let loaded = open_checkpoint(&args.checkpoint, &args.device)?;
+    let loaded = match open(&args.checkpoint, &args.device)? {
+        Opened::GPT(loaded) => loaded,
+        Opened::GPT2(model, _) => return gpt2::inspect(&model, args),
+    };
     let meta = &loaded.meta;
-    let (model, vocab) = (&loaded.model, &meta.vocab);
+    let (model, vocab) = (&loaded.model, vocab_of(meta));
     let layout = meta.run.layout;
     let seen = inspect::inspect(model, vocab, &args.text, layout)?;
     if seen.cut > 0 {
-        let (length, block_size) = (args.text.chars().count(), meta.config.block_size);
+        let (length, block_size) = (args.text.chars().count(), meta.block_size());
         match layout {
             Layout::Lines => eprintln!(
                 "warning: --text is {length} characters, more than block_size {block_size} leaves room for: its last {} tokens (the end included) are cut, as training cuts them",

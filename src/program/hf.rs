@@ -48,6 +48,20 @@ pub fn openai_repo(name: &str) -> Option<&'static str> {
     OPENAI_MODELS.iter().find(|(n, _)| *n == name).map(|(_, repo)| *repo)
 }
 
+/// The GPT-2 that `spec` names, if it names one: a Hugging Face folder (`config.json` and
+/// `model.safetensors`), or one of OpenAI's models by name (`gpt2`, ...), downloaded into Hugging
+/// Face's cache on first use. (A checkpoint directory, which a GPT-2's run also makes, is read
+/// as one before this is asked.)
+pub fn gpt2_folder(spec: &Path) -> Result<Option<PathBuf>> {
+    if is_model_folder(spec) {
+        return Ok(Some(spec.to_path_buf()));
+    }
+    match spec.to_str().filter(|name| !spec.exists() && openai_repo(name).is_some()) {
+        Some(name) => Ok(Some(openai_model(name)?)),
+        None => Ok(None),
+    }
+}
+
 /// The shapes in a folder's `config.json`; anything but a GPT-2 is refused.
 pub fn read_config(dir: &Path) -> Result<GPT2Config> {
     let path = dir.join(CONFIG_FILE);

@@ -3,7 +3,7 @@
 //! - [`cli`]: the flags; [`commands`]: what each subcommand does, phase by phase;
 //! - [`start`]: where a run starts (fresh, resumed, from another checkpoint) and saves;
 //! - [`session`]: a training session around the loop: progress, evaluation, saving, Ctrl-C;
-//! - [`checkpoint`]: microGPT's checkpoints; [`gpt2_run`]: a GPT-2 run's folder and record;
+//! - [`checkpoint`]: the checkpoints of both models, one save protocol;
 //!   [`hf`]: Hugging Face's files (GPT-2's weights, its download); [`files`]: crash-safe writes
 //!   and digests; [`datafile`]: the data files on disk and their download;
 //! - [`progress`]: what a run shows while it trains; [`metrics`]: metrics.csv and loss.png;
@@ -16,7 +16,6 @@ pub mod cli;
 pub mod commands;
 pub mod datafile;
 pub mod files;
-pub mod gpt2_run;
 pub mod hf;
 pub mod inspect;
 pub mod metrics;

@@ -13,11 +13,11 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
 
 use crate::gpt::batch::{EvalSet, TrainSet};
-use crate::gpt::config::{GPTConfig, TrainConfig};
+use crate::gpt::config::TrainConfig;
 use crate::gpt::data::Tokenizer;
 use crate::gpt::model::{GPT, LanguageModel};
 use crate::gpt::train::{Split, Training, Watch, evaluate};
-use crate::program::checkpoint::{self, InitFrom, Meta};
+use crate::program::checkpoint::{self, Architecture, InitFrom, Meta, Stored};
 use crate::program::datafile::DataFile;
 use crate::program::metrics::{self, MetricsLog};
 use crate::program::progress::{Progress, StepLog};
@@ -131,8 +131,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// Where a session saves: a closure writing a checkpoint of the model, its optimizer, the step
-/// and the last held-out loss into the output directory (microGPT's checkpoint, [`checkpoint_of`];
-/// a GPT-2's Hugging Face folder).
+/// and the last held-out loss into the output directory ([`checkpoint_of`]).
 pub type Saver<'a, M> = Box<dyn FnMut(&M, &ModuleOptimizer, usize, Option<f64>) -> Result<()> + 'a>;
 
 /// Everything a training session works on: microGPT's [`GPT`] or any other [`LanguageModel`].
@@ -307,9 +306,14 @@ impl<M: LanguageModel + Sync> Watcher<'_, '_, M> {
     }
 }
 
-/// microGPT's checkpoint of a run of `config` on `vocab` ([`checkpoint::save`]), with the
-/// session's settings, data file and start.
-pub fn checkpoint_of<'a>(config: &'a GPTConfig, vocab: &'a Tokenizer, options: &'a TrainOptions) -> Saver<'a, GPT> {
+/// The checkpoint of a run of the model `config` describes ([`checkpoint::save`]), with the
+/// session's settings, data file and start; `vocab` and `block_size` as [`Meta`] records them.
+pub fn checkpoint_of<'a, M: Stored>(
+    config: Architecture,
+    vocab: Option<Tokenizer>,
+    block_size: Option<usize>,
+    options: &'a TrainOptions,
+) -> Saver<'a, M> {
     Box::new(move |model, optim, step, val_loss| {
         let (dir, data) = (options.out.as_ref().expect("a saver saves in --out"), &options.data);
         let meta = Meta {
@@ -317,6 +321,7 @@ pub fn checkpoint_of<'a>(config: &'a GPTConfig, vocab: &'a Tokenizer, options: &
             step,
             config: config.clone(),
             vocab: vocab.clone(),
+            block_size,
             run: options.run.clone(),
             weights: String::new(),
             val_loss,
@@ -368,7 +373,7 @@ mod tests {
         let run = |sync_every: usize| {
             let mut rng = PyRandom::new(1);
             let data = crate::gpt::data::Data::Lines(crate::gpt::data::Dataset::new(docs.clone(), &mut rng).unwrap());
-            let config = GPTConfig::new(data.tokenizer().vocab_size());
+            let config = crate::gpt::config::GPTConfig::new(data.tokenizer().vocab_size());
             let run = TrainConfig { seed: 1, num_steps: 100, batch_size: 2, ..TrainConfig::default() };
             let options = TrainOptions { sync_every, ..TrainOptions::new(run, DataFile::of(file.path()).unwrap()) };
             let device = device::cpu_f64().autodiff();

@@ -8,16 +8,22 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use burn::optim::ModuleOptimizer;
+use burn::tensor::Device;
 
 use crate::device::{self, Precision, Runtime};
 use crate::gpt::adam::Adam;
+use crate::gpt::bpe::Bpe;
 use crate::gpt::config::{GPTConfig, Preset, TrainConfig, first_difference};
-use crate::gpt::data::{self, Corpus, Data, Layout};
-use crate::gpt::model::GPT;
-use crate::gpt::rng::PyRandom;
-use crate::program::checkpoint::{self, Meta};
-use crate::program::cli::{TrainArgs, flag_of};
-use crate::program::datafile::{self, DataFile};
+use crate::gpt::data::Layout;
+use crate::gpt::gpt2::GPT2Config;
+use crate::program::checkpoint::{self, Architecture, Meta, Stored};
+use crate::program::cli::{TokenizerKind, TrainArgs, flag_of};
+use crate::program::hf;
+
+mod advice;
+mod training_data;
+pub use advice::after_divergence;
+pub use training_data::{data_path, load_data, load_tokens, recorded_data};
 
 /// Why a resume refuses a flag that differs from the saved run.
 pub const RESUME_KEEPS: &str = "a resume continues the saved run as it was";
@@ -30,30 +36,90 @@ pub enum Start {
     Resume(PathBuf, Meta),
     /// `--init-from DIR`: the saved weights, trained further as a new run.
     InitFrom(PathBuf, Meta),
+    /// `--init-from` a GPT-2's Hugging Face folder (or one of OpenAI's models by name, fetched
+    /// into Hugging Face's cache): its weights, fine-tuned as a new run.
+    Pretrained(PathBuf),
 }
 
 impl Start {
-    /// The start the flags ask for, its checkpoint read.
+    /// The start the flags ask for, its checkpoint read. A GPT-2 run saved by an earlier version
+    /// is rewritten as a checkpoint first ([`checkpoint::upgrade`]).
     pub fn of(args: &TrainArgs) -> Result<Self> {
-        Ok(match (&args.resume, &args.init_from) {
-            (Some(dir), _) => Start::Resume(dir.clone(), checkpoint::read_meta(dir)?),
-            (None, Some(dir)) => Start::InitFrom(dir.clone(), checkpoint::read_meta(dir)?),
+        let start = match (&args.resume, &args.init_from) {
+            (Some(dir), _) => {
+                checkpoint::upgrade(dir)?;
+                if !checkpoint::is_checkpoint(dir) && hf::is_model_folder(dir) {
+                    bail!(
+                        "{} is a GPT-2's Hugging Face folder, not a run of `train --out` (it has no checkpoint.json): fine-tune it with --init-from {}",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+                Start::Resume(dir.clone(), checkpoint::read_meta(dir)?)
+            }
+            (None, Some(dir)) if checkpoint::is_checkpoint(dir) => {
+                Start::InitFrom(dir.clone(), checkpoint::read_meta(dir)?)
+            }
+            (None, Some(spec)) => match hf::gpt2_folder(spec)? {
+                Some(folder) => Start::Pretrained(folder),
+                None => Start::InitFrom(spec.clone(), checkpoint::read_meta(spec)?),
+            },
+            (None, None) if args.preset == Some(Preset::Gpt2FinetuneShakespeare) => {
+                Start::Pretrained(hf::gpt2_folder(Path::new("gpt2"))?.expect("gpt2 is one of OpenAI's models"))
+            }
             (None, None) => Start::Fresh,
-        })
+        };
+        let (asked, flag) =
+            (Start::Fresh.is_gpt2(args), if args.resume.is_some() { "--resume" } else { "--init-from" });
+        match &start {
+            Start::Fresh => {}
+            _ if start.is_gpt2(args) && args.tokenizer == Some(TokenizerKind::Chars) => {
+                bail!(
+                    "{flag} {} is a GPT-2, which reads GPT-2's tokens: drop --tokenizer chars",
+                    start.source().display()
+                )
+            }
+            _ if asked && !start.is_gpt2(args) => bail!(
+                "{flag} {} is a model of characters; a GPT-2 run (--tokenizer gpt2 or a gpt2 preset) starts from scratch or from a GPT-2",
+                start.source().display()
+            ),
+            _ => {}
+        }
+        if start.is_gpt2(args) && args.layout == Some(Layout::Lines) {
+            bail!("a GPT-2 trains on one text: --layout text (documents, one per line, are not built for it)");
+        }
+        Ok(start)
+    }
+
+    /// Whether the run trains a GPT-2: from one, or asked for (`--tokenizer gpt2`, a GPT-2 preset).
+    pub fn is_gpt2(&self, args: &TrainArgs) -> bool {
+        match self {
+            Start::Fresh => args.tokenizer == Some(TokenizerKind::GPT2) || preset(args).is_gpt2(),
+            Start::Resume(_, meta) | Start::InitFrom(_, meta) => matches!(meta.config, Architecture::GPT2(_)),
+            Start::Pretrained(_) => true,
+        }
     }
 
     /// The checkpoint read, whether resumed or started from.
     pub fn checkpoint(&self) -> Option<(&Path, &Meta)> {
         match self {
-            Start::Fresh => None,
+            Start::Fresh | Start::Pretrained(_) => None,
             Start::Resume(dir, meta) | Start::InitFrom(dir, meta) => Some((dir, meta)),
+        }
+    }
+
+    /// The directory or folder the weights come from (empty for a fresh start).
+    fn source(&self) -> &Path {
+        match self {
+            Start::Fresh => Path::new(""),
+            Start::Resume(dir, _) | Start::InitFrom(dir, _) | Start::Pretrained(dir) => dir,
         }
     }
 
     /// Why the checkpoint's model must be kept, for the message of a flag that differs.
     fn keeps_because(&self) -> &'static str {
         match self {
-            Start::InitFrom(..) => "--init-from keeps the checkpoint's model",
+            Start::InitFrom(..) | Start::Pretrained(_) => "--init-from keeps the checkpoint's model",
             _ => RESUME_KEEPS,
         }
     }
@@ -100,17 +166,6 @@ fn preset(args: &TrainArgs) -> Preset {
     args.preset.unwrap_or(Preset::Reference)
 }
 
-/// The data set trained on when `--data` is not given: `--dataset`, else the preset's.
-fn named_data(args: &TrainArgs) -> Corpus {
-    args.dataset.unwrap_or(preset(args).dataset())
-}
-
-/// The data file a new run trains on: `--data`, else the data set's (downloaded when absent).
-pub fn data_path(args: &TrainArgs) -> Result<PathBuf> {
-    let named = named_data(args);
-    datafile::resolve_data_path(args.data.as_deref(), named, args.data_url.as_deref().unwrap_or(named.url()))
-}
-
 /// The run's settings and the device: a resume's saved settings (a flag given must agree with
 /// them), else the preset's with the flags over them.
 pub fn settings(args: &TrainArgs, start: &Start) -> Result<(TrainConfig, Runtime)> {
@@ -122,6 +177,9 @@ pub fn settings(args: &TrainArgs, start: &Start) -> Result<(TrainConfig, Runtime
                 config.layout = named.layout();
             }
             args.apply(&mut config);
+            if start.is_gpt2(args) {
+                config.layout = Layout::Text; // a GPT-2 reads one text
+            }
             config.validate()?;
             check_micro_batches(args, &config)?;
             config
@@ -132,6 +190,7 @@ pub fn settings(args: &TrainArgs, start: &Start) -> Result<(TrainConfig, Runtime
         (Start::Resume(..), _) => config.precision, // as given, or refused above
         (_, Some(given)) => given,
         (_, None) if device::is_gpu(kind) => Precision::F32, // a GPU's only precision
+        (_, None) if start.is_gpt2(args) => Precision::F32,  // GPT-2's own, on the CPU too
         (_, None) => config.precision,
     };
     let runtime = args.device.open(Some(kind), Some(precision))?;
@@ -172,13 +231,12 @@ fn refuse_change<T: serde::Serialize>(saved: &T, wanted: &T, why: &str) -> Resul
 /// The architecture: a loaded checkpoint's (size flags, if given, must equal it), or the
 /// preset's with the flags that override it.
 pub fn architecture(args: &TrainArgs, start: &Start, vocab_size: usize) -> Result<GPTConfig> {
-    let Some((_, meta)) = start.checkpoint() else {
+    let Some((saved, _)) = start.checkpoint().and_then(|(_, meta)| meta.gpt()) else {
         let mut config = GPTConfig::preset(preset(args), vocab_size);
         args.apply_sizes(&mut config);
         config.validate()?;
         return Ok(config);
     };
-    let saved = &meta.config;
     if let Some(preset) = args.preset
         && GPTConfig::preset(preset, saved.vocab_size) != *saved
     {
@@ -201,122 +259,71 @@ pub fn architecture(args: &TrainArgs, start: &Start, vocab_size: usize) -> Resul
     Ok(saved.clone())
 }
 
-/// The data in `layout` (documents shuffled by `rng`, or one text), and the data file as
-/// checkpoints record it. A resume without `--data` or `--dataset` reads the file its checkpoint
-/// records (hashed once); with either, the file named must hold the same bytes. A run from
-/// `--init-from` speaks the checkpoint's vocabulary, which must hold every character of the new
-/// data.
-pub fn load_data(args: &TrainArgs, start: &Start, layout: Layout, rng: &mut PyRandom) -> Result<(Data, DataFile)> {
-    let (path, recorded) = match start {
-        Start::Resume(dir, meta) if args.data.is_none() && args.dataset.is_none() => {
-            let (path, file) = recorded_data(meta, dir)?;
-            (path, Some(file))
+/// A GPT-2 run's architecture and the length of its windows: a checkpoint's or a Hugging Face
+/// folder's (a size flag must equal it; `--block-size` up to its context, a resume's equal to its
+/// own), or the preset's sizes with the flags over them, the windows as long as the context.
+pub fn gpt2_architecture(args: &TrainArgs, start: &Start) -> Result<(GPT2Config, usize)> {
+    let config = match start {
+        Start::Fresh => {
+            let mut sizes = GPTConfig::preset(args.preset.unwrap_or(Preset::Gpt2ShakespeareCpu), Bpe::VOCAB_SIZE);
+            args.apply_sizes(&mut sizes);
+            let (n_layer, n_embd, n_head, n_positions) = (sizes.n_layer, sizes.n_embd, sizes.n_head, sizes.block_size);
+            let config =
+                GPT2Config { vocab_size: Bpe::VOCAB_SIZE, n_positions, n_embd, n_layer, n_head, ..GPT2Config::gpt2() };
+            config.validate()?;
+            return Ok((config, n_positions));
         }
-        _ => (data_path(args)?, None),
+        Start::Pretrained(dir) => hf::read_config(dir)?,
+        Start::Resume(dir, meta) | Start::InitFrom(dir, meta) => match &meta.config {
+            Architecture::GPT2(config) => config.clone(),
+            Architecture::GPT(_) => bail!("{} holds microGPT's model, not a GPT-2", dir.display()),
+        },
     };
-    let mut data = match start {
-        Start::InitFrom(dir, meta) => {
-            let data = Data::read(&path, layout, None, rng)?;
-            if let Some(ch) = meta.vocab.first_missing(data.tokenizer()) {
-                bail!(
-                    "{} holds the character {ch:?}, which the model in {} has no token for: --init-from needs data written in the checkpoint's {} characters",
-                    path.display(),
-                    dir.display(),
-                    meta.vocab.chars.len()
-                );
+    let sizes = [("n-layer", args.n_layer, config.n_layer), ("n-embd", args.n_embd, config.n_embd)];
+    for (flag, given, saved) in sizes.into_iter().chain([("n-head", args.n_head, config.n_head)]) {
+        if let Some(given) = given.filter(|&given| given != saved) {
+            bail!("--{flag} {given} differs from the checkpoint's {saved}: {}", start.keeps_because());
+        }
+    }
+    let block_size = match start {
+        Start::Resume(_, meta) => {
+            let saved = meta.block_size();
+            if let Some(given) = args.block_size.filter(|&given| given != saved) {
+                bail!("--block-size {given} differs from the checkpoint's {saved}: {RESUME_KEEPS}");
             }
-            data.with_tokenizer(meta.vocab.clone())?
+            saved
         }
-        _ => Data::read(&path, layout, None, rng)?,
+        _ => args.block_size.unwrap_or(config.n_positions),
     };
-    let file = match recorded {
-        Some(file) => file,
-        None => DataFile::of(&path)?,
-    };
-    if let Start::Resume(_, meta) = start {
-        // a run from --init-from speaks its checkpoint's vocabulary, which may hold more
-        // characters than its data: resumed, it speaks it again
-        if meta.vocab != *data.tokenizer() && meta.vocab.first_missing(data.tokenizer()).is_none() {
-            data = data.with_tokenizer(meta.vocab.clone())?;
-        }
-        if meta.vocab != *data.tokenizer() {
-            bail!(
-                "the vocabulary of {} differs from the checkpoint's: pass the --data the checkpoint was trained on",
-                path.display()
-            );
-        }
-        // --data or --dataset: the same bytes as the checkpoint's, else the run would change
-        let given = match (&args.data, args.dataset) {
-            (Some(_), _) => Some(format!("--data {}", path.display())),
-            (None, Some(named)) => Some(format!("--dataset {} ({})", named.name(), path.display())),
-            (None, None) => None,
-        };
-        if let Some(given) = given
-            && !same_data(meta, &file)
-        {
-            bail!(
-                "{given} is not the file the checkpoint was trained on (its size or SHA-256 differs): a resume continues the saved run as it was"
-            );
-        }
+    if block_size > config.n_positions {
+        bail!("--block-size {block_size} is beyond the model's {} positions", config.n_positions);
     }
-    Ok((data, file))
+    Ok((config, block_size))
 }
 
-/// The data file a checkpoint was trained on, at the absolute path it records, which must
-/// still hold the same bytes: that path, and the file as it is now (read and hashed once).
-pub fn recorded_data(meta: &Meta, dir: &Path) -> Result<(PathBuf, DataFile)> {
-    let meta_path = dir.join("checkpoint.json");
-    let path = meta.data.as_deref().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(data::DEFAULT_DATA));
-    if !path.is_file() {
-        bail!(
-            "the data file {} recorded in {} is gone: pass --data PATH to the file the model was trained on",
-            path.display(),
-            meta_path.display()
-        );
-    }
-    let file = DataFile::of(&path)?;
-    if !same_data(meta, &file) {
-        bail!(
-            "the data file {} has changed since training (its size or SHA-256 differs from {}): pass --data PATH to the file the model was trained on",
-            path.display(),
-            meta_path.display()
-        );
-    }
-    Ok((path, file))
-}
-
-/// Whether `file` holds the bytes the checkpoint was trained on (true when it recorded none).
-fn same_data(meta: &Meta, file: &DataFile) -> bool {
-    match (meta.data_size, &meta.data_sha256) {
-        (Some(size), Some(sha256)) => file.holds(size, sha256),
-        _ => true,
-    }
-}
-
-/// The model, the optimizer and the steps done: drawn fresh; a resumed checkpoint's weights,
-/// Adam state and step; or an `--init-from` checkpoint's weights with a fresh Adam at step 0.
-/// A new run keeps no Adam state: its moments and bias correction belong to the old schedule,
-/// and microGPT's Adam starts each schedule from zero moments.
-pub fn initial_state(
-    config: &GPTConfig,
+/// The model, the optimizer and the steps done: `fresh`'s model (drawn, or a Hugging Face
+/// folder's) with a fresh Adam; a resumed checkpoint's weights, Adam state and step; or an
+/// `--init-from` checkpoint's weights with a fresh Adam at step 0. A new run keeps no Adam state:
+/// its moments and bias correction belong to the old schedule, and microGPT's Adam starts each
+/// schedule from zero moments.
+pub fn initial_state<M: Stored>(
     start: &Start,
     runtime: &Runtime,
     run: &TrainConfig,
-    rng: &mut PyRandom,
-) -> Result<(GPT, ModuleOptimizer, usize)> {
+    fresh: impl FnOnce(&Device) -> Result<M>,
+) -> Result<(M, ModuleOptimizer, usize)> {
     let ad_device = runtime.device.clone().autodiff();
-    let model = GPT::init(config, rng, &ad_device);
     let adam = Adam::of(run).on_host(!device::is_gpu(runtime.kind));
     // the weights of the checkpoint whose settings were read, not of one saved since
     let load = |dir: &Path, meta: &Meta| {
-        let loaded = checkpoint::load(dir, &ad_device)?;
+        let loaded = checkpoint::load::<M>(dir, &ad_device)?;
         if loaded.meta.weights != meta.weights {
             bail!("{} changed while it was read (a run saved a newer checkpoint there): try again", dir.display());
         }
         Ok(loaded)
     };
     Ok(match start {
-        Start::Fresh => (model, adam.init(), 0),
+        Start::Fresh | Start::Pretrained(_) => (fresh(&ad_device)?, adam.init(), 0),
         Start::Resume(dir, meta) => {
             let loaded = load(dir, meta)?;
             let optim = loaded.optimizer(adam)?;
@@ -324,109 +331,4 @@ pub fn initial_state(
         }
         Start::InitFrom(dir, meta) => (load(dir, meta)?.model, adam.init(), 0),
     })
-}
-
-/// What to do after a divergence: with a checkpoint in `out` (of step `saved`), start a new run
-/// from it at a tenth of the learning rate over the steps that were left (a resume must keep its
-/// settings, so it cannot lower the rate); without one, run again at a tenth of it.
-pub fn after_divergence(run: &TrainConfig, data: &Path, out: Option<&Path>, saved: Option<usize>) -> String {
-    let (lr, num_steps) = (run.lr, run.num_steps);
-    let lower = short(lr / 10.0);
-    match (out, saved) {
-        (Some(dir), Some(saved)) => {
-            let steps = num_steps.saturating_sub(saved).max(1);
-            format!(
-                "the last good checkpoint (step {saved}) is in {dir}: continue from it at a lower learning rate with `train --init-from {dir} --data {data} --lr {lower} --steps {steps}{rest} --out NEW_DIR` (--lr {} now)",
-                short(lr),
-                dir = dir.display(),
-                data = data.display(),
-                rest = other_settings(run, steps),
-            )
-        }
-        _ => format!("lower the learning rate (--lr {} now, try {lower})", short(lr)),
-    }
-}
-
-/// The flags that repeat a run's settings other than its steps and rates, for a new run of
-/// `steps` steps from its checkpoint: those that differ from the reference's (the floor a tenth,
-/// as the rate; the warmup shorter than the new run).
-fn other_settings(run: &TrainConfig, steps: usize) -> String {
-    let mut flags = Vec::new();
-    let reference = TrainConfig::default();
-    if run.layout != reference.layout {
-        flags.push(format!("--layout {}", run.layout));
-    }
-    if run.batch_size != reference.batch_size {
-        flags.push(format!("--batch-size {}", run.batch_size));
-    }
-    if run.warmup_steps > 0 {
-        flags.push(format!("--warmup-steps {}", run.warmup_steps.min(steps - 1)));
-    }
-    if run.decay != reference.decay {
-        flags.push(format!("--decay {}", run.decay));
-    }
-    if run.min_lr > 0.0 {
-        flags.push(format!("--min-lr {}", short(run.min_lr / 10.0)));
-    }
-    if run.weight_decay > 0.0 {
-        flags.push(format!("--weight-decay {}", short(run.weight_decay)));
-    }
-    if let Some(clip) = run.grad_clip {
-        flags.push(format!("--grad-clip {}", short(clip)));
-    }
-    if run.dropout > 0.0 {
-        flags.push(format!("--dropout {}", short(run.dropout)));
-    }
-    if (run.beta1, run.beta2) != (reference.beta1, reference.beta2) {
-        flags.push(format!("--beta1 {} --beta2 {}", short(run.beta1), short(run.beta2)));
-    }
-    if run.layout == Layout::Text && run.eval_windows != reference.eval_windows {
-        flags.push(format!("--eval-windows {}", run.eval_windows));
-    }
-    flags.iter().map(|f| format!(" {f}")).collect()
-}
-
-/// A number as a person would type it: `0.01`, `1e300`.
-fn short(x: f64) -> String {
-    // seven significant digits: a tenth of 1e150 is 1e149, not 9.99999999999999e148
-    let x: f64 = format!("{x:.6e}").parse().expect("a formatted float parses");
-    if (1e-4..1e5).contains(&x.abs()) { format!("{x}") } else { format!("{x:e}") }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gpt::train::Decay;
-
-    /// The divergence advice repeats what the run set beyond its steps and rate.
-    #[test]
-    fn the_advice_repeats_the_runs_other_settings() {
-        let mut run = TrainConfig { num_steps: 2000, lr: 1e-3, precision: Precision::F32, ..TrainConfig::default() };
-        assert_eq!(other_settings(&run, 500), "");
-        (run.batch_size, run.warmup_steps, run.decay, run.min_lr) = (12, 100, Decay::Cosine, 1e-4);
-        (run.weight_decay, run.grad_clip, run.dropout) = (0.1, Some(1.0), 0.2);
-        assert_eq!(
-            other_settings(&run, 50),
-            " --batch-size 12 --warmup-steps 49 --decay cosine --min-lr 1e-5 --weight-decay 0.1 --grad-clip 1 --dropout 0.2"
-        );
-        (run.layout, run.beta1, run.eval_windows) = (Layout::Text, 0.9, 100);
-        assert_eq!(
-            other_settings(&run, 50),
-            " --layout text --batch-size 12 --warmup-steps 49 --decay cosine --min-lr 1e-5 --weight-decay 0.1 --grad-clip 1 --dropout 0.2 --beta1 0.9 --beta2 0.99 --eval-windows 100"
-        );
-        let advice = after_divergence(&run, Path::new("d.txt"), Some(Path::new("ck")), Some(1990));
-        assert!(advice.contains("train --init-from ck --data d.txt --lr 0.0001 --steps 10 --layout text"), "{advice}");
-        assert_eq!(
-            after_divergence(&run, Path::new("d.txt"), None, None),
-            "lower the learning rate (--lr 0.001 now, try 0.0001)"
-        );
-    }
-
-    #[test]
-    fn numbers_are_short_as_typed() {
-        assert_eq!(short(1e150 / 10.0), "1e149");
-        assert_eq!(short(0.01 / 10.0), "0.001");
-        assert_eq!(short(3e-3), "0.003");
-        assert_eq!(short(0.1 + 0.2), "0.3");
-    }
 }

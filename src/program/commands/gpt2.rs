@@ -1,63 +1,87 @@
-//! The subcommands on a GPT-2: `sample`, `eval` and `inspect` of a Hugging Face folder or of one
-//! of OpenAI's models by name (its `train` is `gpt2_train`'s).
+//! A GPT-2's own phases of each command: its text in GPT-2's tokens, its model drawn by GPT-2's
+//! initialisation or read from a Hugging Face folder, its speed lines. Where a run starts, the
+//! session, the checkpoints and the opening of `--checkpoint` are the ones microGPT's commands use.
+//! Deliberately left out: the line layout (a GPT-2 reads one text).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use burn::module::Module;
 
-use super::{Outcome, sample_options, show};
-use crate::device::Precision;
-use crate::gpt::batch::EvalSet;
+use super::{Outcome, print_passage, run_to_end, say_init_from, show, train_options};
+use crate::device::Runtime;
+use crate::gpt::batch::{EvalSet, TrainSet, Windows};
 use crate::gpt::bpe::Bpe;
+use crate::gpt::config::TrainConfig;
 use crate::gpt::data::{self, Tokenize};
 use crate::gpt::gpt2::GPT2;
 use crate::gpt::model::LanguageModel;
 use crate::gpt::rng::PyRandom;
 use crate::gpt::sample::{self, SampleOptions};
 use crate::gpt::train::evaluate;
-use crate::program::checkpoint;
-use crate::program::cli::{DeviceArgs, EvalArgs, InspectArgs, SampleArgs};
-use crate::program::gpt2_run;
+use crate::program::checkpoint::{self, Architecture, Meta};
+use crate::program::cli::{EvalArgs, InspectArgs, TrainArgs};
 use crate::program::hf;
 use crate::program::inspect;
+use crate::program::session::{self, Session};
+use crate::program::start::{self, Start};
 
-/// The GPT-2 that `--checkpoint` names, if it names one: a Hugging Face folder (`config.json`
-/// and `model.safetensors`), or one of OpenAI's models by name (`gpt2`, ...), downloaded into
-/// Hugging Face's cache on first use. A directory of `train --out` is not one.
-pub fn folder(spec: &Path) -> Result<Option<PathBuf>> {
-    if checkpoint::is_checkpoint(spec) {
-        return Ok(None);
+/// `microgpt train` of a GPT-2 from `start`, saving in `out` (which holds the step `saved`
+/// already), with the run's settings on `runtime`: fine-tuned from a GPT-2, from scratch on a
+/// text in GPT-2's tokens, or resumed.
+pub fn train(
+    args: &TrainArgs,
+    start: &Start,
+    (out, saved): (Option<PathBuf>, Option<usize>),
+    run: TrainConfig,
+    runtime: &Runtime,
+    sampling: &SampleOptions,
+) -> Result<Outcome> {
+    // data: the text in GPT-2's tokens, the last tenth held out
+    let (tokens, path, file) = start::load_tokens(args, start)?;
+    let (train_tokens, val_tokens) = data::split_text(&tokens);
+    println!("num tokens: {} ({} train, {} held out), GPT-2's", tokens.len(), train_tokens.len(), val_tokens.len());
+    let (config, block_size) = start::gpt2_architecture(args, start)?;
+    if val_tokens.len().min(train_tokens.len()) <= block_size {
+        bail!(
+            "{} holds {} tokens: its held-out tenth cannot hold one window of block_size + 1 = {}; use a longer text or a smaller --block-size",
+            path.display(),
+            tokens.len(),
+            block_size + 1
+        );
     }
-    if hf::is_model_folder(spec) {
-        return Ok(Some(spec.to_path_buf()));
-    }
-    match spec.to_str().filter(|name| !spec.exists() && hf::openai_repo(name).is_some()) {
-        Some(name) => Ok(Some(hf::openai_model(name)?)),
-        None => Ok(None),
-    }
-}
 
-/// The GPT-2 in a Hugging Face folder on the device the flags ask for (f32 unless they ask
-/// otherwise). A bad `config.json` is reported before the device opens.
-pub fn open(dir: &Path, flags: &DeviceArgs) -> Result<GPT2> {
-    hf::read_config(dir)?;
-    let runtime = flags.open(flags.device, Some(flags.dtype.unwrap_or(Precision::F32)))?;
-    hf::load(dir, &runtime.device)
-}
+    // model and optimizer: GPT-2's initialisation draws from the device's generator
+    let _lock = out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
+    let device = runtime.device.clone().autodiff();
+    device.seed(run.seed);
+    let (model, optim, step) = start::initial_state(start, runtime, &run, |device| match start {
+        Start::Pretrained(dir) => hf::load(dir, device),
+        _ => GPT2::random(&config, device),
+    })?;
+    let c = model.config();
+    println!("model: GPT-2, n_layer {}, n_embd {}, n_head {}, block_size {block_size}", c.n_layer, c.n_embd, c.n_head);
+    println!("num params: {}", model.num_params());
+    let val = EvalSet::held_out_windows(val_tokens, block_size, run.eval_windows, run.seed, &runtime.device);
+    say_init_from(start, &model, &val)?;
 
-/// The prefix (or GPT-2's start of a document) continued by `--num-tokens` tokens, printed as it
-/// is made ([`sample::passage`]).
-pub(super) fn print_passage(model: &GPT2, options: &SampleOptions, rng: &mut PyRandom) -> Result<sample::Passage> {
-    let passage = sample::passage(model, &Bpe::gpt2()?, options, rng, show)?;
-    println!();
-    Ok(passage)
+    // the run: microGPT's session, saving a checkpoint whose weights folder is a Hugging Face one
+    let options = train_options(args, run, file, out, start, runtime)?;
+    let stop = session::interrupt_flag();
+    let architecture = Architecture::GPT2(model.config().clone());
+    let saver = options.out.is_some().then(|| session::checkpoint_of(architecture, None, Some(block_size), &options));
+    let train = TrainSet::Windows(Windows::new(train_tokens, block_size, &device));
+    let session = Session { model, optim, step, train, val, options: &options, stop, saved, saver };
+    let Some(model) = run_to_end(session)? else { return Ok(Outcome::Interrupted) };
+    print_passage(&model.valid(), &Bpe::gpt2()?, sampling, &mut PyRandom::new(options.run.seed), "tokens")?;
+    Ok(Outcome::Done)
 }
 
 /// `microgpt sample --checkpoint gpt2`: GPT-2 continues `--prefix` (or starts a document) for
 /// `--num-tokens` tokens, printed as they come; then the speed.
-pub fn sample(model: &GPT2, args: &SampleArgs) -> Result<Outcome> {
-    let passage = print_passage(model, &sample_options(&args.sampling), &mut PyRandom::new(args.seed))?;
+pub fn sample(model: &GPT2, options: &SampleOptions, rng: &mut PyRandom) -> Result<Outcome> {
+    let passage = sample::passage(model, &Bpe::gpt2()?, options, rng, show)?;
+    println!();
     let drawn = &passage.drawn;
     let (prompt_s, sample_s) = (drawn.prompt_time.as_secs_f64(), drawn.sample_time.as_secs_f64());
     println!(
@@ -71,13 +95,25 @@ pub fn sample(model: &GPT2, args: &SampleArgs) -> Result<Outcome> {
 
 /// `microgpt eval --checkpoint gpt2 --data FILE`: the mean loss per token of the file in GPT-2's
 /// tokens, every target once (windows of the context + 1 side by side); then the speed. Without
-/// `--data`, a run's folder (`dir`) is evaluated on the held-out windows it evaluated on in
+/// `--data`, a run's checkpoint (`meta`) is evaluated on the held-out windows it evaluated on in
 /// training, of the text it records.
-pub fn eval(model: &GPT2, dir: &Path, args: &EvalArgs) -> Result<Outcome> {
+pub fn eval(model: &GPT2, meta: Option<&Meta>, args: &EvalArgs) -> Result<Outcome> {
     let device = &model.devices()[0];
-    let (tokens, set, what) = match &args.data {
-        Some(path) => {
-            let tokens = Bpe::gpt2()?.encode(&data::read_text(path)?);
+    let (path, held_out) = match (&args.data, meta) {
+        (Some(path), _) => (path.clone(), None),
+        (None, Some(meta)) => (start::recorded_data(meta, &args.checkpoint)?.0, Some(meta)),
+        (None, None) => bail!("a GPT-2 folder records no text: pass --data FILE, the text to evaluate on"),
+    };
+    let tokens = Bpe::gpt2()?.encode(&data::read_text(&path)?);
+    let (set, block_size, what) = match held_out {
+        Some(meta) => {
+            let (run, block_size) = (&meta.run, meta.block_size());
+            let set =
+                EvalSet::held_out_windows(data::split_text(&tokens).1, block_size, run.eval_windows, run.seed, device);
+            let what = format!("{} windows: the held-out windows of {}", set.count(), path.display());
+            (set, block_size, what)
+        }
+        None => {
             let block_size = model.block_size().min(tokens.len().saturating_sub(1));
             if block_size == 0 {
                 bail!("{} holds fewer than 2 tokens: evaluate on a longer text", path.display());
@@ -85,23 +121,12 @@ pub fn eval(model: &GPT2, dir: &Path, args: &EvalArgs) -> Result<Outcome> {
             let set = EvalSet::tiled(&tokens, block_size, device);
             let what =
                 format!("{} windows of {block_size} tokens side by side: the whole of {}", set.count(), path.display());
-            (set.count() * block_size, set, what)
+            (set, block_size, what)
         }
-        None if gpt2_run::is_run(dir) => {
-            let record = gpt2_run::read_record(dir)?;
-            let (path, _) = gpt2_run::text_of(&record, None)?;
-            let tokens = Bpe::gpt2()?.encode(&data::read_text(&path)?);
-            let (run, block_size) = (&record.run, record.block_size);
-            let set =
-                EvalSet::held_out_windows(data::split_text(&tokens).1, block_size, run.eval_windows, run.seed, device);
-            let what = format!("{} windows: the held-out windows of {}", set.count(), path.display());
-            (set.count() * block_size, set, what)
-        }
-        None => bail!("a GPT-2 folder records no text: pass --data FILE, the text to evaluate on"),
     };
     let clock = std::time::Instant::now();
     let loss = evaluate(model, &set)?;
-    let secs = clock.elapsed().as_secs_f64();
+    let (secs, tokens) = (clock.elapsed().as_secs_f64(), set.count() * block_size);
     println!("loss: {loss:.4} ({what})");
     println!("speed: {:.0} tokens/s ({tokens} tokens in {secs:.2} s)", tokens as f64 / secs);
     Ok(Outcome::Done)
