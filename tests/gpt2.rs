@@ -536,9 +536,9 @@ fn a_gpt2_run_resumes_exactly() {
     assert_eq!(meta["config"]["n_layer"], 2, "GPT-2's shapes, as config.json writes them");
     let bytes = |run: &str| std::fs::read(d.join(run).join("model.safetensors")).unwrap();
     assert_eq!(bytes("half"), std::fs::read(d.join("half/step-000003/model.safetensors")).unwrap());
-    // the top-level files are a view of the checkpoint, never read back
-    std::fs::remove_file(d.join("half/model.safetensors")).unwrap();
-    std::fs::copy(d.join("whole/model.safetensors"), d.join("half/model.safetensors")).unwrap();
+    // the top-level files are a copy of the checkpoint's, never read back: written over in place
+    // (as save_pretrained(DIR) does), they leave the checkpoint whole
+    std::fs::write(d.join("half/model.safetensors"), bytes("whole")).unwrap();
     let resumed = common::step_losses(&ok(d, &["train", "--resume", "half"]));
     assert_eq!(resumed, whole[3..], "the steps after the third, as the whole run took them");
     assert_eq!(bytes("half"), bytes("whole"), "the same weights, byte for byte");
@@ -564,14 +564,22 @@ fn a_gpt2_run_resumes_exactly() {
         "files": { "model.safetensors": files["model.safetensors"], "optimizer-000003.bpk": files["optimizer.bpk"] },
     });
     std::fs::write(d.join("old/training.json"), record.to_string()).unwrap();
-    let out = microgpt(d, &["train", "--resume", "old"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("a GPT-2 run of an earlier version, rewritten as a checkpoint")
-    );
-    assert_eq!(common::step_losses(&String::from_utf8_lossy(&out.stdout)), whole[3..]);
+    // a save cut short after it replaced the model: the one training.json names is aside
+    std::fs::rename(d.join("old/model.safetensors"), d.join("old/model.safetensors.previous")).unwrap();
+    std::fs::write(d.join("old/model.safetensors"), bytes("whole")).unwrap();
+    std::fs::write(d.join("old/optimizer-000002.bpk"), "Adam's state of a save before").unwrap();
+    let err = one_line_error(&microgpt(d, &["eval", "--checkpoint", "old"]));
+    let convert = "or make it a checkpoint first with `microgpt train --resume old --stop-at 1`";
+    assert!(err.contains("saved by an earlier version: pass --data FILE") && err.contains(convert), "{err}");
+    let out = microgpt(d, &["train", "--resume", "old", "--stop-at", "1", "--num-tokens", "1"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stderr.contains("a GPT-2 run of an earlier version, rewritten as a checkpoint"));
+    assert!(common::step_losses(&stdout).is_empty(), "no step past the third: {stdout}");
+    assert_eq!(common::step_losses(&ok(d, &["train", "--resume", "old"])), whole[3..]);
     assert_eq!(bytes("old"), bytes("whole"));
-    assert!(!d.join("old/training.json").exists() && !d.join("old/optimizer-000003.bpk").exists());
+    for gone in ["training.json", "optimizer-000003.bpk", "optimizer-000002.bpk", "model.safetensors.previous"] {
+        assert!(!d.join("old").join(gone).exists(), "{gone}");
+    }
     let meta = common::read_json(&d.join("old/checkpoint.json"));
     assert_eq!((meta["step"].as_u64(), &meta["init_from"]["dir"]), (Some(6), &Value::from(folder.to_str().unwrap())));
 

@@ -33,11 +33,11 @@ use crate::gpt::adam::Adam;
 use crate::gpt::config::TrainConfig;
 use crate::gpt::data::Tokenizer;
 use crate::gpt::model::GPT;
-pub use crate::program::files::{FileDigest, check_not_held, lock};
-use crate::program::files::{flush, sync_dir, tmp_path, unused_name, write_atomic};
+pub use crate::program::files::{DirLock, FileDigest, check_not_held, lock};
+use crate::program::files::{flush, is_disk_full, sync_dir, tmp_path, unused_name, write_atomic};
 
 mod models;
-pub use models::{Architecture, Stored, upgrade};
+pub use models::{Architecture, Stored, clear_old_layout, first_non_finite, is_old_gpt2_run, upgrade};
 
 /// Bumped whenever the layout changes; newer checkpoints are refused with a clear message.
 /// 2: the weight files' digests; 3: the longer runs' settings (warmup, decay, floor, weight
@@ -122,14 +122,15 @@ pub fn run_in(dir: &Path) -> Option<String> {
         .map(|name| format!("its {name}"))
 }
 
-/// Whether `err` comes from a full disk (also when a library kept only its message).
-pub fn is_disk_full(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull) || {
-            let text = cause.to_string();
-            text.contains("No space left on device") || text.contains("not enough space on the disk")
-        }
-    })
+/// Hold `out` for this run (one run per directory); a new run replacing another there
+/// (`--overwrite`) first clears what a GPT-2 run of the earlier layout kept for its resume.
+pub fn hold(out: Option<&Path>, overwrite: bool) -> Result<Option<DirLock>> {
+    let Some(dir) = out else { return Ok(None) };
+    let held = lock(dir)?;
+    if overwrite {
+        clear_old_layout(dir);
+    }
+    Ok(Some(held))
 }
 
 /// One line for a write into `dir` that failed: for a full disk, where, and which checkpoint
@@ -182,8 +183,11 @@ pub fn save<M: Stored>(dir: &Path, model: &M, optim: &ModuleOptimizer, mut meta:
         return Err(failed(err));
     }
     sync_dir(dir);
-    M::publish(dir, &final_dir).map_err(failed)?;
     remove_other_weights(dir, &meta.weights);
+    if let Err(err) = M::publish(dir, &final_dir) {
+        // the checkpoint is whole: what failed is only its copy beside it
+        eprintln!("warning: step {step} is saved, but not beside it ({err:#}): {} holds it", final_dir.display());
+    }
     Ok(())
 }
 
@@ -278,6 +282,15 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
     let meta: Meta = serde_json::from_value(version)
         .map_err(|err| anyhow::anyhow!("{} is corrupted ({err}): save the checkpoint again", path.display()))?;
     meta.config.validate().with_context(|| format!("{} holds an impossible model config", path.display()))?;
+    if let Architecture::GPT2(config) = &meta.config
+        && !(1..=config.n_positions).contains(&meta.block_size())
+    {
+        bail!(
+            "{} is corrupted (block_size {} is beyond the model's positions): save the checkpoint again",
+            path.display(),
+            meta.block_size()
+        );
+    }
     match (&meta.config, &meta.vocab) {
         (Architecture::GPT(config), Some(vocab)) if config.vocab_size != vocab.vocab_size() => bail!(
             "{} is inconsistent: vocab_size {} but {} characters in the vocabulary",
@@ -374,36 +387,6 @@ fn checked(meta: &Meta, path: &Path, digest: impl FnOnce() -> Result<FileDigest>
 /// The checkpoint directory of a weight file (`DIR/step-N/model.bpk` -> `DIR`).
 fn dir_of(path: &Path) -> &Path {
     path.parent().and_then(Path::parent).unwrap_or(Path::new("."))
-}
-
-/// The name of the first weight of `model` that holds a NaN or an infinity, if any (reads every
-/// weight back from the device): its path in the module, as `wte` or `layer.0.attn_wq`.
-pub fn first_non_finite(model: &impl Module) -> Result<Option<String>> {
-    #[derive(Default)]
-    struct Find {
-        path: Vec<String>,
-        found: Option<Result<String>>,
-    }
-    impl ModuleVisitor for Find {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if self.found.is_none() {
-                match device::read_values(param.val()) {
-                    Ok(values) if values.iter().all(|x| x.is_finite()) => {}
-                    Ok(_) => self.found = Some(Ok(self.path.join("."))),
-                    Err(err) => self.found = Some(Err(err)),
-                }
-            }
-        }
-    }
-    let mut find = Find::default();
-    model.visit(&mut find);
-    find.found.transpose()
 }
 
 impl<M> Loaded<M> {

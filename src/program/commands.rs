@@ -80,7 +80,7 @@ pub fn train(args: &TrainArgs, novelty: bool) -> Result<Outcome> {
     // model: drawn from the generator even when loaded, so that sampling draws stay aligned
     let config = start::architecture(args, &start, data.tokenizer().vocab_size())?;
     check_fits(&data, &config, &sampling)?;
-    let _lock = out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
+    let _lock = checkpoint::hold(out.as_deref(), args.overwrite)?; // one run per directory
     let drawn = GPT::init(&config, &mut rng, &runtime.device.clone().autodiff());
     let (model, optim, step) = start::initial_state(&start, &runtime, &run, |_| Ok(drawn))?;
     println!("num params: {}", model.num_params());

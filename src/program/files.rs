@@ -167,3 +167,13 @@ fn in_use(dir: &Path, file: &mut fs::File) -> anyhow::Error {
         dir.display()
     )
 }
+
+/// Whether `err` comes from a full disk (also when a library kept only its message).
+pub fn is_disk_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull) || {
+            let text = cause.to_string();
+            text.contains("No space left on device") || text.contains("not enough space on the disk")
+        }
+    })
+}

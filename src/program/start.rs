@@ -65,7 +65,7 @@ impl Start {
                 None => Start::InitFrom(spec.clone(), checkpoint::read_meta(spec)?),
             },
             (None, None) if args.preset == Some(Preset::Gpt2FinetuneShakespeare) => {
-                Start::Pretrained(hf::gpt2_folder(Path::new("gpt2"))?.expect("gpt2 is one of OpenAI's models"))
+                Start::Pretrained(hf::openai_model("gpt2")?)
             }
             (None, None) => Start::Fresh,
         };

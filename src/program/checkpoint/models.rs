@@ -7,21 +7,22 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
-use burn::tensor::{Bytes, Device};
+use burn::tensor::{Bytes, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{
     FORMAT_VERSION, FileDigest, InitFrom, META_FILE, Meta, OLD_GPT2_RECORD, OPTIMIZER_FILE, catch_load, check_file,
     is_checkpoint, lock, read_checked,
 };
+use crate::device;
 use crate::gpt::config::GPTConfig;
 use crate::gpt::data::Tokenizer;
 use crate::gpt::gpt2::{GPT2, GPT2Config};
 use crate::gpt::model::{GPT, LanguageModel};
 use crate::gpt::rng::PyRandom;
-use crate::program::files::{tmp_path, unused_name, write_atomic, write_atomic_with};
+use crate::program::files::{flush, sync_dir, tmp_path, unused_name, write_atomic, write_atomic_with};
 use crate::program::hf;
 
 /// The model a checkpoint holds: microGPT's or a GPT-2 (whose config has `n_positions`).
@@ -140,15 +141,13 @@ impl Stored for GPT2 {
         hf::load(folder, device)
     }
 
-    /// The weights folder's Hugging Face files at the top of the directory too (hard links, no
-    /// second copy on the disk where the file system has them), each replaced by a rename:
-    /// transformers' `from_pretrained(DIR)` loads the latest checkpoint.
+    /// The weights folder's Hugging Face files at the top of the directory too, each a copy
+    /// replaced by a rename: transformers' `from_pretrained(DIR)` loads the latest checkpoint, and
+    /// a model written over them (`save_pretrained(DIR)`) leaves the checkpoint's own files whole.
     fn publish(dir: &Path, folder: &Path) -> Result<()> {
         for name in Self::FILES {
             write_atomic_with(&dir.join(name), |tmp| {
-                if fs::hard_link(folder.join(name), tmp).is_err() {
-                    fs::copy(folder.join(name), tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-                }
+                fs::copy(folder.join(name), tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
                 Ok(())
             })?;
         }
@@ -164,6 +163,11 @@ impl Stored for GPT2 {
     }
 }
 
+/// Whether `dir` holds a GPT-2 run of the earlier layout that [`upgrade`] has not rewritten yet.
+pub fn is_old_gpt2_run(dir: &Path) -> bool {
+    dir.join(OLD_GPT2_RECORD).is_file() && !is_checkpoint(dir)
+}
+
 /// Make a GPT-2 run saved by an earlier version (`training.json`, and Adam's state and the model
 /// at the top of the directory) a checkpoint of this format, if `dir` holds one: its files linked
 /// into a weights folder, then `checkpoint.json` written, then what only the old layout needed
@@ -171,13 +175,23 @@ impl Stored for GPT2 {
 /// Hugging Face folder it also is.
 pub fn upgrade(dir: &Path) -> Result<()> {
     let path = dir.join(OLD_GPT2_RECORD);
-    if is_checkpoint(dir) || !path.is_file() {
+    if !path.is_file() {
         return Ok(());
     }
     let _lock = lock(dir)?;
+    if is_checkpoint(dir) {
+        clear_old_layout(dir); // an upgrade cut short after checkpoint.json, or a run saved over one
+        return Ok(());
+    }
     let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let damaged = |what: String| anyhow::anyhow!("{} is damaged ({what})", path.display());
     let old: serde_json::Value = serde_json::from_str(&text).map_err(|err| damaged(err.to_string()))?;
+    if old.get("format_version").and_then(serde_json::Value::as_u64).is_none_or(|v| v > 1) {
+        bail!(
+            "{} is not the record of a GPT-2 run this program saved: resume it with the program that saved it",
+            path.display()
+        );
+    }
     fn field<T: serde::de::DeserializeOwned>(old: &serde_json::Value, name: &str) -> Result<T, String> {
         serde_json::from_value(old.get(name).cloned().unwrap_or_default()).map_err(|err| format!("{name}: {err}"))
     }
@@ -207,10 +221,13 @@ pub fn upgrade(dir: &Path) -> Result<()> {
     {
         if fs::hard_link(from, tmp.join(name)).is_err() {
             fs::copy(from, tmp.join(name)).with_context(|| format!("cannot copy {}", from.display()))?;
+            flush(&tmp.join(name))?;
         }
         digests.insert(name.to_string(), FileDigest::of_file(from)?);
     }
+    sync_dir(&tmp);
     fs::rename(&tmp, &folder).with_context(|| format!("cannot rename {}", tmp.display()))?;
+    sync_dir(dir);
     let init_from: Option<String> = field(&old, "init_from").map_err(damaged)?;
     let meta = Meta {
         format_version: FORMAT_VERSION,
@@ -229,10 +246,58 @@ pub fn upgrade(dir: &Path) -> Result<()> {
         eval_every: field(&old, "eval_every").map_err(damaged)?,
     };
     write_atomic(&dir.join(META_FILE), serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    sync_dir(dir);
     GPT2::publish(dir, &folder)?;
-    for name in [OLD_GPT2_RECORD, &optimizer, "model.safetensors.previous"] {
-        let _ = fs::remove_file(dir.join(name));
-    }
+    clear_old_layout(dir);
     eprintln!("{}: a GPT-2 run of an earlier version, rewritten as a checkpoint ({META_FILE})", dir.display());
     Ok(())
+}
+
+/// Remove what only a GPT-2 run of the earlier layout needed (its `training.json`, Adam's states
+/// `optimizer-NNNNNN.bpk`, the model a save kept aside, the files its saves wrote aside), once
+/// `checkpoint.json` holds the run, or a new run replaces it (`--overwrite`). Best effort: a file
+/// that stays is only disk space.
+pub fn clear_old_layout(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let record = [OLD_GPT2_RECORD, "model.safetensors.previous"].contains(&name.as_str())
+            || name.starts_with("training.json.tmp-");
+        let optimizer = name.starts_with("optimizer") && name.contains(".bpk");
+        let aside = name
+            .strip_prefix(".tmp")
+            .is_some_and(|rest| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if record || optimizer || aside {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The name of the first weight of `model` that holds a NaN or an infinity, if any (reads every
+/// weight back from the device): its path in the module, as `wte` or `layer.0.attn_wq`.
+pub fn first_non_finite(model: &impl Module) -> Result<Option<String>> {
+    #[derive(Default)]
+    struct Find {
+        path: Vec<String>,
+        found: Option<Result<String>>,
+    }
+    impl ModuleVisitor for Find {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.found.is_none() {
+                match device::read_values(param.val()) {
+                    Ok(values) if values.iter().all(|x| x.is_finite()) => {}
+                    Ok(_) => self.found = Some(Ok(self.path.join("."))),
+                    Err(err) => self.found = Some(Err(err)),
+                }
+            }
+        }
+    }
+    let mut find = Find::default();
+    model.visit(&mut find);
+    find.found.transpose()
 }

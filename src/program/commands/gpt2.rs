@@ -52,7 +52,7 @@ pub fn train(
     }
 
     // model and optimizer: GPT-2's initialisation draws from the device's generator
-    let _lock = out.as_deref().map(checkpoint::lock).transpose()?; // one run per directory
+    let _lock = checkpoint::hold(out.as_deref(), args.overwrite)?; // one run per directory
     let device = runtime.device.clone().autodiff();
     device.seed(run.seed);
     let (model, optim, step) = start::initial_state(start, runtime, &run, |device| match start {
@@ -102,6 +102,10 @@ pub fn eval(model: &GPT2, meta: Option<&Meta>, args: &EvalArgs) -> Result<Outcom
     let (path, held_out) = match (&args.data, meta) {
         (Some(path), _) => (path.clone(), None),
         (None, Some(meta)) => (start::recorded_data(meta, &args.checkpoint)?.0, Some(meta)),
+        (None, None) if checkpoint::is_old_gpt2_run(&args.checkpoint) => bail!(
+            "{dir} is a GPT-2 run saved by an earlier version: pass --data FILE, or make it a checkpoint first with `microgpt train --resume {dir} --stop-at 1`",
+            dir = args.checkpoint.display()
+        ),
         (None, None) => bail!("a GPT-2 folder records no text: pass --data FILE, the text to evaluate on"),
     };
     let tokens = Bpe::gpt2()?.encode(&data::read_text(&path)?);
