@@ -23,12 +23,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::ModuleOptimizer;
-use burn::tensor::{Bytes, Device, Tensor};
+use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
-use crate::device;
 use crate::gpt::adam::Adam;
 use crate::gpt::config::TrainConfig;
 use crate::gpt::data::Tokenizer;
