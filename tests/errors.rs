@@ -666,8 +666,12 @@ fn a_model_with_non_finite_weights_is_refused() {
     let weights = checkpoint(d);
     // the first number of wte, as stored in model.bpk, becomes a NaN; the digest follows
     let device = microgpt_burn::device::cpu_f64();
-    let loaded =
-        microgpt_burn::program::checkpoint::load::<microgpt_burn::gpt::model::GPT>(&d.join("ck"), &device).unwrap();
+    let loaded = microgpt_burn::program::checkpoint::load::<microgpt_burn::gpt::model::GPT>(
+        &d.join("ck"),
+        &device,
+        microgpt_burn::device::Precision::F64,
+    )
+    .unwrap();
     let first: f64 = loaded.model.named_weights()[0].1.clone().into_data().iter::<f64>().next().unwrap();
     let model_path = weights.join("model.bpk");
     let mut bytes = std::fs::read(&model_path).unwrap();

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use microgpt_burn::device;
+use microgpt_burn::device::{self, Precision};
 use microgpt_burn::gpt::adam::Adam;
 use microgpt_burn::gpt::config::{GPTConfig, TrainConfig};
 use microgpt_burn::gpt::data::{self, Tokenizer};
@@ -88,7 +88,7 @@ fn load(dir: &Path, meta: &[u8], model: &[u8], optimizer: &[u8]) -> anyhow::Resu
     std::fs::write(dir.join("checkpoint.json"), meta)?;
     std::fs::write(dir.join("step-000001/model.bpk"), model)?;
     std::fs::write(dir.join("step-000001/optimizer.bpk"), optimizer)?;
-    let loaded = checkpoint::load::<GPT>(dir, &device::cpu_f64())?;
+    let loaded = checkpoint::load::<GPT>(dir, &device::cpu_f64(), Precision::F64)?;
     loaded.optimizer(Adam::reference())?;
     Ok(())
 }

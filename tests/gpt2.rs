@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor, TensorData, bf16, f16};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData, bf16, f16};
 use microgpt_burn::device::{self, DeviceArg, Precision};
-use microgpt_burn::fast::{Kernels, with_kernels};
+use microgpt_burn::fast::{self, Kernels, with_kernels};
 use microgpt_burn::gpt::adam::Adam;
 use microgpt_burn::gpt::batch::{EvalSet, Windows};
 use microgpt_burn::gpt::bpe::Bpe;
@@ -82,7 +82,7 @@ fn logits_are_transformers_in_both_layouts() {
     assert!(spread > 5.0, "the fixture's logits are far from uniform: {spread}");
     for layout in ["saved", "hub"] {
         for kernels in [Kernels::Fused, Kernels::Burn] {
-            let model = hf::load(&fixture(layout), &cpu_f32()).unwrap();
+            let model = hf::load(&fixture(layout), &cpu_f32(), Precision::F32).unwrap();
             let diff = with_kernels(kernels, || max_diff(&logits_of(&model, &prompt), &want));
             assert!(diff < 1e-5, "{layout}, {kernels:?}: logits differ by {diff}");
         }
@@ -93,7 +93,7 @@ fn logits_are_transformers_in_both_layouts() {
 #[test]
 fn greedy_continuation_is_transformers_generate() {
     let expected = expected();
-    let model = hf::load(&fixture("saved"), &cpu_f32()).unwrap();
+    let model = hf::load(&fixture("saved"), &cpu_f32(), Precision::F32).unwrap();
     let options = SampleOptions { top_k: Some(1), ..SampleOptions::reference() };
     let want = ids(&expected["greedy"]);
     let prompt = ids(&expected["continue_ids"]);
@@ -106,7 +106,7 @@ fn greedy_continuation_is_transformers_generate() {
 #[test]
 fn the_loss_of_a_text_is_transformers() {
     let expected = expected();
-    let model = hf::load(&fixture("hub"), &cpu_f32()).unwrap();
+    let model = hf::load(&fixture("hub"), &cpu_f32(), Precision::F32).unwrap();
     let text = std::fs::read_to_string(fixture("text.txt")).unwrap();
     let tokens = Bpe::gpt2().unwrap().encode(&text);
     let set = EvalSet::tiled(&tokens, model.block_size(), &model.devices()[0]);
@@ -128,7 +128,7 @@ fn training_steps_are_pytorch_adamw() {
     let tokens = Bpe::gpt2().unwrap().encode(&text);
     for on_host in [true, false] {
         let device = cpu_f32().autodiff();
-        let mut model = hf::load(&fixture("saved"), &device).unwrap();
+        let mut model = hf::load(&fixture("saved"), &device, Precision::F32).unwrap();
         let weights = train::weight_ids(&model);
         assert_eq!(weights.iter().filter(|w| w.rank == 1).count(), 2 * (4 + 4) + 2, "the vectors: biases and gains");
         let batch = Windows::new(&tokens, model.block_size(), &device).batch(&ids(&train["offsets"]));
@@ -159,7 +159,7 @@ fn training_steps_are_pytorch_adamw() {
 /// transformers writes, a config transformers reads; and it loads back to the same logits.
 #[test]
 fn an_exported_folder_is_save_pretrained_and_loads_back() {
-    let model = hf::load(&fixture("hub"), &cpu_f32()).unwrap();
+    let model = hf::load(&fixture("hub"), &cpu_f32(), Precision::F32).unwrap();
     let dir = tempfile::tempdir().unwrap();
     hf::save(dir.path(), &model).unwrap();
     let header = |path: &Path| {
@@ -181,7 +181,7 @@ fn an_exported_folder_is_save_pretrained_and_loads_back() {
         assert_eq!(config[key], theirs[key], "{key}");
     }
     let prompt = ids(&expected()["ids"]);
-    let back = hf::load(dir.path(), &cpu_f32()).unwrap();
+    let back = hf::load(dir.path(), &cpu_f32(), Precision::F32).unwrap();
     assert_eq!(logits_of(&back, &prompt), logits_of(&model, &prompt));
 }
 
@@ -314,7 +314,7 @@ fn retyped(bytes: &[u8], dtype: Dtype) -> Vec<u8> {
 
 /// The weights of the GPT-2 in `dir`, by name, as f32.
 fn weights_of(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let model = hf::load(dir, &cpu_f32()).unwrap();
+    let model = hf::load(dir, &cpu_f32(), Precision::F32).unwrap();
     model.tensors().into_iter().map(|(name, data)| (name, data.convert::<f32>().try_to_vec::<f32>().unwrap())).collect()
 }
 
@@ -420,9 +420,9 @@ fn fine_tuning_a_hugging_face_folder_lowers_its_loss_and_saves_one() {
     let after = number_after(&out, "val loss: ");
     assert!(after < before - 0.05, "{out}");
     assert!(out.contains("--- inference"), "{out}");
-    let tuned = hf::load(&dir.path().join("tuned"), &cpu_f32()).unwrap();
+    let tuned = hf::load(&dir.path().join("tuned"), &cpu_f32(), Precision::F32).unwrap();
     let prompt = ids(&expected()["ids"]);
-    let original = hf::load(&folder, &cpu_f32()).unwrap();
+    let original = hf::load(&folder, &cpu_f32(), Precision::F32).unwrap();
     assert_ne!(logits_of(&tuned, &prompt), logits_of(&original, &prompt));
     // the same file layout transformers wrote
     let names = |path: &Path| {
@@ -629,7 +629,7 @@ fn a_gpt2_run_resumes_exactly() {
 fn inspect_reads_a_gpt2_in_its_tokens() {
     let text = expected()["prompt"].as_str().unwrap().to_string();
     let prompt = ids(&expected()["ids"]);
-    let model = hf::load(&fixture("saved"), &cpu_f32()).unwrap();
+    let model = hf::load(&fixture("saved"), &cpu_f32(), Precision::F32).unwrap();
     let seen = microgpt_burn::program::inspect::inspect_tokens(&model, &prompt, 0).unwrap();
     assert_eq!(seen.predictions.len(), prompt.len() - 1);
     assert_eq!(seen.attention.len(), 2, "two layers");
@@ -650,4 +650,121 @@ fn inspect_reads_a_gpt2_in_its_tokens() {
     );
     assert!(out.contains(&format!("mean loss: {:.4}", seen.mean_loss)), "{out}");
     assert!(dir.path().join("pics/attention.png").is_file());
+}
+
+/// `--dtype bf16`: a GPT-2's matrices are held in bf16 (the position embeddings, the biases and
+/// the gains in f32), read straight from an f32 file or a bf16 one; the text's loss is within 1%
+/// of f32's, and greedy sampling chooses f32's tokens wherever f32's best two logits are further
+/// apart than bf16 moves any logit.
+#[test]
+fn bf16_weights_keep_the_loss_and_the_greedy_choices() {
+    let exact = hf::load(&fixture("saved"), &cpu_f32(), Precision::F32).unwrap();
+    let model = hf::load(&fixture("saved"), &cpu_f32(), Precision::Bf16).unwrap();
+    let matrices = |m: &GPT2| -> Vec<(String, TensorData)> {
+        let all = m.tensors().into_iter();
+        all.filter(|(name, data)| data.shape().num_dims() == 2 && name != "wpe.weight").collect()
+    };
+    for (name, data) in model.tensors() {
+        let bf16 = matrices(&model).iter().any(|(m, _)| *m == name);
+        assert_eq!(data.dtype(), if bf16 { DType::BF16 } else { DType::F32 }, "{name}");
+    }
+    // a bf16 file: its matrices are held as the file's numbers, bit for bit
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("saved/config.json"), dir.path().join("config.json")).unwrap();
+    let bytes = std::fs::read(fixture("saved/model.safetensors")).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), retyped(&bytes, Dtype::BF16)).unwrap();
+    let from_bf16 = hf::load(dir.path(), &cpu_f32(), Precision::Bf16).unwrap();
+    assert_eq!(matrices(&from_bf16), matrices(&model), "the same bf16 numbers from an f32 file and a bf16 one");
+
+    let text = std::fs::read_to_string(fixture("text.txt")).unwrap();
+    let set = EvalSet::tiled(&Bpe::gpt2().unwrap().encode(&text), exact.block_size(), &cpu_f32());
+    let (want, got) = (evaluate(&exact, &set).unwrap(), evaluate(&model, &set).unwrap());
+    assert!((got - want).abs() < 0.01 * want && got != want, "bf16 loss {got}, f32 {want}");
+
+    let options = SampleOptions { top_k: Some(1), ..SampleOptions::reference() };
+    let prompt = ids(&expected()["continue_ids"]);
+    let n = exact.block_size() - prompt.len();
+    let greedy = |m: &GPT2| {
+        sample::continuation(m, &prompt, n, &options, None, &mut PyRandom::new(1), |_| Ok(())).unwrap().tokens
+    };
+    let (want, got) = (greedy(&exact), greedy(&model));
+    let seq = [&prompt[..], &want[..n - 1]].concat();
+    let (logits, moved) = (logits_of(&exact, &seq), max_diff(&logits_of(&model, &seq), &logits_of(&exact, &seq)));
+    assert!(moved > 0.0, "bf16 weights change the logits");
+    let vocab = Bpe::VOCAB_SIZE;
+    let mut compared = 0;
+    for (i, row) in logits.chunks_exact(vocab).skip(prompt.len() - 1).enumerate() {
+        let mut sorted = row.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] <= 2.0 * moved {
+            break; // near a tie: from here on bf16 may choose otherwise
+        }
+        assert_eq!(
+            got[i],
+            want[i],
+            "token {i}: f32's best leads by {}, bf16 moves a logit {moved}",
+            sorted[0] - sorted[1]
+        );
+        compared += 1;
+    }
+    assert!(compared >= 3, "only {compared} tokens before a near tie: {want:?}");
+}
+
+/// The products read a bf16 matrix as f32's product reads its numbers widened to f32: a few rows
+/// (a sampled token's) against a [in, out] weight and a transposed one, and many rows (gemm).
+#[test]
+fn bf16_products_are_those_of_the_widened_numbers() {
+    let device = cpu_f32();
+    let mut rng = PyRandom::new(5);
+    let mut draw = |shape: [usize; 2], dtype: DType| {
+        let values: Vec<f32> = (0..shape[0] * shape[1]).map(|_| rng.gauss(0.0, 1.0) as f32).collect();
+        Tensor::<2>::from_data(TensorData::new(values, shape), (&device, dtype))
+    };
+    for (m, k, n) in [(1, 300, 257), (3, 300, 257), (40, 64, 48)] {
+        let (x, w, wt) = (draw([m, k], DType::F32), draw([k, n], DType::BF16), draw([n, k], DType::BF16));
+        assert_eq!(w.dtype(), DType::BF16);
+        let close = |a: Tensor<2>, b: Tensor<2>| {
+            let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+            let scale = b.iter().fold(1.0f32, |s, v| s.max(v.abs()));
+            max_diff(&a, &b) < 1e-5 * scale
+        };
+        let widened = w.clone().cast(DType::F32);
+        assert!(close(fast::matmul::matmul(x.clone(), w), x.clone().matmul(widened)), "{m}x{k} by {k}x{n}");
+        let widened = wt.clone().cast(DType::F32);
+        assert!(close(fast::matmul::linear(x.clone(), wt), x.matmul(widened.transpose())), "{m}x{k} by ({n}x{k})ᵀ");
+    }
+}
+
+/// `--dtype bf16` from the command line: `eval` within 1% of f32's loss, `sample` runs; where it
+/// has no meaning (training, a GPU, Burn's formulas, microGPT's model) it is refused in one line.
+#[test]
+fn bf16_runs_from_the_command_line_and_is_refused_where_it_has_no_meaning() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(fixture("text.txt"), d.join("text.txt")).unwrap();
+    let folder = fixture("saved");
+    let folder = folder.to_str().unwrap();
+    let eval = |dtype: &str| {
+        let out = ok(d, &["eval", "--checkpoint", folder, "--data", "text.txt", "--dtype", dtype, "--device", "cpu"]);
+        number_after(&out, "loss: ")
+    };
+    let (f32_loss, bf16_loss) = (eval("f32"), eval("bf16"));
+    assert!((bf16_loss - f32_loss).abs() < 0.01 * f32_loss, "bf16 {bf16_loss}, f32 {f32_loss}");
+    // bf16 opens the CPU when no --device is given
+    let out = ok(d, &["sample", "--checkpoint", folder, "--num-tokens", "5", "--top-k", "1", "--dtype", "bf16"]);
+    assert!(out.lines().last().unwrap().starts_with("speed: "), "{out}");
+
+    let chars = ["train", "--data", "text.txt", "--layout", "text", "--steps", "1", "--n-embd", "8", "--out", "chars"];
+    ok(d, &[&chars[..], &["--num-chars", "1", "--device", "cpu"]].concat());
+    let cases: [(&[&str], &str); 4] = [
+        (&["train", "--init-from", folder, "--data", "text.txt"], "--dtype bf16 is for sample, eval and inspect"),
+        (&["eval", "--checkpoint", folder, "--device", "gpu"], "--dtype bf16 holds a GPT-2's weights for the CPU"),
+        (&["eval", "--checkpoint", folder, "--kernels", "burn"], "drop --kernels burn"),
+        (&["eval", "--checkpoint", "chars"], "holds microGPT's model; use f32 or f64"),
+    ];
+    for (flags, want) in cases {
+        let args = [flags, &["--dtype", "bf16"]].concat();
+        let err = one_line_error(&microgpt(d, &args));
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }

@@ -71,6 +71,9 @@ pub enum Precision {
     F32,
     /// 64-bit floats: the reference's.
     F64,
+    /// A GPT-2's weight matrices held in bf16 (half the bytes to read and to hold), every sum in
+    /// f32: for sampling and evaluating on the CPU.
+    Bf16,
 }
 
 impl std::fmt::Display for Precision {
@@ -78,6 +81,7 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::F64 => "f64",
+            Precision::Bf16 => "bf16",
         })
     }
 }
@@ -85,7 +89,7 @@ impl std::fmt::Display for Precision {
 impl Precision {
     fn float_dtype(self) -> FloatDType {
         match self {
-            Precision::F32 => FloatDType::F32,
+            Precision::F32 | Precision::Bf16 => FloatDType::F32, // bf16 holds weights; sums are f32
             Precision::F64 => FloatDType::F64,
         }
     }
@@ -150,10 +154,17 @@ pub fn cores(kind: DeviceArg) -> usize {
 
 /// Open the requested device in the requested precision, or say in one line why not.
 pub fn open(kind: Option<DeviceArg>, precision: Option<Precision>) -> Result<Runtime> {
-    let kind = kind.unwrap_or_else(default_device);
+    // bf16 is the CPU's (its products read it), so it opens the CPU unless told otherwise
+    let kind =
+        kind.unwrap_or_else(|| if precision == Some(Precision::Bf16) { DeviceArg::Cpu } else { default_device() });
     let precision = precision.unwrap_or_else(|| default_precision(kind));
     if is_gpu(kind) && precision == Precision::F64 {
         bail!("the GPU computes in f32 only: drop --dtype f64, or use --device cpu");
+    }
+    if precision == Precision::Bf16 && kind != DeviceArg::Cpu {
+        bail!(
+            "--dtype bf16 holds a GPT-2's weights for the CPU's own products: use --device cpu, or drop --dtype bf16"
+        );
     }
     let cuda_path = match kind {
         DeviceArg::Cuda => Some(cuda_probe()?),

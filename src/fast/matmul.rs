@@ -85,19 +85,43 @@ pub use cpu::flex_matmul;
 mod cpu {
     use burn::backend::flex::{Flex, FlexTensor};
     use burn::backend::ops::FloatTensorOps;
-    use burn::tensor::{DType, TensorData};
+    use burn::tensor::{DType, TensorData, bf16};
     use rayon::prelude::*;
 
+    use crate::fast::matvec::{self, Weight};
     use crate::fast::real::Real;
 
-    /// `lhs` [.., M, K] times `rhs` [.., K, N] on flex; a broadcast batch is left to flex.
+    /// `lhs` [.., M, K] times `rhs` [.., K, N] on flex; a broadcast batch is left to flex. A
+    /// right factor held in bf16 (`--dtype bf16`, f32 rows) is read as it is for a few rows, and
+    /// widened to f32 for gemm.
     pub fn flex_matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
-        let product = match lhs.dtype() {
-            DType::F32 => product::<f32>(&lhs, &rhs),
-            DType::F64 => product::<f64>(&lhs, &rhs),
+        let product = match (lhs.dtype(), rhs.dtype()) {
+            (DType::F32, DType::F32) => few_rows::<f32, f32>(&lhs, &rhs).or_else(|| product::<f32>(&lhs, &rhs)),
+            (DType::F64, DType::F64) => few_rows::<f64, f64>(&lhs, &rhs).or_else(|| product::<f64>(&lhs, &rhs)),
+            (DType::F32, DType::BF16) if rhs.layout().num_dims() == 2 => {
+                few_rows::<f32, bf16>(&lhs, &rhs).or_else(|| Some(widened_product(lhs.clone(), &rhs)))
+            }
             _ => None,
         };
         product.unwrap_or_else(|| Flex::float_matmul(lhs, rhs))
+    }
+
+    /// Columns of a bf16 matrix widened to f32 at a time for gemm: 12 MB of f32 for GPT-2's
+    /// `wte` used transposed, where widening it whole would hold 154 MB beside its bf16.
+    const WIDENED_COLUMNS: usize = 4096;
+
+    /// `lhs` [M, K] (f32) times the bf16 matrix `rhs` [K, N], by gemm on [`WIDENED_COLUMNS`]
+    /// columns of `rhs` at a time, each widened to f32 for its product.
+    fn widened_product(lhs: FlexTensor, rhs: &FlexTensor) -> FlexTensor {
+        let n = rhs.layout().shape()[1];
+        let blocks: Vec<FlexTensor> = (0..n.div_ceil(WIDENED_COLUMNS))
+            .map(|b| {
+                let (from, width) = (b * WIDENED_COLUMNS, WIDENED_COLUMNS.min(n - b * WIDENED_COLUMNS));
+                let block = matvec::widened(&rhs.narrow(1, from, width));
+                product::<f32>(&lhs, &block).unwrap_or_else(|| Flex::float_matmul(lhs.clone(), block))
+            })
+            .collect();
+        if blocks.len() == 1 { blocks.into_iter().next().expect("one block") } else { Flex::float_cat(blocks, 1) }
     }
 
     /// Work (M·N·K multiply-adds) from which one product is split over every core, and from which
@@ -106,125 +130,9 @@ mod cpu {
     const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
     const PARALLEL_BATCH: usize = 128 * 128 * 128;
     /// A product of at most this many rows (sampling's one) whose right factor has at least
-    /// `FEW_ROWS_FROM` numbers is [`few_rows`]'.
+    /// `FEW_ROWS_FROM` numbers is [`matvec::few_rows`]'.
     const FEW_ROWS: usize = 4;
     const FEW_ROWS_FROM: usize = 1 << 16;
-
-    /// `lhs` [m, k] (a few rows, laid out row by row) times `rhs` [k, n], read through its
-    /// strides `rhs_rs`, `rhs_cs`: a product bound by reading `rhs` once, which gemm does on one
-    /// core. Here every core reads its own part of `rhs` in memory order: its own rows when they
-    /// lie contiguous (a layer's [in, out] weight), adding the parts' sums at the end; its own
-    /// columns when those do (a weight [out, in] used transposed, `x wᵀ`). `None` for other
-    /// layouts. The sums run in another order than gemm's: the same numbers up to rounding.
-    fn few_rows<F: Real>(
-        lhs: &[F],
-        m: usize,
-        k: usize,
-        n: usize,
-        rhs: &[F],
-        rhs_rs: isize,
-        rhs_cs: isize,
-    ) -> Option<Vec<F>> {
-        let cores = rayon::current_num_threads().max(1);
-        let zero = F::of(0.0);
-        if rhs_cs == 1 && rhs_rs > 0 {
-            // out[i, :] = Σ_kk lhs[i, kk] · rhs[kk, :], a part of the kk per core
-            let row = |kk: usize| &rhs[kk * rhs_rs as usize..kk * rhs_rs as usize + n];
-            let parts: Vec<Vec<F>> = (0..cores)
-                .into_par_iter()
-                .map(|c| {
-                    let mut part = vec![zero; m * n];
-                    for kk in c * k / cores..(c + 1) * k / cores {
-                        for (i, out) in part.chunks_exact_mut(n).enumerate() {
-                            axpy(out, lhs[i * k + kk], row(kk));
-                        }
-                    }
-                    part
-                })
-                .collect();
-            let mut parts = parts.into_iter();
-            let mut sum = parts.next()?;
-            for part in parts {
-                sum.iter_mut().zip(part).for_each(|(s, p)| *s = *s + p);
-            }
-            return Some(sum);
-        }
-        if rhs_rs == 1 && rhs_cs > 0 {
-            // out[i, j] = lhs[i, :] · rhs[:, j], a part of the j per core
-            let column = |j: usize| &rhs[j * rhs_cs as usize..j * rhs_cs as usize + k];
-            let mut out = vec![zero; m * n];
-            let width = n.div_ceil(cores);
-            let mut by_column = vec![zero; m * n]; // [n, m]: each core writes its own columns
-            by_column.par_chunks_mut(width * m).enumerate().for_each(|(c, part)| {
-                for (jj, outs) in part.chunks_exact_mut(m).enumerate() {
-                    let w = column(c * width + jj);
-                    for (i, o) in outs.iter_mut().enumerate() {
-                        *o = dot(&lhs[i * k..(i + 1) * k], w);
-                    }
-                }
-            });
-            for (j, outs) in by_column.chunks_exact(m).enumerate() {
-                for (i, &o) in outs.iter().enumerate() {
-                    out[i * n + j] = o;
-                }
-            }
-            return Some(out);
-        }
-        None
-    }
-
-    /// `out += a w`, number by number; with AVX2 where the CPU has it (chosen at run time, as
-    /// gemm chooses its kernels: the binary runs on any x86-64).
-    fn axpy<F: Real>(out: &mut [F], a: F, w: &[F]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above
-            return unsafe { axpy_avx2(out, a, w) };
-        }
-        axpy_body(out, a, w)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn axpy_avx2<F: Real>(out: &mut [F], a: F, w: &[F]) {
-        axpy_body(out, a, w)
-    }
-
-    #[inline(always)]
-    fn axpy_body<F: Real>(out: &mut [F], a: F, w: &[F]) {
-        out.iter_mut().zip(w).for_each(|(o, &w)| *o = *o + a * w);
-    }
-
-    /// `a · b` in eight running sums (which the compiler keeps in vector registers); with AVX2
-    /// where the CPU has it.
-    fn dot<F: Real>(a: &[F], b: &[F]) -> F {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above
-            return unsafe { dot_avx2(a, b) };
-        }
-        dot_body(a, b)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn dot_avx2<F: Real>(a: &[F], b: &[F]) -> F {
-        dot_body(a, b)
-    }
-
-    #[inline(always)]
-    fn dot_body<F: Real>(a: &[F], b: &[F]) -> F {
-        let zero = F::of(0.0);
-        let mut sums = [zero; 8];
-        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-        let tail = a8.remainder().iter().zip(b8.remainder()).fold(zero, |s, (&x, &y)| s + x * y);
-        for (x, y) in a8.zip(b8) {
-            for l in 0..8 {
-                sums[l] = sums[l] + x[l] * y[l];
-            }
-        }
-        sums.iter().fold(tail, |s, &x| s + x)
-    }
 
     /// Where each matrix of a batch starts in its tensor's storage: the leading dimensions
     /// (`batch_dims`) unravelled over the tensor's strides.
@@ -254,6 +162,31 @@ mod cpu {
             // SAFETY: as the caller promises
             unsafe { self.0.add(offset) }
         }
+    }
+
+    /// `lhs` [.., M, K] times `rhs` [.., K, N] for one matrix of at most [`FEW_ROWS`] rows
+    /// against a large one ([`matvec::few_rows`]); `None` for any other product.
+    fn few_rows<F: Real, W: Weight<F>>(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
+        let (ls, rs) = (lhs.layout().shape(), rhs.layout().shape());
+        let rank = ls.num_dims();
+        if !same_batch(lhs, rhs) || ls[..rank - 2].iter().product::<usize>() != 1 {
+            return None;
+        }
+        let (m, k, n) = (ls[rank - 2], ls[rank - 1], rs[rank - 1]);
+        if m > FEW_ROWS || n * k < FEW_ROWS_FROM {
+            return None;
+        }
+        let ([.., l_rs, l_cs], [.., r_rs, r_cs]) = (lhs.layout().strides(), rhs.layout().strides()) else {
+            unreachable!("rank checked by same_batch")
+        };
+        let (l, start) = (lhs.storage::<F>(), lhs.layout().start_offset() as isize);
+        let rows: Vec<F> =
+            (0..m * k).map(|e| l[(start + (e / k) as isize * l_rs + (e % k) as isize * l_cs) as usize]).collect();
+        let r = &rhs.storage::<W>()[rhs.layout().start_offset()..];
+        let product = matvec::few_rows(&rows, m, k, n, r, *r_rs, *r_cs)?;
+        let mut shape = ls[..rank - 2].to_vec();
+        shape.extend([m, n]);
+        Some(FlexTensor::from_data(TensorData::new(product, shape)))
     }
 
     /// Whether `lhs` [.., M, K] and `rhs` [.., K, N] have the same leading dimensions (no
@@ -320,13 +253,6 @@ mod cpu {
             }
         };
         let work = m * n * k;
-        if lo.len() == 1 && m <= FEW_ROWS && n * k >= FEW_ROWS_FROM {
-            let lhs_rows: Vec<F> =
-                (0..m * k).map(|e| l[(lo[0] + (e / k) as isize * l_rs + (e % k) as isize * l_cs) as usize]).collect();
-            if let Some(product) = few_rows(&lhs_rows, m, k, n, &r[ro[0] as usize..], r_rs, r_cs) {
-                return Some(FlexTensor::from_data(TensorData::new(product, out_shape)));
-            }
-        }
         if work >= PARALLEL_PRODUCT || lo.len() == 1 || work * lo.len() < PARALLEL_BATCH {
             let parallelism =
                 if work >= PARALLEL_PRODUCT { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };

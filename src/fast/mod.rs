@@ -5,6 +5,8 @@
 //!
 //! - [`softmax`]: attention's causal softmax, `softmax(scores / √D)` over the keys a query sees;
 //! - [`matmul`]: matrix products and linear layers (`y = x Wᵀ`, W stored [out, in]);
+//! - `matvec`: on the CPU, the products of a few rows (a sampled token's), at the memory's speed,
+//!   from weights in f32 or in bf16;
 //! - [`rmsnorm`]: `x (mean(x²) + ε)^(-1/2)` over the channels, with no gain;
 //! - [`gelu`]: GPT-2's activation, GELU in its tanh form;
 //! - [`nll`]: the loss's `-log softmax(logits)` at each row's target, and its masked mean;
@@ -40,6 +42,8 @@ pub mod adam;
 pub mod cores;
 pub mod gelu;
 pub mod matmul;
+#[cfg(feature = "cpu")]
+pub mod matvec;
 pub mod nll;
 pub mod real;
 pub mod rmsnorm;

@@ -20,7 +20,7 @@
 use anyhow::{Result, bail};
 use burn::module::{Module, Param, ParamId};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::gpt::batch::Packing;
@@ -133,8 +133,8 @@ impl LanguageModel for GPT2 {
         let t = idx.dims()[1];
         let pass = Pass::new(&idx, cache.as_deref(), packing, self.dropout);
 
-        let tok_emb = self.wte.forward(idx); // [B, T, C]
         let pos_emb = self.wpe.weight.val().narrow(0, pos0, t).unsqueeze::<3>(); // [1, T, C]
+        let tok_emb = self.wte.forward(idx).cast(pos_emb.dtype()); // [B, T, C]; from bf16 too (--dtype bf16)
         let mut x = pass.dropout(pass.to_rows(tok_emb + pos_emb)); // [R, C]
         for (i, block) in self.h.iter().enumerate() {
             x = block.forward(x, &pass, cache.as_deref_mut().map(|cache| &mut cache.layers[i]));
@@ -258,7 +258,12 @@ impl<F: FnMut(&str, &[usize]) -> Result<TensorData>> Weights<'_, F> {
         if data.shape().as_slice() != shape {
             bail!("weight {name} has shape {:?}; the config asks for {shape:?}", data.shape().as_slice());
         }
-        let mut param = Param::from_tensor(Tensor::from_data(data, self.device));
+        // in the device's float type; a matrix given in bf16 (`--dtype bf16`) is held in bf16
+        let tensor = match data.dtype() {
+            DType::BF16 => Tensor::from_data(data, (self.device, DType::BF16)),
+            _ => Tensor::from_data(data, self.device),
+        };
+        let mut param = Param::from_tensor(tensor);
         param.id = ParamId::from(name_id(name)); // the same in every run: how Adam's saved state finds it
         Ok(param)
     }

@@ -27,6 +27,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
+use crate::device::Precision;
 use crate::gpt::adam::Adam;
 use crate::gpt::config::TrainConfig;
 use crate::gpt::data::Tokenizer;
@@ -313,13 +314,13 @@ pub struct Loaded<M = GPT> {
     dir: PathBuf,
 }
 
-/// Load the model of the checkpoint in `dir` onto `device`. A training run may replace the
-/// checkpoint while it is read; the newer one is read then.
-pub fn load<M: Stored>(dir: &Path, device: &Device) -> Result<Loaded<M>> {
+/// Load the model of the checkpoint in `dir` onto `device`, in `precision` ([`Stored::read`]).
+/// A training run may replace the checkpoint while it is read; the newer one is read then.
+pub fn load<M: Stored>(dir: &Path, device: &Device, precision: Precision) -> Result<Loaded<M>> {
     let mut attempt = 0;
     loop {
         let meta = read_meta(dir)?;
-        match load_weights(dir, meta.clone(), device) {
+        match load_weights(dir, meta.clone(), device, precision) {
             Err(_) if attempt < 3 && read_meta(dir).is_ok_and(|now| now.weights != meta.weights) => attempt += 1,
             loaded => return loaded,
         }
@@ -328,8 +329,8 @@ pub fn load<M: Stored>(dir: &Path, device: &Device) -> Result<Loaded<M>> {
 
 /// The weights `meta` names, checked against their recorded digests, loaded onto `device` and
 /// checked to be finite numbers.
-fn load_weights<M: Stored>(dir: &Path, meta: Meta, device: &Device) -> Result<Loaded<M>> {
-    let model = M::read(&dir.join(&meta.weights), &meta, device)?;
+fn load_weights<M: Stored>(dir: &Path, meta: Meta, device: &Device, precision: Precision) -> Result<Loaded<M>> {
+    let model = M::read(&dir.join(&meta.weights), &meta, device, precision)?;
     if let Some(name) = first_non_finite(&model)? {
         bail!(
             "the model in {} (step {}) is broken: its weights are not finite ({name} holds NaN or infinity) in this precision; train again from an earlier checkpoint or at a lower --lr",

@@ -219,7 +219,8 @@ pub struct DeviceArgs {
     /// Where to compute: cpu, gpu (wgpu: Vulkan, Metal, DX12), cuda (NVIDIA), ndarray [default: gpu in builds with the gpu feature, else cuda with cuda, else cpu]
     #[arg(long, value_enum, env = "MICROGPT_DEVICE", help_heading = "Device")]
     pub device: Option<DeviceArg>,
-    /// Float precision [default: f64 on cpu, f32 on gpu]
+    /// Float precision [default: f64 on cpu, f32 on gpu and for a GPT-2]; bf16: a GPT-2's weight
+    /// matrices held in bf16, every sum in f32 (sample, eval and inspect, on the CPU)
     #[arg(long, value_enum, help_heading = "Device")]
     pub dtype: Option<Precision>,
     /// Which operations the models run on: fused (the speed layer's kernels: one autodiff node
@@ -233,6 +234,11 @@ impl DeviceArgs {
     /// The device of `kind` in `precision` (each `None`: its default), with the models' operations
     /// on `--kernels` from now on: the one place the kernels are chosen.
     pub fn open(&self, kind: Option<DeviceArg>, precision: Option<Precision>) -> anyhow::Result<Runtime> {
+        if precision == Some(Precision::Bf16) && self.kernels == Kernels::Burn {
+            anyhow::bail!(
+                "--dtype bf16 is read by the fused kernels' products: drop --kernels burn, or use --dtype f32"
+            );
+        }
         let runtime = device::open(kind, precision)?;
         fast::use_kernels(self.kernels);
         Ok(runtime)

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::module::Module;
 
 use crate::device::{self, Precision, Runtime};
@@ -288,12 +288,19 @@ fn open(spec: &Path, flags: &DeviceArgs) -> Result<Opened> {
     {
         hf::read_config(&dir)?;
         let runtime = flags.open(flags.device, gpt2_dtype)?;
-        return Ok(Opened::GPT2(hf::load(&dir, &runtime.device)?, None));
+        return Ok(Opened::GPT2(hf::load(&dir, &runtime.device, runtime.precision)?, None));
     }
     Ok(match checkpoint::read_meta(spec)?.config {
-        Architecture::GPT(_) => Opened::GPT(checkpoint::load(spec, &flags.open(flags.device, flags.dtype)?.device)?),
+        Architecture::GPT(_) if flags.dtype == Some(Precision::Bf16) => {
+            bail!("--dtype bf16 is for a GPT-2's weights: {} holds microGPT's model; use f32 or f64", spec.display())
+        }
+        Architecture::GPT(_) => {
+            let runtime = flags.open(flags.device, flags.dtype)?;
+            Opened::GPT(checkpoint::load(spec, &runtime.device, runtime.precision)?)
+        }
         Architecture::GPT2(_) => {
-            let loaded = checkpoint::load::<GPT2>(spec, &flags.open(flags.device, gpt2_dtype)?.device)?;
+            let runtime = flags.open(flags.device, gpt2_dtype)?;
+            let loaded = checkpoint::load::<GPT2>(spec, &runtime.device, runtime.precision)?;
             Opened::GPT2(loaded.model, Some(loaded.meta))
         }
     })

@@ -7,21 +7,23 @@
 //! `attn.bias` mask buffer present) and `save_pretrained`'s (names under `transformer.`, the
 //! tied `lm_head.weight` absent). A GPT-2 is written in `save_pretrained`'s layout, which
 //! `GPT2LMHeadModel.from_pretrained` loads. Weights in the file may be f32 or f64 (a run in f64
-//! saves them so), f16 or bf16 (read into f32), in one file or in shards
+//! saves them so), f16 or bf16 (read into f32, or held in bf16: `--dtype bf16`), in one file or in shards
 //! (`model.safetensors.index.json`). PyTorch's pickled
 //! `pytorch_model.bin` is refused with the line that converts it.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{DType, Device, TensorData};
-use safetensors::{Dtype, SafeTensors};
+use burn::tensor::{DType, Device, TensorData, bf16, f16};
+use safetensors::Dtype;
+use safetensors::tensor::{Metadata, TensorInfo};
 use serde_json::{Value, json};
 
+use crate::device::Precision;
 use crate::gpt::gpt2::{GPT2, GPT2Config};
 
 /// The model's description in a Hugging Face folder.
@@ -93,44 +95,106 @@ pub fn read_config(dir: &Path) -> Result<GPT2Config> {
 }
 
 /// The GPT-2 in folder `dir` on `device`, its weights in the device's float type whatever the
-/// file's.
-pub fn load(dir: &Path, device: &Device) -> Result<GPT2> {
+/// file's; in `Precision::Bf16`, its matrices (every weight of two dimensions but the position
+/// embeddings, of which a token reads one row) in bf16, each read from the file straight into
+/// bf16 (an f32 file a piece at a time), never whole in f32.
+pub fn load(dir: &Path, device: &Device, precision: Precision) -> Result<GPT2> {
     let config = read_config(dir)?;
-    let maps = weight_files(dir)?.into_iter().map(|path| Ok((map(&path)?, path))).collect::<Result<Vec<_>>>()?;
-    let files = maps
-        .iter()
-        .map(|(map, path)| {
-            let tensors = SafeTensors::deserialize(map).map_err(|err| {
-                anyhow::anyhow!("{} is damaged or truncated ({err}): download it again", path.display())
-            })?;
-            Ok((path, tensors))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let files = weight_files(dir)?.into_iter().map(|path| WeightFile::open(&path)).collect::<Result<Vec<_>>>()?;
     // save_pretrained's names are under `transformer.`; the hub's are bare
-    let prefixed = files.iter().any(|(_, t)| t.names().iter().any(|n| n.starts_with("transformer.")));
+    let prefixed = files.iter().any(|f| f.header.offset_keys().iter().any(|n| n.starts_with("transformer.")));
     let prefix = if prefixed { "transformer." } else { "" };
-    GPT2::from_tensors(&config, device, |name, _shape| {
+    GPT2::from_tensors(&config, device, |name, shape| {
         let key = format!("{prefix}{name}");
-        let Some((path, view)) = files.iter().find_map(|(path, t)| Some((path, t.tensor(&key).ok()?))) else {
+        let Some((file, info)) = files.iter().find_map(|f| Some((f, f.header.info(&key)?))) else {
             bail!("{} has no weight {key}: not the GPT-2 its config.json describes", dir.display());
         };
-        let data = |dtype| TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
-        match view.dtype() {
-            Dtype::F32 => Ok(data(DType::F32)),
-            Dtype::F64 => Ok(data(DType::F64)), // a run in f64 saves its weights whole
-            Dtype::F16 => Ok(data(DType::F16).convert::<f32>()),
-            Dtype::BF16 => Ok(data(DType::BF16).convert::<f32>()),
-            other => bail!("{}: weight {key} is {other:?}; f32, f64, f16 and bf16 weights load", path.display()),
-        }
+        let bf16 = precision == Precision::Bf16 && shape.len() == 2 && name != "wpe.weight";
+        file.read(&key, info, bf16)
     })
 }
 
-/// The weight file at `path`, read through a memory map (gpt2-xl's is 6.4 GB).
-fn map(path: &Path) -> Result<memmap2::Mmap> {
-    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: the file is only read, through this map, while its caller runs; a program writing
-    // it at the same time could change the numbers read, never memory safety of ours.
-    unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", path.display()))
+/// One weight file, its header read: where each tensor's bytes lie. A tensor is read when it is
+/// asked for, into the memory that holds it (gpt2-xl's file is 6.4 GB).
+struct WeightFile {
+    path: PathBuf,
+    file: fs::File,
+    header: Metadata,
+    /// Where the tensors' bytes start: after the header's length and the header.
+    data_start: u64,
+}
+
+impl WeightFile {
+    /// The file at `path` with its header, refused unless the header describes the whole file.
+    fn open(path: &Path) -> Result<Self> {
+        let mut file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let (header, data_start) = Self::header(&mut file)
+            .map_err(|why| anyhow::anyhow!("{} is damaged or truncated ({why}): download it again", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), file, header, data_start })
+    }
+
+    /// The header of a safetensors file (8 bytes of its length, then JSON), checked as
+    /// `SafeTensors::deserialize` checks it: the tensors one after another, filling the file.
+    fn header(file: &mut fs::File) -> Result<(Metadata, u64), String> {
+        let len = file.metadata().map_err(|err| err.to_string())?.len();
+        let mut n = [0; 8];
+        file.read_exact(&mut n).map_err(|_| "no header".to_string())?;
+        let n = u64::from_le_bytes(n);
+        if n.saturating_add(8) > len {
+            return Err(format!("a header of {n} bytes in a file of {len}"));
+        }
+        let mut header = vec![0; n as usize];
+        file.read_exact(&mut header).map_err(|err| err.to_string())?;
+        let header: Metadata = serde_json::from_slice(&header).map_err(|err| err.to_string())?;
+        let end = 8 + n + header.data_len() as u64;
+        if end != len {
+            return Err(format!("its header describes {end} bytes, the file holds {len}"));
+        }
+        Ok((header, 8 + n))
+    }
+
+    /// The tensor `key` (`info` in the header): f32 and f64 as they are, f16 and bf16 in f32;
+    /// with `bf16`, in bf16.
+    fn read(&self, key: &str, info: &TensorInfo, bf16: bool) -> Result<TensorData> {
+        let (start, end) = info.data_offsets;
+        let shape = info.shape.clone();
+        let dtype = match info.dtype {
+            Dtype::F32 => DType::F32,
+            Dtype::F64 => DType::F64, // a run in f64 saves its weights whole
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            other => bail!("{}: weight {key} is {other:?}; f32, f64, f16 and bf16 weights load", self.path.display()),
+        };
+        let mut reader = &self.file;
+        reader
+            .seek(SeekFrom::Start(self.data_start + start as u64))
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        let mut reader = reader.take((end - start) as u64);
+        let cannot = |err: std::io::Error| anyhow::anyhow!("cannot read {} ({err})", self.path.display());
+        if bf16 && dtype != DType::BF16 {
+            // a piece at a time: the tensor is never whole in its file's type
+            let (width, piece_len) = (dtype.size(), 1 << 16);
+            let count = (end - start) / width;
+            let (mut numbers, mut piece) = (Vec::with_capacity(count), vec![0; width * piece_len]);
+            while numbers.len() < count {
+                let bytes = &mut piece[..width * (count - numbers.len()).min(piece_len)];
+                reader.read_exact(bytes).map_err(cannot)?;
+                numbers.extend(bytes.chunks_exact(width).map(|b| match dtype {
+                    DType::F32 => bf16::from_f32(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+                    DType::F64 => bf16::from_f64(f64::from_le_bytes(b.try_into().expect("8 bytes"))),
+                    _ => bf16::from_f32(f16::from_le_bytes(b.try_into().expect("2 bytes")).to_f32()),
+                }));
+            }
+            return Ok(TensorData::new(numbers, shape));
+        }
+        let mut bytes = Vec::with_capacity(end - start);
+        reader.read_to_end(&mut bytes).map_err(cannot)?;
+        let data = TensorData::from_bytes_vec(bytes, shape, dtype);
+        Ok(match dtype {
+            DType::F16 | DType::BF16 if !bf16 => data.convert::<f32>(),
+            _ => data,
+        })
+    }
 }
 
 /// A folder's weight files: `model.safetensors`, or the shards its `model.safetensors.index.json`
@@ -334,9 +398,8 @@ fn fetch(agent: &ureq::Agent, url: &str, dir: &Path, file: &str, response: Optio
 
 /// Whether a downloaded weight file is whole: its header read, and its tensors' bytes there.
 fn weights_whole(path: &Path) -> Result<()> {
-    SafeTensors::deserialize(&map(path)?)
-        .map(|_| ())
-        .map_err(|err| anyhow::anyhow!("the file arrived incomplete ({err})"))
+    let mut file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    WeightFile::header(&mut file).map(|_| ()).map_err(|why| anyhow::anyhow!("the file arrived incomplete ({why})"))
 }
 
 /// Whether a 206 answer's `Content-Range` (`bytes FIRST-LAST/SIZE`) is the rest of the file after

@@ -169,6 +169,9 @@ fn preset(args: &TrainArgs) -> Preset {
 /// The run's settings and the device: a resume's saved settings (a flag given must agree with
 /// them), else the preset's with the flags over them.
 pub fn settings(args: &TrainArgs, start: &Start) -> Result<(TrainConfig, Runtime)> {
+    if args.device.dtype == Some(Precision::Bf16) {
+        bail!("--dtype bf16 is for sample, eval and inspect: training keeps its weights in f32 or f64");
+    }
     let config = match start {
         Start::Resume(_, meta) => resumed(args, &meta.run)?,
         _ => {
@@ -316,7 +319,7 @@ pub fn initial_state<M: Stored>(
     let adam = Adam::of(run).on_host(!device::is_gpu(runtime.kind));
     // the weights of the checkpoint whose settings were read, not of one saved since
     let load = |dir: &Path, meta: &Meta| {
-        let loaded = checkpoint::load::<M>(dir, &ad_device)?;
+        let loaded = checkpoint::load::<M>(dir, &ad_device, run.precision)?;
         if loaded.meta.weights != meta.weights {
             bail!("{} changed while it was read (a run saved a newer checkpoint there): try again", dir.display());
         }

@@ -16,7 +16,7 @@ use super::{
     FORMAT_VERSION, FileDigest, InitFrom, META_FILE, Meta, OLD_GPT2_RECORD, OPTIMIZER_FILE, catch_load, check_file,
     is_checkpoint, lock, read_checked,
 };
-use crate::device;
+use crate::device::{self, Precision};
 use crate::gpt::config::GPTConfig;
 use crate::gpt::data::Tokenizer;
 use crate::gpt::gpt2::{GPT2, GPT2Config};
@@ -80,9 +80,10 @@ pub trait Stored: LanguageModel + Sized {
     const FILES: [&'static str; 2];
     /// Write the weight files into the new weights folder `folder`.
     fn write(&self, folder: &Path) -> Result<()>;
-    /// The model in the weights folder `folder` that `meta` names, on `device`; each file read
-    /// is checked against the digest `checkpoint.json` records for it first.
-    fn read(folder: &Path, meta: &Meta, device: &Device) -> Result<Self>;
+    /// The model in the weights folder `folder` that `meta` names, on `device`, in `precision`
+    /// (the device's, or `bf16` for a GPT-2's matrices); each file read is checked against the
+    /// digest `checkpoint.json` records for it first.
+    fn read(folder: &Path, meta: &Meta, device: &Device, precision: Precision) -> Result<Self>;
     /// After a save of `folder` into `dir`: what the directory shows beside the checkpoint.
     fn publish(_dir: &Path, _folder: &Path) -> Result<()> {
         Ok(())
@@ -105,7 +106,7 @@ impl Stored for GPT {
         weights.save_into(&mut store).map_err(|err| anyhow::anyhow!("cannot save the safetensors weights: {err}"))
     }
 
-    fn read(folder: &Path, meta: &Meta, device: &Device) -> Result<Self> {
+    fn read(folder: &Path, meta: &Meta, device: &Device, _: Precision) -> Result<Self> {
         let Some((config, _)) = meta.gpt() else { bail!("{} holds a GPT-2, not microGPT's model", folder.display()) };
         // the initial values are overwritten; any seed builds the right shapes
         let skeleton = GPT::init(config, &mut PyRandom::new(0), device);
@@ -134,11 +135,11 @@ impl Stored for GPT2 {
         hf::save(folder, self)
     }
 
-    fn read(folder: &Path, meta: &Meta, device: &Device) -> Result<Self> {
+    fn read(folder: &Path, meta: &Meta, device: &Device, precision: Precision) -> Result<Self> {
         for name in Self::FILES {
             check_file(meta, &folder.join(name))?;
         }
-        hf::load(folder, device)
+        hf::load(folder, device, precision)
     }
 
     /// The weights folder's Hugging Face files at the top of the directory too, each a copy

@@ -56,7 +56,7 @@ pub fn train(
     let device = runtime.device.clone().autodiff();
     device.seed(run.seed);
     let (model, optim, step) = start::initial_state(start, runtime, &run, |device| match start {
-        Start::Pretrained(dir) => hf::load(dir, device),
+        Start::Pretrained(dir) => hf::load(dir, device, run.precision),
         _ => GPT2::random(&config, device),
     })?;
     let c = model.config();
