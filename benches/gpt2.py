@@ -18,16 +18,19 @@ median; transformers runs with 1 and with 2 threads and the faster counts; ours 
   out): tokens/s.
 - eval: the mean loss of the first --eval-tokens tokens of --text in windows of 1024 side by side
   (`microgpt eval`, transformers in batches of 8 windows under no_grad): tokens/s.
+- sampling and eval again with the weights in bf16: ours `--dtype bf16` (the matrices held in
+  bf16, every sum in f32), transformers' model loaded in torch.bfloat16; the last line gives bf16
+  sampling against transformers' f32 `generate`.
 Each cell also gives the process's peak memory (max RSS).
 
 On the CPU the run first prints the CPU's model and core count and measures, with numpy, what
 bounds each row on this machine (best of a few repeats, a few seconds in all):
 - memory read bandwidth (a numpy sum over a 1 GiB float32 array, on 1 thread and on every thread,
-  each on its own slice as the sampler streams its share of the weights; with torch also a
-  matrix-vector product over the same bytes, a sampled token's own work; the faster counts: a
+  each on its own slice as the sampler streams its share of the weights; with torch also its sum
+  and a matrix-vector product over the same bytes, a sampled token's own work; the fastest counts: a
   bound that a program passes was measured too low), and from it the sampling
-  row's "bound tokens/s (f32)": greedy sampling with the KV cache reads every weight once per
-  new token, so tokens/s <= bandwidth / bytes of the f32 weights read per token (counted from
+  row's "bound tokens/s": greedy sampling with the KV cache reads every weight once per
+  new token, so tokens/s <= bandwidth / bytes of the weights read per token, f32 or bf16 (counted from
   the --model folder's config.json; the position embeddings are left out, a token reads one row
   of them);
 - f32 GEMM throughput (a 2048x2048 numpy matmul, GFLOP/s), and from it the prompt and eval rows'
@@ -133,23 +136,24 @@ def bandwidth_probe(gib=1, repeats=5, budget_s=6.0):
         by_threads[threads] = best
     del data, chunks
     how = "numpy sum"
-    # numpy's float32 sum is pairwise and can fall short of the memory's speed; a matrix-vector
-    # product over the same bytes (what a sampled token does with each weight matrix) on torch's
-    # own threads reads at the memory's speed where it can: the faster of the two counts
+    # numpy's float32 sum is pairwise and can fall short of the memory's speed; torch's sum and a
+    # matrix-vector product over the same bytes (what a sampled token does with each weight
+    # matrix), on torch's own threads, read at the memory's speed where they can: the fastest counts
     try:
         import torch
     except ImportError:
         torch = None
     if torch is not None:
-        how = "the faster of a numpy sum and a torch matrix-vector product"
+        how = "the fastest of a numpy sum, a torch sum and a torch matrix-vector product"
         matrix, vector = torch.ones(nbytes // 4 // 1024, 1024), torch.ones(1024)
         for threads in sorted({1, usable_cpus()}):
             torch.set_num_threads(threads)
-            torch.mv(matrix, vector)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                torch.mv(matrix, vector)
-                by_threads[threads] = max(by_threads[threads], nbytes / (time.perf_counter() - start) / 1e9)
+            for read in (lambda: torch.mv(matrix, vector), lambda: matrix.sum()):
+                read()
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    read()
+                    by_threads[threads] = max(by_threads[threads], nbytes / (time.perf_counter() - start) / 1e9)
         del matrix
     return {"gbs": max(by_threads.values()), "by_threads": by_threads, "gib": gib, "repeats": repeats, "how": how}
 
@@ -218,12 +222,17 @@ def bound_lines(bw, gemm, counts):
 
 
 def worker(args):
-    """One transformers measurement in this process, printed as JSON."""
+    """One transformers measurement in this process, printed as JSON; or (`--worker probe`) the
+    machine's bounds, measured here so that the parent stays small: a child's peak RSS counts the
+    memory of the process it was forked from."""
+    if args.worker == "probe":
+        return print(json.dumps({"bw": bandwidth_probe(), "gemm": gemm_probe()}))
     import torch
     from transformers import GPT2LMHeadModel
     torch.set_num_threads(args.threads)
     dev = args.device
-    model = GPT2LMHeadModel.from_pretrained(args.model).to(dev).eval()
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    model = GPT2LMHeadModel.from_pretrained(args.model, torch_dtype=dtype).to(dev).eval()
     tokens = json.load(open(args.tokens))
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     if args.worker == "finetune":
@@ -307,19 +316,24 @@ def main():
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--finetune-batch", type=int, default=8)
     parser.add_argument("--finetune-steps", type=int, default=10)
-    parser.add_argument("--worker", choices=["sample", "prompt", "eval", "finetune"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["sample", "prompt", "eval", "finetune", "probe", "make"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", choices=["f32", "bf16"], default="f32", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        return worker(args)
-
-    if not os.path.isfile(os.path.join(args.model, "model.safetensors")):
+    if args.worker == "make":
         import torch
         from transformers import GPT2Config, GPT2LMHeadModel
         torch.manual_seed(0)
         GPT2LMHeadModel(GPT2Config()).save_pretrained(args.model, safe_serialization=True)
-        print(f"made a GPT-2 124M with random weights in {args.model}", file=sys.stderr)
+        return print(f"made a GPT-2 124M with random weights in {args.model}", file=sys.stderr)
+    if args.worker:
+        return worker(args)
+
+    # torch and the probes' arrays stay out of this process (see worker)
+    if not os.path.isfile(os.path.join(args.model, "model.safetensors")):
+        subprocess.run([sys.executable, __file__, "--worker", "make", "--model", args.model], check=True)
 
     # the texts both sides run on, cut at whole tokens; transformers' side gets tiktoken's ids
     # (the tests check ours are the same)
@@ -339,7 +353,10 @@ def main():
     # what bounds the rows on this machine, measured now, before the runs (see bandwidth_probe, gemm_probe)
     cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} cores", file=sys.stderr, flush=True)
-    bw, gemm, counts = bandwidth_probe(), gemm_probe(), gpt2_counts(args.model)
+    probed = json.loads(measured([sys.executable, __file__, "--worker", "probe"])[0].strip().splitlines()[-1])
+    bw, gemm, counts = probed["bw"], probed["gemm"], gpt2_counts(args.model)
+    if bw is not None:
+        bw["by_threads"] = {int(t): gbs for t, gbs in bw["by_threads"].items()}  # JSON's keys are text
     bounds = bound_lines(bw, gemm, counts)
     print("\n".join(bounds), file=sys.stderr, flush=True)
     ours_cmd = {
@@ -349,16 +366,21 @@ def main():
                    "--num-tokens", "1", "--top-k", "1", "--device", "cpu"],
         "eval": [args.microgpt, "eval", "--checkpoint", args.model, "--data", eval_file, "--device", "cpu"],
     }
+    # the same rows with the weights in bf16: ours `--dtype bf16` (the sums in f32), transformers'
+    # model in torch.bfloat16
+    for what in ["sample", "eval"]:
+        ours_cmd[f"{what}-bf16"] = ours_cmd[what] + ["--dtype", "bf16"]
     rows = []
-    for what in ["sample", "prompt", "eval"]:
+    for what in ["sample", "prompt", "eval", "sample-bf16", "eval-bf16"]:
+        kind, dtype = what.split("-")[0], "bf16" if what.endswith("-bf16") else "f32"
         ours, theirs = {"speed": [], "rss": []}, {1: {"speed": [], "rss": []}, 2: {"speed": [], "rss": []}}
         for _ in range(args.runs):
             out, rss = measured(ours_cmd[what])
-            ours["speed"].append(our_speed(what, out))
+            ours["speed"].append(our_speed(kind, out))
             ours["rss"].append(rss)
             for threads in (1, 2):
-                out, rss = measured([sys.executable, __file__, "--worker", what, "--threads", str(threads),
-                                     "--model", args.model, "--tokens", token_file])
+                out, rss = measured([sys.executable, __file__, "--worker", kind, "--threads", str(threads),
+                                     "--model", args.model, "--tokens", token_file, "--dtype", dtype])
                 theirs[threads]["speed"].append(json.loads(out.strip().splitlines()[-1])["tokens_per_s"])
                 theirs[threads]["rss"].append(rss)
         best = max((1, 2), key=lambda t: statistics.median(theirs[t]["speed"]))
@@ -368,19 +390,22 @@ def main():
     labels = {"sample": f"sampling, greedy, {args.new_tokens} tokens (KV cache)",
               "prompt": f"prompt, {len(enc.encode(long_prompt))} tokens in one pass",
               "eval": f"eval, {len(eval_tokens) - 1} tokens in windows of 1024"}
+    labels.update({f"{what}-bf16": f"{labels[what]}, bf16 weights" for what in ["sample", "eval"]})
     # each row's bound, tokens/s: sampling by memory (bandwidth / f32 bytes per token), the prompt
     # and eval by compute (gemm FLOP/s / FLOPs per token over their context: the prompt, a window)
     bound = {}
     if bw is not None and gemm is not None and counts is not None:
         context = {"prompt": len(enc.encode(long_prompt)), "eval": 1024}
         bound["sample"] = (bw["gbs"] * 1e9 / (4 * counts["per_token"]), "memory")
+        bound["sample-bf16"] = (bw["gbs"] * 1e9 / (2 * counts["per_token"]), "memory, bf16")
         for what, T in context.items():
             bound[what] = (gemm["gflops"] * 1e9 / flops_per_token(counts, T), "gemm")
             bounds.append(f"{what}: {flops_per_token(counts, T) / 1e9:.3f} GFLOP per token (context {T})")
-    print(f"GPT-2 124M on the CPU ({cpu}, {platform.machine()}, {os.cpu_count()} cores), f32, medians of {args.runs}; "
+        bound["eval-bf16"] = bound["eval"]
+    print(f"GPT-2 124M on the CPU ({cpu}, {platform.machine()}, {os.cpu_count()} cores), f32 unless a row says bf16, medians of {args.runs}; "
           f"{time.strftime('%Y-%m-%d')}\n")
     print("\n".join(bounds) + "\n")
-    extra = " bound tokens/s (f32) | ours / bound | theirs / bound |" if bound else ""
+    extra = " bound tokens/s | ours / bound | theirs / bound |" if bound else ""
     print("| | microgpt tokens/s | max RSS | transformers tokens/s (threads) | max RSS | ours / theirs |" + extra)
     print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if bound else ""))
     for what, o, orss, t, threads, trss, ratio in rows:
@@ -388,6 +413,9 @@ def main():
         cells = f" {b[0]:,.1f} ({b[1]}) | {100 * o / b[0]:.0f}% | {100 * t / b[0]:.0f}% |" if bound else ""
         print(f"| {labels[what]} | {o:,.1f} | {orss:,.0f} MiB | {t:,.1f} ({threads}) | {trss:,.0f} MiB | {ratio:.2f}x |"
               + cells)
+    speed = {what: (o, t) for what, o, _, t, *_ in rows}
+    print(f"\nbf16 sampling against transformers' f32 generate: {speed['sample-bf16'][0] / speed['sample'][1]:.2f}x "
+          f"({speed['sample-bf16'][0]:,.1f} against {speed['sample'][1]:,.1f} tokens/s)")
 
 
 def gpu_rows(args, token_file, eval_file):
