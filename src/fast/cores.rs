@@ -15,6 +15,17 @@ use crate::gpt::batch::Batch;
 use crate::gpt::model::LanguageModel;
 use crate::gpt::train::{self, CLIP_EPS, WeightId, put, take};
 
+/// `f` on one of the pool's threads, with this thread's kernels: a loop of small products there (a
+/// sampled token's, each split over the cores) runs each product's first part itself, instead of
+/// sleeping until the pool has run them all and waking for every product.
+pub fn on_the_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let chosen = kernels(); // the pool's thread runs the kernels this thread runs
+    rayon::scope(|_| {
+        use_kernels(chosen);
+        f()
+    })
+}
+
 /// The loss of the batch given in `parts` and its gradients, added, times `share` (the batch's
 /// part of a step's targets: 1 but for gradient accumulation): each part on its own copy of the
 /// weights (new autodiff leaves over the same numbers, under the same parameter ids), all at once

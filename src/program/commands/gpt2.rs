@@ -10,6 +10,7 @@ use burn::module::Module;
 
 use super::{Outcome, print_passage, run_to_end, say_init_from, show, train_options};
 use crate::device::Runtime;
+use crate::fast;
 use crate::gpt::batch::{EvalSet, TrainSet, Windows};
 use crate::gpt::bpe::Bpe;
 use crate::gpt::config::TrainConfig;
@@ -80,7 +81,8 @@ pub fn train(
 /// `microgpt sample --checkpoint gpt2`: GPT-2 continues `--prefix` (or starts a document) for
 /// `--num-tokens` tokens, printed as they come; then the speed.
 pub fn sample(model: &GPT2, options: &SampleOptions, rng: &mut PyRandom) -> Result<Outcome> {
-    let passage = sample::passage(model, &Bpe::gpt2()?, options, rng, show)?;
+    let bpe = Bpe::gpt2()?;
+    let passage = fast::cores::on_the_pool(|| sample::passage(model, &bpe, options, rng, show))?;
     println!();
     let drawn = &passage.drawn;
     let (prompt_s, sample_s) = (drawn.prompt_time.as_secs_f64(), drawn.sample_time.as_secs_f64());
