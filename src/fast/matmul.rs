@@ -99,7 +99,7 @@ mod cpu {
             (DType::F32, DType::F32) => few_rows::<f32, f32>(&lhs, &rhs).or_else(|| product::<f32>(&lhs, &rhs)),
             (DType::F64, DType::F64) => few_rows::<f64, f64>(&lhs, &rhs).or_else(|| product::<f64>(&lhs, &rhs)),
             (DType::F32, DType::BF16) if rhs.layout().num_dims() == 2 => {
-                few_rows::<f32, bf16>(&lhs, &rhs).or_else(|| Some(widened_product(lhs.clone(), &rhs)))
+                few_rows::<f32, bf16>(&lhs, &rhs).or_else(|| Some(widened_product(&lhs, &rhs)))
             }
             _ => None,
         };
@@ -112,13 +112,13 @@ mod cpu {
 
     /// `lhs` [M, K] (f32) times the bf16 matrix `rhs` [K, N], by gemm on [`WIDENED_COLUMNS`]
     /// columns of `rhs` at a time, each widened to f32 for its product.
-    fn widened_product(lhs: FlexTensor, rhs: &FlexTensor) -> FlexTensor {
+    fn widened_product(lhs: &FlexTensor, rhs: &FlexTensor) -> FlexTensor {
         let n = rhs.layout().shape()[1];
         let blocks: Vec<FlexTensor> = (0..n.div_ceil(WIDENED_COLUMNS))
             .map(|b| {
                 let (from, width) = (b * WIDENED_COLUMNS, WIDENED_COLUMNS.min(n - b * WIDENED_COLUMNS));
                 let block = matvec::widened(&rhs.narrow(1, from, width));
-                product::<f32>(&lhs, &block).unwrap_or_else(|| Flex::float_matmul(lhs.clone(), block))
+                product::<f32>(lhs, &block).unwrap_or_else(|| Flex::float_matmul(lhs.clone(), block))
             })
             .collect();
         if blocks.len() == 1 { blocks.into_iter().next().expect("one block") } else { Flex::float_cat(blocks, 1) }

@@ -173,17 +173,18 @@ impl WeightFile {
         let cannot = |err: std::io::Error| anyhow::anyhow!("cannot read {} ({err})", self.path.display());
         if bf16 && dtype != DType::BF16 {
             // a piece at a time: the tensor is never whole in its file's type
+            let nearest: fn(&[u8]) -> bf16 = match dtype {
+                DType::F32 => |b| bf16::from_f32(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+                DType::F64 => |b| bf16::from_f64(f64::from_le_bytes(b.try_into().expect("8 bytes"))),
+                _ => |b| bf16::from_f32(f16::from_le_bytes(b.try_into().expect("2 bytes")).to_f32()),
+            };
             let (width, piece_len) = (dtype.size(), 1 << 16);
             let count = (end - start) / width;
             let (mut numbers, mut piece) = (Vec::with_capacity(count), vec![0; width * piece_len]);
             while numbers.len() < count {
                 let bytes = &mut piece[..width * (count - numbers.len()).min(piece_len)];
                 reader.read_exact(bytes).map_err(cannot)?;
-                numbers.extend(bytes.chunks_exact(width).map(|b| match dtype {
-                    DType::F32 => bf16::from_f32(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
-                    DType::F64 => bf16::from_f64(f64::from_le_bytes(b.try_into().expect("8 bytes"))),
-                    _ => bf16::from_f32(f16::from_le_bytes(b.try_into().expect("2 bytes")).to_f32()),
-                }));
+                numbers.extend(bytes.chunks_exact(width).map(nearest));
             }
             return Ok(TensorData::new(numbers, shape));
         }
