@@ -23,7 +23,7 @@ fn main() -> Result<()> {
     let mut rng = PyRandom::new(42); // Python-compatible: shuffle, initial weights, samples
     let data = Dataset::new(WORDS.split_whitespace().map(String::from).collect(), &mut rng)?;
     let device = device::open(Some(device::DeviceArg::Cpu), None)?.device.autodiff();
-    let config = GPTConfig::new(data.tokenizer.vocab_size()).with_n_embd(32).with_block_size(8);
+    let config = GPTConfig { n_embd: 32, block_size: 8, ..GPTConfig::new(data.tokenizer.vocab_size()) };
     let mut model = GPT::init(&config, &mut rng, &device);
     let mut optim = Adam::reference().init();
     let batches = Batcher::new(&data.tokenizer, data.train_docs(), config.block_size, &device);

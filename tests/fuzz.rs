@@ -56,7 +56,7 @@ fn valid_checkpoint() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
     FILES.get_or_init(|| {
         let device = device::cpu_f64();
         let vocab = Tokenizer::from_documents(&["abc".to_string()]);
-        let config = GPTConfig::new(vocab.vocab_size()).with_n_embd(8).with_n_head(2).with_block_size(4);
+        let config = GPTConfig { n_embd: 8, n_head: 2, block_size: 4, ..GPTConfig::new(vocab.vocab_size()) };
         let model = GPT::init(&config, &mut PyRandom::new(1), &device.autodiff());
         let dir = tempfile::tempdir().unwrap();
         let meta = Meta {

@@ -24,7 +24,7 @@ fn model() -> (GPT, Tokenizer) {
     let docs: Vec<String> = ["emma", "olivia", "ava", "isabella", "sophia"].iter().map(|s| s.to_string()).collect();
     let tokenizer = Tokenizer::from_documents(&docs);
     let config =
-        GPTConfig::new(tokenizer.vocab_size()).with_n_layer(2).with_n_embd(12).with_n_head(3).with_block_size(8);
+        GPTConfig { n_layer: 2, n_embd: 12, n_head: 3, block_size: 8, ..GPTConfig::new(tokenizer.vocab_size()) };
     (GPT::init(&config, &mut PyRandom::new(9), &device::cpu_f64()), tokenizer)
 }
 

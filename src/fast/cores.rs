@@ -211,7 +211,7 @@ mod tests {
             ["anna", "bo", "christopher", "eve", "x", "maximilian", "ida"].iter().map(|d| d.to_string()).collect();
         let tokenizer = Tokenizer::from_documents(&docs);
         let config =
-            GPTConfig::new(tokenizer.vocab_size()).with_n_layer(2).with_n_embd(8).with_n_head(2).with_block_size(8);
+            GPTConfig { n_layer: 2, n_embd: 8, n_head: 2, block_size: 8, ..GPTConfig::new(tokenizer.vocab_size()) };
         let model = GPT::init(&config, &mut PyRandom::new(9), &device);
         let ids = weight_ids(&model);
         let batcher = Batcher::new(&tokenizer, &docs, config.block_size, &device);
@@ -286,7 +286,7 @@ mod tests {
         let docs: Vec<String> =
             ["anna", "bo", "christopher", "eve", "x", "maximilian", "ida"].iter().map(|d| d.to_string()).collect();
         let tokenizer = Tokenizer::from_documents(&docs);
-        let config = GPTConfig::new(tokenizer.vocab_size()).with_n_embd(8).with_n_head(2).with_block_size(8);
+        let config = GPTConfig { n_embd: 8, n_head: 2, block_size: 8, ..GPTConfig::new(tokenizer.vocab_size()) };
         let model = GPT::init(&config, &mut PyRandom::new(4), &device);
         let train = crate::gpt::batch::TrainSet::Documents(Box::new(Batcher::new(&tokenizer, &docs, 8, &device)));
         let unclipped = TrainConfig { batch_size: 6, num_steps: 1, ..TrainConfig::default() };
@@ -335,7 +335,7 @@ mod tests {
         let device = device::cpu_f64().autodiff();
         let docs: Vec<String> = ["anna", "bo", "eve"].iter().map(|d| d.to_string()).collect();
         let tokenizer = Tokenizer::from_documents(&docs);
-        let config = GPTConfig::new(tokenizer.vocab_size()).with_n_embd(8).with_n_head(2);
+        let config = GPTConfig { n_embd: 8, n_head: 2, ..GPTConfig::new(tokenizer.vocab_size()) };
         let model = GPT::init(&config, &mut PyRandom::new(3), &device);
         let ids = weight_ids(&model);
         let batch = Batcher::new(&tokenizer, &docs, config.block_size, &device).batch(0, 3);

@@ -1,36 +1,34 @@
 //! A run's two configurations, each default written once: the model's architecture
 //! ([`GPTConfig`]) and the training run's settings ([`TrainConfig`], the reference's by default),
-//! with the named presets ([`Preset`]) and the checks that refuse what cannot work. Checkpoints
-//! save both whole; [`first_difference`] names what a resumed run would change. The vocabulary
-//! size comes from the data set; the flags (`cli.rs`) only override these values.
+//! both plain serde structs as GPT-2's [`GPT2Config`](crate::gpt::gpt2::GPT2Config) is; the
+//! named presets in one table ([`Preset::row`]); the checks that refuse what cannot work.
+//! Checkpoints save both whole; [`first_difference`] names what a resumed run would change. The
+//! vocabulary size comes from the data set; the flags (`cli.rs`) only override these values.
 
 use anyhow::{Result, bail};
-use burn::config::Config;
 use serde::{Deserialize, Serialize};
 
 use crate::device::Precision;
 use crate::gpt::data::{Corpus, Layout};
 use crate::gpt::train::Decay;
 
-/// Architecture of the GPT, and nothing else. The defaults are the reference's (docs/ALGORITHM.md).
-#[derive(Config, Debug, PartialEq)]
+/// Architecture of the GPT, and nothing else. [`GPTConfig::new`] is the reference's
+/// (docs/ALGORITHM.md); another is written from it: `GPTConfig { n_embd: 32, ..GPTConfig::new(27) }`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GPTConfig {
     /// Number of tokens: the data set's characters plus BOS.
     pub vocab_size: usize,
     /// Number of transformer blocks.
-    #[config(default = 1)]
     pub n_layer: usize,
     /// Width of the residual stream (channels, `C`).
-    #[config(default = 16)]
     pub n_embd: usize,
     /// Number of attention heads; each has `n_embd / n_head` channels.
-    #[config(default = 4)]
     pub n_head: usize,
     /// Longest context the model sees; longer documents are cut, as the reference does.
-    #[config(default = 16)]
     pub block_size: usize,
     /// Standard deviation of every initial weight; `None` is the reference's 0.08 (nanoGPT draws
     /// 0.02). Optional, so that checkpoints written before it existed read as the reference.
+    #[serde(default)]
     pub init_std: Option<f64>,
 }
 
@@ -40,9 +38,9 @@ pub const MAX_BLOCK_SIZE: usize = 1 << 20;
 /// The reference's standard deviation of the initial weights.
 pub const REFERENCE_INIT_STD: f64 = 0.08;
 
-/// Corpus model sizes. The names presets keep `block_size` 16 (names are at most 15
-/// characters); the Shakespeare presets are nanoGPT's two `shakespeare_char` runs, each with its
-/// training settings ([`Preset::train_config`]).
+/// Named model sizes with their training settings, one row each of [`Preset::row`]. The names
+/// presets keep `block_size` 16 (names are at most 15 characters); the Shakespeare presets are
+/// nanoGPT's two `shakespeare_char` runs and its two GPT-2 Shakespeare runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
     /// The reference: 1 layer, 16 channels, 4 heads (4,192 parameters on names.txt).
@@ -75,10 +73,9 @@ pub enum Preset {
 }
 
 /// A training run's settings: everything a resume must keep to continue exactly. The defaults
-/// are the reference's (microgpt.py's); the Shakespeare presets' are nanoGPT's
-/// ([`TrainConfig::shakespeare_char_cpu`]). Saved whole in `checkpoint.json` (as `run`); a
-/// setting missing from an older checkpoint reads as the reference's (`checkpoint` refuses one
-/// without the settings every format has recorded).
+/// are the reference's (microgpt.py's); the Shakespeare presets' are nanoGPT's ([`Preset::row`]).
+/// Saved whole in `checkpoint.json` (as `run`); a setting missing from an older checkpoint reads
+/// as the reference's (`checkpoint` refuses one without the settings every format has recorded).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainConfig {
@@ -140,54 +137,6 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// nanoGPT's `train_shakespeare_char.py` with its README's CPU flags: 2,000 steps of lr 1e-3
-    /// (warmup 100, cosine to 1e-4), weight decay 0.1, clipping 1.0, betas 0.9/0.99, batch 12,
-    /// f32, the data read as one text.
-    pub fn shakespeare_char_cpu() -> Self {
-        Self {
-            num_steps: 2000,
-            lr: 1e-3,
-            min_lr: 1e-4,
-            warmup_steps: 100,
-            decay: Decay::Cosine,
-            weight_decay: 0.1,
-            grad_clip: Some(1.0),
-            beta1: 0.9,
-            batch_size: 12,
-            precision: Precision::F32,
-            layout: Layout::Text,
-            ..Self::default()
-        }
-    }
-
-    /// nanoGPT's `finetune_shakespeare.py`: 20 steps of 32 windows at a constant lr 3e-5 (the
-    /// floor is the peak), AdamW with betas 0.9/0.95 and weight decay 0.1, clipping 1.0, f32, on
-    /// one text, the held-out loss over 40 windows. (nanoGPT reaches its 32 windows as 32
-    /// micro-steps of one: the same gradient.)
-    pub fn gpt2_finetune_shakespeare() -> Self {
-        Self {
-            num_steps: 20,
-            lr: 3e-5,
-            min_lr: 3e-5,
-            decay: Decay::Cosine,
-            weight_decay: 0.1,
-            grad_clip: Some(1.0),
-            beta1: 0.9,
-            beta2: 0.95,
-            batch_size: 32,
-            precision: Precision::F32,
-            layout: Layout::Text,
-            eval_windows: 40,
-            ..Self::default()
-        }
-    }
-
-    /// nanoGPT's "baby GPT" run: as [`TrainConfig::shakespeare_char_cpu`] with 5,000 steps of
-    /// batch 64 and dropout 0.2. For a GPU.
-    pub fn shakespeare_char() -> Self {
-        Self { num_steps: 5000, batch_size: 64, dropout: 0.2, ..Self::shakespeare_char_cpu() }
-    }
-
     /// Refuse a schedule that cannot run: a warmup as long as the run, a floor above the peak, a
     /// weight decay that would flip the weights' sign.
     pub fn validate(&self) -> Result<()> {
@@ -231,32 +180,12 @@ pub fn fields<T: Serialize>(config: &T) -> Vec<(String, String)> {
     json_fields(config).into_iter().map(|(key, value)| (key, typed(&value))).collect()
 }
 
-/// The fields of a configuration as JSON values, in the order the struct declares them.
+/// The fields of a configuration as JSON values, in the order the struct declares them
+/// (serde_json's `preserve_order` keeps it).
 fn json_fields<T: Serialize>(config: &T) -> Vec<(String, serde_json::Value)> {
-    let json = serde_json::to_string(config).expect("a configuration serializes");
-    serde_json::from_str::<Fields>(&json).expect("a configuration serializes to a JSON object").0
-}
-
-/// A JSON object's fields in the order they are written (serde_json's own map sorts them).
-struct Fields(Vec<(String, serde_json::Value)>);
-
-impl<'de> Deserialize<'de> for Fields {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct InOrder;
-        impl<'de> serde::de::Visitor<'de> for InOrder {
-            type Value = Fields;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Fields, M::Error> {
-                let mut fields = Vec::new();
-                while let Some(field) = map.next_entry()? {
-                    fields.push(field);
-                }
-                Ok(Fields(fields))
-            }
-        }
-        deserializer.deserialize_map(InOrder)
+    match serde_json::to_value(config).expect("a configuration serializes") {
+        serde_json::Value::Object(fields) => fields.into_iter().collect(),
+        _ => unreachable!("a configuration serializes to a JSON object"),
     }
 }
 
@@ -292,38 +221,83 @@ impl Preset {
         clap::ValueEnum::to_possible_value(&self).expect("no preset is skipped").get_name().to_string()
     }
 
-    /// The training settings the preset comes with: nanoGPT's for the Shakespeare presets, the
-    /// reference's for the others.
-    pub fn train_config(self) -> TrainConfig {
+    /// Every preset's row: its model's sizes, its training settings, the data set it trains on
+    /// when `--data` is not given and how often it evaluates on the held-out data (always once at
+    /// the end). The names presets train as the reference; the Shakespeare presets as nanoGPT's
+    /// `train_shakespeare_char.py` with its README's CPU flags (2,000 steps of lr 1e-3, warmup
+    /// 100, cosine to 1e-4, weight decay 0.1, clipping 1.0, betas 0.9/0.99, batch 12, f32, the data
+    /// as one text), evaluating every 250 steps as it does.
+    pub fn row(self) -> PresetRow {
+        let reference = TrainConfig::default();
+        let cpu = TrainConfig {
+            num_steps: 2000,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_steps: 100,
+            decay: Decay::Cosine,
+            weight_decay: 0.1,
+            grad_clip: Some(1.0),
+            beta1: 0.9,
+            batch_size: 12,
+            precision: Precision::F32,
+            layout: Layout::Text,
+            ..reference.clone()
+        };
+        let row = |[n_layer, n_embd, n_head, block_size]: [usize; 4], run: &TrainConfig, dataset, eval_every| {
+            let sizes = GPTConfig { n_layer, n_embd, n_head, block_size, ..GPTConfig::new(0) };
+            PresetRow { sizes, run: run.clone(), dataset, eval_every, gpt2: false }
+        };
+        let (names, text) = (Corpus::Names, Corpus::Shakespeare);
         match self {
-            Preset::ShakespeareCharCpu | Preset::Gpt2ShakespeareCpu => TrainConfig::shakespeare_char_cpu(),
-            Preset::ShakespeareChar => TrainConfig::shakespeare_char(),
-            Preset::Gpt2FinetuneShakespeare => TrainConfig::gpt2_finetune_shakespeare(),
-            _ => TrainConfig::default(),
+            //                     layers, channels, heads, block; training, data set, evaluate every
+            Preset::Reference => row([1, 16, 4, 16], &reference, names, None),
+            Preset::Small => row([2, 64, 4, 16], &reference, names, None),
+            Preset::Medium => row([4, 128, 4, 16], &reference, names, None),
+            Preset::Large => row([6, 384, 6, 16], &reference, names, None),
+            Preset::ShakespeareCharCpu => row([4, 128, 4, 64], &cpu, text, Some(250)),
+            // batch 64, dropout 0.2, 5,000 steps; at 6 x 384 the reference's 0.08 starts near a
+            // loss of 30 (no final norm: the logits grow with the width and depth), nanoGPT's
+            // 0.02 at ln(vocab)
+            Preset::ShakespeareChar => {
+                let run = TrainConfig { num_steps: 5000, batch_size: 64, dropout: 0.2, ..cpu };
+                let mut row = row([6, 384, 6, 256], &run, text, Some(250));
+                row.sizes.init_std = Some(0.02);
+                row
+            }
+            Preset::Gpt2ShakespeareCpu => PresetRow { gpt2: true, ..row([4, 128, 4, 64], &cpu, text, Some(250)) },
+            // finetune_shakespeare.py: 20 steps of 32 windows at a constant lr 3e-5 (the floor is
+            // the peak), betas 0.9/0.95, the held-out loss over 40 windows every 5 steps (nanoGPT
+            // reaches its 32 windows as 32 micro-steps of one: the same gradient); the sizes of
+            // OpenAI's GPT-2 124M, which --init-from replaces by the model's own
+            Preset::Gpt2FinetuneShakespeare => {
+                let run = TrainConfig {
+                    num_steps: 20,
+                    lr: 3e-5,
+                    min_lr: 3e-5,
+                    warmup_steps: 0,
+                    beta2: 0.95,
+                    batch_size: 32,
+                    eval_windows: 40,
+                    ..cpu
+                };
+                PresetRow { gpt2: true, ..row([12, 768, 12, 1024], &run, text, Some(5)) }
+            }
         }
     }
+}
 
+/// One preset: what [`Preset::row`] gives.
+pub struct PresetRow {
+    /// The model's sizes, for a vocabulary of 0 tokens (the data set's is set when it is read).
+    pub sizes: GPTConfig,
+    /// The training settings.
+    pub run: TrainConfig,
     /// The data set trained on when `--data` is not given.
-    pub fn dataset(self) -> Corpus {
-        match self {
-            Preset::Reference | Preset::Small | Preset::Medium | Preset::Large => Corpus::Names,
-            _ => Corpus::Shakespeare,
-        }
-    }
-
-    /// How often the preset evaluates on the held-out data (nanoGPT's 250 for the Shakespeare
-    /// presets; the others only at the end).
-    pub fn eval_every(self) -> Option<usize> {
-        match self {
-            Preset::Gpt2FinetuneShakespeare => Some(5),
-            _ => (self.dataset() == Corpus::Shakespeare).then_some(250),
-        }
-    }
-
-    /// Whether the preset is a GPT-2 (GPT-2's architecture and tokens).
-    pub fn is_gpt2(self) -> bool {
-        matches!(self, Preset::Gpt2ShakespeareCpu | Preset::Gpt2FinetuneShakespeare)
-    }
+    pub dataset: Corpus,
+    /// How often to evaluate on the held-out data, besides the end.
+    pub eval_every: Option<usize>,
+    /// Whether the model is a GPT-2 (GPT-2's architecture and tokens).
+    pub gpt2: bool,
 }
 
 impl GPTConfig {
@@ -335,27 +309,15 @@ impl GPTConfig {
         )
     }
 
+    /// The reference's architecture for a vocabulary of `vocab_size` tokens: 1 layer, 16
+    /// channels, 4 heads, a context of 16, initial weights of std 0.08.
+    pub fn new(vocab_size: usize) -> Self {
+        Self { vocab_size, n_layer: 1, n_embd: 16, n_head: 4, block_size: 16, init_std: None }
+    }
+
     /// The architecture of a preset for a vocabulary of `vocab_size` tokens.
     pub fn preset(preset: Preset, vocab_size: usize) -> Self {
-        let config = Self::new(vocab_size);
-        match preset {
-            Preset::Reference => config,
-            Preset::Small => config.with_n_layer(2).with_n_embd(64),
-            Preset::Medium => config.with_n_layer(4).with_n_embd(128),
-            Preset::Large => config.with_n_layer(6).with_n_embd(384).with_n_head(6),
-            Preset::ShakespeareCharCpu | Preset::Gpt2ShakespeareCpu => {
-                config.with_n_layer(4).with_n_embd(128).with_block_size(64)
-            }
-            // the sizes of OpenAI's GPT-2 124M, which --init-from replaces by the model's own
-            Preset::Gpt2FinetuneShakespeare => {
-                config.with_n_layer(12).with_n_embd(768).with_n_head(12).with_block_size(1024)
-            }
-            // at 6 x 384 the reference's 0.08 starts near a loss of 30 (no final norm: the logits
-            // grow with the width and depth); nanoGPT's 0.02 starts at ln(vocab)
-            Preset::ShakespeareChar => {
-                config.with_n_layer(6).with_n_embd(384).with_n_head(6).with_block_size(256).with_init_std(Some(0.02))
-            }
-        }
+        Self { vocab_size, ..preset.row().sizes }
     }
 
     /// Standard deviation of the initial weights.

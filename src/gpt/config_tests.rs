@@ -26,9 +26,9 @@ fn presets_are_valid_and_grow() {
     assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
     for p in Preset::ALL {
         GPTConfig::preset(p, 66).validate().unwrap();
-        let nanogpts = p.train_config() != TrainConfig::default();
+        let nanogpts = p.row().run != TrainConfig::default();
         assert_eq!(nanogpts, p.name().contains("shakespeare"), "{}", p.name());
-        assert_eq!(p.is_gpt2(), p.name().starts_with("gpt2"), "{}", p.name());
+        assert_eq!(p.row().gpt2, p.name().starts_with("gpt2"), "{}", p.name());
     }
     // nanoGPT's shakespeare_char sizes on its 65 characters (+ our BOS): 0.80M and 10.8M
     assert_eq!(
@@ -51,7 +51,7 @@ fn configs_without_init_std_read_as_the_reference() {
 /// A resume names the first setting a flag would change, as the flag takes it.
 #[test]
 fn differences_are_named_as_typed() {
-    let saved = TrainConfig::shakespeare_char_cpu();
+    let saved = Preset::ShakespeareCharCpu.row().run;
     assert_eq!(first_difference(&saved, &saved.clone()), None);
     let named = |wanted: TrainConfig| first_difference(&saved, &wanted).unwrap();
     let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
@@ -63,7 +63,7 @@ fn differences_are_named_as_typed() {
     assert_eq!(named(TrainConfig { num_steps: 7, seed: 1, ..saved.clone() }), s("seed", "1", "42"));
     assert_eq!(named(TrainConfig { eval_windows: 7, lr: 1.0, ..saved.clone() }), s("lr", "1", "0.001"));
     let sizes = GPTConfig::new(27);
-    assert_eq!(first_difference(&sizes, &sizes.clone().with_n_embd(32)).unwrap().0, "n_embd");
+    assert_eq!(first_difference(&sizes, &GPTConfig { n_embd: 32, ..sizes.clone() }).unwrap().0, "n_embd");
 }
 
 /// A checkpoint written before a setting existed reads it as the reference's.
@@ -78,9 +78,9 @@ fn settings_missing_from_old_checkpoints_read_as_the_references() {
 
 #[test]
 fn impossible_sizes_are_refused_with_the_flag_named() {
-    let err = GPTConfig::new(27).with_n_embd(18).validate().unwrap_err();
+    let err = GPTConfig { n_embd: 18, ..GPTConfig::new(27) }.validate().unwrap_err();
     assert!(err.to_string().contains("not divisible by --n-head 4"), "{err}");
-    let err = GPTConfig::new(27).with_n_layer(0).validate().unwrap_err();
+    let err = GPTConfig { n_layer: 0, ..GPTConfig::new(27) }.validate().unwrap_err();
     assert!(err.to_string().contains("--n-layer"), "{err}");
     let err = GPTConfig::new(1).validate().unwrap_err();
     assert!(err.to_string().contains("vocabulary"), "{err}");

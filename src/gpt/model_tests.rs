@@ -22,7 +22,7 @@ fn init_draws_in_reference_order() {
         ("layer0.mlp_fc1", 0.09815532397713762, 0.05598596973727886),
         ("layer0.mlp_fc2", 0.10192585920755581, -0.03480238435800685),
     ];
-    let config = GPTConfig::new(3).with_n_embd(4).with_n_head(2).with_block_size(2);
+    let config = GPTConfig { n_embd: 4, n_head: 2, block_size: 2, ..GPTConfig::new(3) };
     let model = GPT::init(&config, &mut PyRandom::new(42), &device::cpu_f64());
     let weights = model.named_weights();
     assert_eq!(weights.len(), expected.len());
@@ -36,7 +36,7 @@ fn init_draws_in_reference_order() {
 #[test]
 fn kv_cache_matches_full_forward() {
     let device = device::cpu_f64();
-    let config = GPTConfig::new(11).with_n_layer(2).with_n_embd(8).with_n_head(2);
+    let config = GPTConfig { n_layer: 2, n_embd: 8, n_head: 2, ..GPTConfig::new(11) };
     let model = GPT::init(&config, &mut PyRandom::new(3), &device);
     let ids = [10i64, 3, 7, 1, 0, 5];
     let idx = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device);
@@ -60,7 +60,7 @@ fn kv_cache_matches_full_forward() {
 #[test]
 fn autodiff_gradients_match_finite_differences() {
     let device = device::cpu_f64();
-    let config = GPTConfig::new(7).with_n_layer(2).with_n_embd(8).with_n_head(2).with_block_size(5);
+    let config = GPTConfig { n_layer: 2, n_embd: 8, n_head: 2, block_size: 5, ..GPTConfig::new(7) };
     let model = GPT::init(&config, &mut PyRandom::new(5), &device.clone().autodiff());
     let ints = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [2, 5]), &device);
     let idx = ints(vec![6, 0, 3, 2, 5, 6, 1, 4, 0, 0]);
@@ -121,7 +121,7 @@ fn packed_batches_give_the_masked_loss_and_gradients() {
     let docs: Vec<String> = ["anna", "bo", "christopher", "eve", "x"].iter().map(|d| d.to_string()).collect();
     let tokenizer = Tokenizer::from_documents(&docs);
     let config =
-        GPTConfig::new(tokenizer.vocab_size()).with_n_layer(2).with_n_embd(8).with_n_head(2).with_block_size(8);
+        GPTConfig { n_layer: 2, n_embd: 8, n_head: 2, block_size: 8, ..GPTConfig::new(tokenizer.vocab_size()) };
     let model = GPT::init(&config, &mut PyRandom::new(4), &device);
     let batcher = Batcher::new(&tokenizer, &docs, config.block_size, &device);
     let batch = batcher.batch(1, 4);
@@ -155,7 +155,7 @@ fn padding_is_masked_out_of_the_loss() {
     let device = device::cpu_f64();
     let docs: Vec<String> = ["anna", "bo", "christopher", "eve"].iter().map(|d| d.to_string()).collect();
     let tokenizer = Tokenizer::from_documents(&docs);
-    let config = GPTConfig::new(tokenizer.vocab_size()).with_block_size(8);
+    let config = GPTConfig { block_size: 8, ..GPTConfig::new(tokenizer.vocab_size()) };
     let model = GPT::init(&config, &mut PyRandom::new(11), &device);
     let batcher = Batcher::new(&tokenizer, &docs, config.block_size, &device);
     let loss = |start: usize, size: usize| {

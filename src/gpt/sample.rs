@@ -341,7 +341,7 @@ mod tests {
         use crate::gpt::config::GPTConfig;
         use crate::gpt::model::GPT;
         let tokenizer = Tokenizer::from_text("ab c\nd");
-        let config = GPTConfig::new(tokenizer.vocab_size()).with_n_embd(8).with_n_head(2).with_block_size(6);
+        let config = GPTConfig { n_embd: 8, n_head: 2, block_size: 6, ..GPTConfig::new(tokenizer.vocab_size()) };
         let model = GPT::init(&config, &mut PyRandom::new(1), &device::cpu_f64());
         let options =
             SampleOptions { num_chars: 40, prefix: "ab".into(), temperature: 1.0, ..SampleOptions::reference() };

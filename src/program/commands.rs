@@ -214,7 +214,7 @@ pub(crate) fn train_options(
     let gpu = device::is_gpu(runtime.kind);
     Ok(TrainOptions {
         stop_at: args.stop_at,
-        eval_every: args.eval_every.or(args.preset.and_then(|p| p.eval_every())).or(match start {
+        eval_every: args.eval_every.or(args.preset.and_then(|p| p.row().eval_every)).or(match start {
             Start::Resume(_, meta) => meta.eval_every, // a resume keeps the run's schedule
             _ => None,
         }),

@@ -65,7 +65,7 @@ impl Start {
                 None => Start::InitFrom(spec.clone(), checkpoint::read_meta(spec)?),
             },
             (None, None) if args.preset == Some(Preset::Gpt2FinetuneShakespeare) => {
-                Start::Pretrained(hf::openai_model("gpt2")?)
+                Start::Pretrained(crate::program::hub::openai_model("gpt2")?)
             }
             (None, None) => Start::Fresh,
         };
@@ -94,7 +94,7 @@ impl Start {
     /// Whether the run trains a GPT-2: from one, or asked for (`--tokenizer gpt2`, a GPT-2 preset).
     pub fn is_gpt2(&self, args: &TrainArgs) -> bool {
         match self {
-            Start::Fresh => args.tokenizer == Some(TokenizerKind::GPT2) || preset(args).is_gpt2(),
+            Start::Fresh => args.tokenizer == Some(TokenizerKind::GPT2) || preset(args).row().gpt2,
             Start::Resume(_, meta) | Start::InitFrom(_, meta) => matches!(meta.config, Architecture::GPT2(_)),
             Start::Pretrained(_) => true,
         }
@@ -175,7 +175,7 @@ pub fn settings(args: &TrainArgs, start: &Start) -> Result<(TrainConfig, Runtime
     let config = match start {
         Start::Resume(_, meta) => resumed(args, &meta.run)?,
         _ => {
-            let mut config = preset(args).train_config();
+            let mut config = preset(args).row().run;
             if let (None, Some(named)) = (&args.data, args.dataset) {
                 config.layout = named.layout();
             }
@@ -255,7 +255,7 @@ pub fn architecture(args: &TrainArgs, start: &Start, vocab_size: usize) -> Resul
         );
     }
     // compared with the standard deviation spelled out, as the flag gives it
-    let spelled_out = |c: &GPTConfig| c.clone().with_init_std(Some(c.init_std()));
+    let spelled_out = |c: &GPTConfig| GPTConfig { init_std: Some(c.init_std()), ..c.clone() };
     let mut wanted = saved.clone();
     args.apply_sizes(&mut wanted);
     refuse_change(&spelled_out(saved), &spelled_out(&wanted), start.keeps_because())?;

@@ -16,7 +16,7 @@ use crate::program::datafile::{self, DataFile};
 
 /// The data set trained on when `--data` is not given: `--dataset`, else the preset's.
 fn named_data(args: &TrainArgs) -> Corpus {
-    args.dataset.unwrap_or(preset(args).dataset())
+    args.dataset.unwrap_or(preset(args).row().dataset)
 }
 
 /// The data file a new run trains on: `--data`, else the data set's (downloaded when absent).
