@@ -21,6 +21,7 @@ use microgpt_burn::gpt::bpe::Bpe;
 use microgpt_burn::gpt::data::Tokenize;
 use microgpt_burn::gpt::gpt2::GPT2;
 use microgpt_burn::gpt::model::LanguageModel;
+use microgpt_burn::gpt::ops;
 use microgpt_burn::gpt::rng::PyRandom;
 use microgpt_burn::gpt::sample::{self, SampleOptions};
 use microgpt_burn::gpt::train::{self, evaluate};
@@ -766,5 +767,45 @@ fn bf16_runs_from_the_command_line_and_is_refused_where_it_has_no_meaning() {
         let args = [flags, &["--dtype", "bf16"]].concat();
         let err = one_line_error(&microgpt(d, &args));
         assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
+/// In f32 the CPU's own loss loops (the exps vectorized, the logits' rows changed in place) give
+/// Burn's log-likelihoods, their masked mean and both gradients within f32's rounding, for rows
+/// as long as a vocabulary of 1,000 tokens; without autodiff (evaluation) too.
+#[test]
+fn the_f32_loss_loops_are_burns_formula_within_rounding() {
+    let ad = cpu_f32().autodiff();
+    let values: Vec<f32> = (0..6000).map(|i| (i * 7919 % 1000) as f32 / 125.0 - 4.0).collect();
+    let ids: Vec<i64> = (0..6).map(|i| i * 397 % 1000).collect();
+    let logits = || Tensor::<3>::from_data(TensorData::new(values.clone(), [2, 3, 1000]), &ad).require_grad();
+    let targets = Tensor::<3, Int>::from_data(TensorData::new(ids, [2, 3, 1]), &ad);
+    let mask = Tensor::<3>::from_data(TensorData::new(vec![1f32, 1., 0., 1., 0., 1.], [2, 3, 1]), &ad);
+    let weights = Tensor::<3>::from_data(TensorData::new(vec![0.5f32, -1., 2., 1., 0.25, -3.], [2, 3, 1]), &ad);
+    let run = |kernels| {
+        with_kernels(kernels, || {
+            let (rows, mean) = (logits(), logits());
+            let nll = ops::nll(rows.clone(), targets.clone());
+            let loss = ops::mean_nll(mean.clone(), targets.clone(), Some((mask.clone(), 4)));
+            let (row_grads, mean_grads) = ((nll.clone() * weights.clone()).sum().backward(), loss.backward());
+            let untracked = ops::nll(rows.clone().inner(), targets.clone().inner());
+            [
+                nll.inner(),
+                loss.inner().reshape([1, 1, 1]),
+                rows.grad(&row_grads).unwrap(),
+                mean.grad(&mean_grads).unwrap(),
+                untracked,
+            ]
+            .map(|t| t.into_data().to_vec::<f32>().unwrap())
+        })
+    };
+    let (ours, burns) = (run(Kernels::Fused), run(Kernels::Burn));
+    for (what, (a, b)) in
+        ["losses", "mean", "row gradients", "mean's gradients", "evaluation"].iter().zip(ours.iter().zip(&burns))
+    {
+        assert_eq!(a.len(), b.len());
+        let diff = max_diff(a, b);
+        assert!(diff < 1e-5, "{what} differ by {diff}");
+        assert!(a.iter().any(|&x| x != 0.0), "{what} are all 0");
     }
 }

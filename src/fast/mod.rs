@@ -143,6 +143,20 @@ mod extension {
             gelu::composed_backward::<Self>(x, grad)
         }
 
+        /// [`nll::composed_log_probs`].
+        fn log_probs(logits: FloatTensor<Self>) -> FloatTensor<Self> {
+            nll::composed_log_probs::<Self>(logits)
+        }
+
+        /// [`nll::composed_backward`].
+        fn nll_backward(
+            logp: FloatTensor<Self>,
+            targets: IntTensor<Self>,
+            grad: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            nll::composed_backward::<Self>(logp, targets, grad)
+        }
+
         /// [`nll::composed`].
         fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
             nll::composed::<Self>(logits, targets)
@@ -196,7 +210,7 @@ impl<B: FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff<B, C> {
     }
 }
 
-/// The CPU backend: its own loops for the softmax and the products.
+/// The CPU backend: its own loops for the softmax, the products, GELU and the loss.
 #[cfg(feature = "cpu")]
 impl FusedBackend for burn::backend::flex::Flex {
     fn causal_softmax(scores: FloatTensor<Self>, _future: BoolTensor<Self>, divisor: f64) -> FloatTensor<Self> {
@@ -221,6 +235,18 @@ impl FusedBackend for burn::backend::flex::Flex {
 
     fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         gelu::flex_backward(x, grad)
+    }
+
+    fn log_probs(logits: FloatTensor<Self>) -> FloatTensor<Self> {
+        nll::flex_log_probs(logits)
+    }
+
+    fn nll_backward(logp: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        nll::flex_backward(logp, targets, grad)
+    }
+
+    fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        nll::flex_nll(logits, targets) // without the log-probabilities: evaluation's
     }
 }
 
