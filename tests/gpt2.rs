@@ -796,7 +796,7 @@ fn the_f32_loss_loops_are_burns_formula_within_rounding() {
                 mean.grad(&mean_grads).unwrap(),
                 untracked,
             ]
-            .map(|t| t.into_data().to_vec::<f32>().unwrap())
+            .map(|t| t.into_data().try_into_vec::<f32>().unwrap())
         })
     };
     let (ours, burns) = (run(Kernels::Fused), run(Kernels::Burn));
