@@ -151,9 +151,10 @@ pub fn tracked_masked<B: FusedBackend, C: CheckpointStrategy>(
 pub use cpu::{flex_backward, flex_log_probs, flex_nll};
 
 /// The CPU's loops in f32: each row of logits (50,257 of a GPT-2's) read in a few passes of exps
-/// that the compiler vectorizes ([`Real::exp`](crate::fast::real::Real::exp)), into one new
-/// tensor; rows in pieces over the cores. Composed, Burn's log-softmax makes three tensors of the
-/// logits' size and calls libm's exp for each number, and the backward pass two more. In f64, the
+/// that the compiler vectorizes ([`Real::exp`](crate::fast::real::Real::exp)), written in its
+/// own place (the logits become the log-probabilities, those the gradient); rows in pieces over
+/// the cores. Composed, Burn's log-softmax makes three tensors of the logits' size and calls
+/// libm's exp for each number, and the backward pass two more. In f64, the
 /// reference's precision, the loss keeps Burn's own operations, so that the reference run's
 /// numbers stay its own to the last bit.
 #[cfg(feature = "cpu")]
